@@ -1,0 +1,205 @@
+"""Per-image work: read the file once, decode it once, and derive everything from that decode.
+
+Each image yields its manifest facts, its content and pixel digests, its perceptual hashes and,
+when an embedder is configured, its embedding input (resized once, in the worker that decoded
+it). Workers are separate processes; embeddings are computed in the parent in batches as results
+stream in, so memory stays bounded by one batch of model inputs.
+
+The unit of work is a list of :class:`ImageSource`, so a shard or a data drop is just a smaller
+list: nothing here depends on the rest of the dataset.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from dedup_pipeline.lib.decoding import DecodeError, decode_image
+from dedup_pipeline.lib.embedding import Embedder
+from dedup_pipeline.lib.hashing import content_digest, perceptual_hashes, pixel_digest, words_per_hash
+from dedup_pipeline.lib.sources import ImageSource
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    hash_size: int
+    hash_algorithms: tuple[str, ...]
+    embedding_size: int | None
+    max_pixels: int
+
+
+@dataclass
+class ImageFeatures:
+    bytes: int
+    width: int
+    height: int
+    format: str | None
+    mode: str
+    frames: int
+    content_sha256: str
+    pixel_sha256: str
+    notes: str | None
+    hashes: dict[str, tuple[int, ...]]
+    embedding_input: np.ndarray | None
+
+
+@dataclass
+class ImageFailure:
+    reason: str
+
+
+@dataclass
+class ExtractionResult:
+    """Decodable images (``manifest``, row i is image i) and the rest (``failures``)."""
+
+    manifest: pl.DataFrame
+    failures: pl.DataFrame
+    hashes: dict[str, np.ndarray]  # algorithm -> (n_images, words) uint64
+    embeddings: np.ndarray | None  # (n_images, dimension) float32, unit rows
+
+
+def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFeatures | ImageFailure:
+    try:
+        data = source.file.read_bytes()
+    except OSError as error:
+        return ImageFailure(f"cannot read file: {error.strerror or error}")
+    try:
+        decoded = decode_image(data, settings.max_pixels)
+    except DecodeError as error:
+        return ImageFailure(str(error))
+    rgb = decoded.rgb
+    embedding_input = None
+    if settings.embedding_size:
+        size = (settings.embedding_size, settings.embedding_size)
+        embedding_input = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+    return ImageFeatures(
+        bytes=len(data),
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        mode=decoded.mode,
+        frames=decoded.frames,
+        content_sha256=content_digest(data),
+        pixel_sha256=pixel_digest(rgb),
+        notes="; ".join(decoded.notes) or None,
+        hashes=perceptual_hashes(rgb.convert("L"), settings.hash_size, list(settings.hash_algorithms)),
+        embedding_input=embedding_input,
+    )
+
+
+def _extract_many(
+    sources: Sequence[ImageSource], settings: ExtractionSettings, workers: int
+) -> Iterator[ImageFeatures | ImageFailure]:
+    work = partial(extract_image, settings=settings)
+    if workers <= 1 or len(sources) < 2 * workers:
+        yield from map(work, sources)
+        return
+    # spawn, not fork: the parent holds torch threads, which do not survive a fork.
+    context = multiprocessing.get_context("spawn")
+    chunksize = max(1, min(64, len(sources) // (workers * 8)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        yield from pool.map(work, sources, chunksize=chunksize)
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def extract(
+    sources: Sequence[ImageSource],
+    settings: ExtractionSettings,
+    embedder: Embedder | None,
+    workers: int,
+    batch_size: int = 64,
+    progress: ProgressCallback | None = None,
+) -> ExtractionResult:
+    manifest_rows: list[dict[str, object]] = []
+    failure_rows: list[dict[str, object]] = []
+    hash_words: dict[str, list[tuple[int, ...]]] = {name: [] for name in settings.hash_algorithms}
+    embeddings: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending and embedder is not None:
+            embeddings.append(embedder.embed(np.stack(pending)))
+        pending.clear()
+
+    for done, (source, result) in enumerate(zip(sources, _extract_many(sources, settings, workers), strict=True), 1):
+        if isinstance(result, ImageFailure):
+            failure_rows.append({"path": source.path, "split": source.split, "label": source.label, "reason": result.reason})
+        else:
+            manifest_rows.append(_manifest_row(len(manifest_rows), source, result))
+            for name, words in result.hashes.items():
+                hash_words[name].append(words)
+            if result.embedding_input is not None:
+                pending.append(result.embedding_input)
+                if len(pending) >= batch_size:
+                    flush()
+        if progress is not None:
+            progress(done, len(sources))
+    flush()
+
+    word_count = words_per_hash(settings.hash_size)
+    return ExtractionResult(
+        manifest=pl.DataFrame(manifest_rows, schema=MANIFEST_SCHEMA),
+        failures=pl.DataFrame(failure_rows, schema=FAILURE_SCHEMA),
+        hashes={
+            name: np.array(words, dtype=np.uint64).reshape(len(words), word_count)
+            for name, words in hash_words.items()
+        },
+        embeddings=_stack_embeddings(embeddings, embedder, len(manifest_rows)),
+    )
+
+
+def _stack_embeddings(batches: list[np.ndarray], embedder: Embedder | None, count: int) -> np.ndarray | None:
+    if embedder is None:
+        return None
+    if not batches:
+        return np.zeros((count, embedder.dimension), dtype=np.float32)
+    return np.concatenate(batches)
+
+
+def _manifest_row(image_id: int, source: ImageSource, features: ImageFeatures) -> dict[str, object]:
+    return {
+        "image_id": image_id,
+        "path": source.path,
+        "split": source.split,
+        "label": source.label,
+        "bytes": features.bytes,
+        "width": features.width,
+        "height": features.height,
+        "format": features.format,
+        "mode": features.mode,
+        "frames": features.frames,
+        "content_sha256": features.content_sha256,
+        "pixel_sha256": features.pixel_sha256,
+        "notes": features.notes,
+    }
+
+
+MANIFEST_SCHEMA = {
+    "image_id": pl.Int64,
+    "path": pl.String,
+    "split": pl.String,
+    "label": pl.String,
+    "bytes": pl.Int64,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "format": pl.String,
+    "mode": pl.String,
+    "frames": pl.Int32,
+    "content_sha256": pl.String,
+    "pixel_sha256": pl.String,
+    "notes": pl.String,
+}
+FAILURE_SCHEMA = {"path": pl.String, "split": pl.String, "label": pl.String, "reason": pl.String}

@@ -1,0 +1,54 @@
+"""Exact Hamming-distance self-join of packed binary hashes.
+
+Blockwise brute force with ``numpy.bitwise_count``: each block of query rows is compared only with
+the rows after it (every unordered pair once), and a block's scratch space is bounded by
+``max_block_cells``, so memory stays O(N) whatever N is. No N x N matrix exists at any time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_BLOCK_CELLS = 1 << 24
+
+
+def hamming_pairs(
+    hashes: np.ndarray, threshold: int, max_block_cells: int = DEFAULT_BLOCK_CELLS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``i < j`` with Hamming distance <= ``threshold``.
+
+    ``hashes`` is (N, W) uint64 (W words per hash). Returns ``(i, j, distance)`` arrays sorted by
+    ``(i, j)``.
+    """
+    words = np.ascontiguousarray(hashes, dtype=np.uint64)
+    if words.ndim != 2:
+        raise ValueError(f"hashes must be (N, words), got shape {words.shape}")
+    count = words.shape[0]
+    found_i, found_j, found_d = [], [], []
+    block = max(1, max_block_cells // max(1, count * words.shape[1]))
+    for start in range(0, count, block):
+        stop = min(count, start + block)
+        # rows [start, stop) against rows [start, N): the diagonal block keeps only j > i.
+        distance = np.zeros((stop - start, count - start), dtype=np.uint16)
+        for word in range(words.shape[1]):
+            distance += np.bitwise_count(words[start:stop, word, None] ^ words[None, start:, word])
+        rows, cols = np.nonzero(distance <= threshold)
+        keep = cols > rows
+        rows, cols = rows[keep], cols[keep]
+        found_i.append(rows + start)
+        found_j.append(cols + start)
+        found_d.append(distance[rows, cols])
+    if not found_i:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.int64)
+    return (
+        np.concatenate(found_i).astype(np.int64),
+        np.concatenate(found_j).astype(np.int64),
+        np.concatenate(found_d).astype(np.int64),
+    )
+
+
+def pair_distances(hashes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Hamming distance of given pairs (for evidence found by another criterion)."""
+    words = np.asarray(hashes, dtype=np.uint64)
+    return np.bitwise_count(words[i] ^ words[j]).sum(axis=1).astype(np.int64)

@@ -1,0 +1,74 @@
+"""Perceptual hashes (imagehash's semantics) packed into 64-bit words, and exact content hashes.
+
+A hash of ``hash_size**2`` bits is read as one big-endian integer, the way imagehash prints it in
+hex, and split into 64-bit words from the most significant end. With the default hash size 8 a
+hash is exactly one word whose value equals ``int(str(imagehash.phash(image)), 16)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+
+import imagehash
+import numpy as np
+from PIL import Image
+
+PERCEPTUAL_HASHES: Mapping[str, Callable[..., imagehash.ImageHash]] = {
+    "phash": imagehash.phash,
+    "dhash": imagehash.dhash,
+    "ahash": imagehash.average_hash,
+    "whash": imagehash.whash,
+}
+
+
+def words_per_hash(hash_size: int) -> int:
+    """How many 64-bit words hold one hash of ``hash_size**2`` bits."""
+    return -(-(hash_size * hash_size) // 64)
+
+
+def validate_hash_size(hash_size: int, algorithms: list[str]) -> None:
+    if hash_size < 2:
+        raise ValueError(f"hash_size must be at least 2, got {hash_size}")
+    if "whash" in algorithms and hash_size & (hash_size - 1):
+        raise ValueError(f"whash needs a power-of-two hash_size, got {hash_size}")
+    unknown = set(algorithms) - set(PERCEPTUAL_HASHES)
+    if unknown:
+        raise ValueError(f"unknown hash algorithm(s) {sorted(unknown)}; known: {sorted(PERCEPTUAL_HASHES)}")
+
+
+def bits_to_words(bits: np.ndarray) -> tuple[int, ...]:
+    """Pack a boolean hash array into unsigned 64-bit words, most significant first."""
+    flat = np.asarray(bits, dtype=bool).ravel()
+    padding = -flat.size % 64
+    padded = np.concatenate([np.zeros(padding, dtype=bool), flat])
+    return tuple(int(word) for word in np.packbits(padded).view(">u8"))
+
+
+def perceptual_hashes(gray: Image.Image, hash_size: int, algorithms: list[str]) -> dict[str, tuple[int, ...]]:
+    """Hash a grayscale ('L') picture with each algorithm; values are 64-bit word tuples.
+
+    imagehash converts to 'L' first, so hashing the canonical RGB picture's 'L' conversion
+    gives the same bits as passing the RGB picture to imagehash.
+    """
+    return {name: bits_to_words(PERCEPTUAL_HASHES[name](gray, hash_size=hash_size).hash) for name in algorithms}
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pixel_digest(rgb: Image.Image) -> str:
+    """Digest of the decoded pixels and shape: equal for a picture re-saved losslessly."""
+    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
+    digest.update(rgb.tobytes())
+    return digest.hexdigest()
+
+
+def to_signed(word: int) -> int:
+    """Store an unsigned 64-bit word in a signed BIGINT column (two's complement)."""
+    return word - (1 << 64) if word >= 1 << 63 else word
+
+
+def to_unsigned(word: int) -> int:
+    return word + (1 << 64) if word < 0 else word

@@ -1,0 +1,141 @@
+"""Find the images of a dataset: a folder tree ``<root>/<split>/<label>/**/<image>`` or a
+manifest file (CSV or Parquet with columns ``path``, ``split`` and optional ``label``).
+
+Nothing is dropped silently: every input that cannot become an image record (a file outside
+any split folder, a manifest row without a split, a missing file, a path listed twice) comes
+back as a :class:`SourceProblem` with the reason, and ends up in the ``image_errors`` table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One input image: ``path`` is relative to the data root (absolute if listed so)."""
+
+    path: str
+    split: str
+    label: str | None
+    file: Path
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    path: str
+    split: str | None
+    label: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetSources:
+    root: Path
+    images: list[ImageSource]
+    problems: list[SourceProblem]
+
+
+class DatasetError(ValueError):
+    """The dataset location itself is unusable (missing, empty, malformed manifest)."""
+
+
+def discover(data: str | Path) -> DatasetSources:
+    """Read a dataset from a folder tree or a manifest file, sorted by path."""
+    location = Path(data).expanduser().resolve()
+    if not location.exists():
+        raise DatasetError(f"dataset not found: {location}")
+    if location.is_dir():
+        sources = _discover_tree(location)
+    elif location.suffix.lower() in MANIFEST_SUFFIXES:
+        sources = _read_manifest(location)
+    else:
+        raise DatasetError(
+            f"{location} is neither a folder nor a manifest file ({', '.join(sorted(MANIFEST_SUFFIXES))})"
+        )
+    if not sources.images and not sources.problems:
+        raise DatasetError(f"no input files found in {location}")
+    return sources
+
+
+def _is_hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _discover_tree(root: Path) -> DatasetSources:
+    images: list[ImageSource] = []
+    problems: list[SourceProblem] = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+        relative = file.relative_to(root)
+        if _is_hidden(relative):
+            continue  # .DS_Store, .git, editor swap files: documented as skipped
+        path = relative.as_posix()
+        if len(relative.parts) < 2:
+            problems.append(SourceProblem(path, None, None, "not inside a split folder (<root>/<split>/...)"))
+            continue
+        split = relative.parts[0]
+        label = relative.parts[1] if len(relative.parts) > 2 else None
+        if not file.exists():
+            problems.append(SourceProblem(path, split, label, "broken symbolic link"))
+            continue
+        images.append(ImageSource(path, split, label, file))
+    return DatasetSources(root, images, problems)
+
+
+def _read_manifest_table(manifest: Path) -> pl.DataFrame:
+    try:
+        if manifest.suffix.lower() == ".csv":
+            return pl.read_csv(manifest, infer_schema=False)
+        return pl.read_parquet(manifest)
+    except Exception as error:  # polars raises several error types for malformed files
+        raise DatasetError(f"cannot read manifest {manifest}: {error}") from error
+
+
+def _optional_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _read_manifest(manifest: Path) -> DatasetSources:
+    table = _read_manifest_table(manifest)
+    missing = {"path", "split"} - set(table.columns)
+    if missing:
+        raise DatasetError(f"manifest {manifest} lacks column(s) {sorted(missing)}; it has {table.columns}")
+    root = manifest.parent
+    labels = table["label"] if "label" in table.columns else [None] * table.height
+    images: dict[str, ImageSource] = {}
+    problems: list[SourceProblem] = []
+    for row_number, (raw_path, raw_split, raw_label) in enumerate(
+        zip(table["path"], table["split"], labels, strict=True), start=2 if manifest.suffix == ".csv" else 1
+    ):
+        path, split, label = _optional_text(raw_path), _optional_text(raw_split), _optional_text(raw_label)
+        if path is None:
+            problems.append(SourceProblem(f"<row {row_number}>", split, label, "manifest row has no path"))
+            continue
+        if split is None:
+            problems.append(SourceProblem(path, None, label, f"manifest row {row_number} has no split"))
+            continue
+        if path in images:
+            first = images[path]
+            problems.append(
+                SourceProblem(
+                    path,
+                    split,
+                    label,
+                    f"listed again at row {row_number}; first listing (split {first.split!r}) is used",
+                )
+            )
+            continue
+        file = Path(path) if Path(path).is_absolute() else root / path
+        if not file.is_file():
+            problems.append(SourceProblem(path, split, label, "file not found"))
+            continue
+        images[path] = ImageSource(path, split, label, file)
+    return DatasetSources(root, sorted(images.values(), key=lambda image: image.path), problems)
