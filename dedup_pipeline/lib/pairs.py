@@ -1,0 +1,104 @@
+"""Similar pairs: the union of every kind of evidence, each pair once with all its distances.
+
+Candidates come from identical file bytes, identical decoded pixels, a Hamming join per
+configured hash, and a cosine join on embeddings. Every candidate pair then gets every distance
+(not only the one that found it), so a reader can see how strong the case is on each criterion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from dedup_pipeline.lib.cosine_join import cosine_pairs, pair_similarities
+from dedup_pipeline.lib.hamming_join import hamming_pairs, pair_distances
+
+EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
+EMBEDDING_EVIDENCE = "embedding"
+
+
+@dataclass(frozen=True)
+class MatchThresholds:
+    """A pair matches when any configured criterion holds.
+
+    ``hamming`` maps a hash algorithm to its largest accepted distance (inclusive); ``cosine`` is
+    the smallest accepted embedding similarity (inclusive), or None to not match on embeddings.
+    """
+
+    hamming: Mapping[str, int] = field(default_factory=dict)
+    cosine: float | None = None
+
+
+def _exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    keyed = manifest.select(pl.col("image_id"), pl.col(column).alias("key"))
+    joined = keyed.join(keyed, on="key", suffix="_b").filter(pl.col("image_id") < pl.col("image_id_b"))
+    return joined["image_id"].to_numpy(), joined["image_id_b"].to_numpy()
+
+
+def find_similar_pairs(
+    manifest: pl.DataFrame,
+    hashes: Mapping[str, np.ndarray],
+    embeddings: np.ndarray | None,
+    thresholds: MatchThresholds,
+) -> pl.DataFrame:
+    """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
+
+    Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash,
+    ``hamming`` (smallest distance over the configured hashes), ``cosine`` and ``evidence``
+    (comma-separated criteria that hold, in a fixed order).
+    """
+    candidates: list[tuple[np.ndarray, np.ndarray]] = [
+        _exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
+    ]
+    for algorithm, limit in thresholds.hamming.items():
+        i, j, _ = hamming_pairs(hashes[algorithm], limit)
+        candidates.append((i, j))
+    if thresholds.cosine is not None and embeddings is not None:
+        i, j, _ = cosine_pairs(embeddings, thresholds.cosine)
+        candidates.append((i, j))
+
+    stacked = np.unique(
+        np.concatenate([np.stack([i, j], axis=1).astype(np.int64) for i, j in candidates]).reshape(-1, 2), axis=0
+    )
+    i, j = stacked[:, 0], stacked[:, 1]
+
+    columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
+    criteria: dict[str, np.ndarray] = {}
+    for name, column in EXACT_EVIDENCE.items():
+        values = manifest[column].to_numpy()
+        columns[f"{name}_equal"] = criteria[name] = values[i] == values[j]
+    for algorithm, words in hashes.items():
+        distances = pair_distances(words, i, j)
+        columns[algorithm] = distances
+        if algorithm in thresholds.hamming:
+            criteria[algorithm] = distances <= thresholds.hamming[algorithm]
+    configured = [columns[algorithm] for algorithm in thresholds.hamming]
+    columns["hamming"] = np.min(np.stack(configured), axis=0) if configured else None
+    columns["cosine"] = None
+    if embeddings is not None:
+        columns["cosine"] = similarity = pair_similarities(embeddings, i, j)
+        if thresholds.cosine is not None:
+            criteria[EMBEDDING_EVIDENCE] = similarity >= thresholds.cosine
+
+    frame = pl.DataFrame(
+        [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]
+    )
+    flags = pl.DataFrame([pl.Series(name, mask, dtype=pl.Boolean) for name, mask in criteria.items()])
+    evidence = flags.select(
+        pl.concat_str(
+            [pl.when(pl.col(name)).then(pl.lit(name)) for name in criteria], separator=",", ignore_nulls=True
+        ).alias("evidence")
+    )
+    return pl.concat([frame, evidence], how="horizontal").with_columns(
+        pl.col("hamming").cast(pl.Int64), pl.col("cosine").cast(pl.Float32)
+    )
+
+
+def directed_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each unordered pair as two rows ``(image_id, partner_id)``."""
+    forward = pairs.select(pl.col("image_id_a").alias("image_id"), pl.col("image_id_b").alias("partner_id"))
+    backward = pairs.select(pl.col("image_id_b").alias("image_id"), pl.col("image_id_a").alias("partner_id"))
+    return pl.concat([forward, backward])
