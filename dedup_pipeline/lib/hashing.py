@@ -64,11 +64,3 @@ def pixel_digest(rgb: Image.Image) -> str:
     digest.update(rgb.tobytes())
     return digest.hexdigest()
 
-
-def to_signed(word: int) -> int:
-    """Store an unsigned 64-bit word in a signed BIGINT column (two's complement)."""
-    return word - (1 << 64) if word >= 1 << 63 else word
-
-
-def to_unsigned(word: int) -> int:
-    return word + (1 << 64) if word < 0 else word

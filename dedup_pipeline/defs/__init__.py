@@ -1,0 +1,33 @@
+"""Dagster definitions: ``dagster dev -w workspace.yaml`` loads :data:`defs`.
+
+The dataset and database come from the environment at load time (``DEDUP_DATA``, ``DEDUP_DB``)
+and can be changed per run in the launchpad (resource ``dedup``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs.assets.images import image_features
+from dedup_pipeline.defs.assets.reports import dedup_manifest, label_conflicts, leak_report
+from dedup_pipeline.defs.assets.similarity import duplicate_clusters, similar_pairs
+from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig, default_database
+
+ASSETS = [image_features, similar_pairs, duplicate_clusters, leak_report, label_conflicts, dedup_manifest]
+DEFAULT_DATA = "demo_data/images"
+
+
+def build_definitions(dedup: DedupConfig, database: str) -> dg.Definitions:
+    return dg.Definitions(
+        assets=ASSETS,
+        resources={"dedup": dedup, DUCKDB_RESOURCE_KEY: DuckDBResource(database=database)},
+    )
+
+
+defs = build_definitions(
+    DedupConfig(data=os.path.abspath(os.environ.get("DEDUP_DATA", DEFAULT_DATA))),
+    database=default_database(),
+)

@@ -1,0 +1,120 @@
+"""Reports: leak report (with the leak budget check), label conflicts, deduplicated manifest."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs.metadata import preview, table_metadata
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.lib.dedup_policy import decide, guarantee_violations
+from dedup_pipeline.lib.reports import label_conflicts as find_label_conflicts
+from dedup_pipeline.lib.reports import leak_report as build_leak_report
+from dedup_pipeline.lib.reports import leaked_fraction_by_split
+from dedup_pipeline.lib.splits import split_ranks
+from dedup_pipeline.lib.store import create_views, read_table, write_table
+
+LEAK_CHECK = "leak_budget"
+GUARANTEE_CHECK = "no_leaks_among_kept"
+
+
+@dg.asset(
+    deps=["similar_pairs", "image_manifest"],
+    description=(
+        "For each pair of splits, the images of the evaluation (lower-priority) split that have a "
+        "duplicate in the reference split: count, fraction of the split, how many share the label "
+        "and how many conflict with it. Every split pair has a row, leaks or not."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            LEAK_CHECK,
+            asset="leak_report",
+            description="Fails when an evaluation split has more than max_leaked_fraction of its images duplicated in a higher-priority split. Non-blocking: the dedup manifest is still written.",
+        )
+    ],
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
+    with duckdb.get_connection() as connection:
+        manifest = read_table(connection, "image_manifest")
+        pairs = read_table(connection, "similar_pairs")
+        ranks = split_ranks(manifest["split"], dedup.split_priority)
+        report = build_leak_report(manifest, pairs, ranks)
+        write_table(connection, "leak_report", report)
+    per_split = leaked_fraction_by_split(manifest, pairs, ranks)
+    worst = float(per_split["leaked_fraction"].max() or 0.0)
+    yield dg.MaterializeResult(
+        metadata={
+            **table_metadata(report, duckdb.database, "leak_report"),
+            "split_order": ", ".join(sorted(ranks, key=ranks.__getitem__)),
+            "leaked_images": int(per_split["leaked_images"].sum()),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name=LEAK_CHECK,
+        passed=worst <= dedup.max_leaked_fraction,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "worst_leaked_fraction": worst,
+            "max_leaked_fraction": dedup.max_leaked_fraction,
+            "per_split": preview(per_split),
+        },
+    )
+
+
+@dg.asset(
+    deps=["similar_pairs", "image_manifest"],
+    description="Duplicate pairs (within or across splits) whose labels differ: one of the two labels is probably wrong.",
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.get_connection() as connection:
+        conflicts = find_label_conflicts(read_table(connection, "image_manifest"), read_table(connection, "similar_pairs"))
+        write_table(connection, "label_conflicts", conflicts)
+    return dg.MaterializeResult(metadata=table_metadata(conflicts, duckdb.database, "label_conflicts"))
+
+
+@dg.asset(
+    deps=["duplicate_clusters", "similar_pairs", "image_manifest"],
+    description=(
+        "Every decodable image with keep/drop and the reason: leak (duplicates an image of a "
+        "higher-priority split), duplicate (duplicates its cluster's kept image in the same split), "
+        "representative or unique (kept). Among kept images no duplicate pair spans two splits and "
+        "each cluster keeps one image. Table dedup_decisions (with duplicate_of); view dedup_manifest."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            GUARANTEE_CHECK,
+            asset="dedup_manifest",
+            description="Re-checks the manifest's promises: no kept cross-split duplicate pair, at most one kept image per cluster.",
+        )
+    ],
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
+    with duckdb.get_connection() as connection:
+        manifest = read_table(connection, "image_manifest")
+        pairs = read_table(connection, "similar_pairs")
+        clusters = read_table(connection, "duplicate_clusters")
+        decisions = decide(manifest, pairs, clusters, split_ranks(manifest["split"], dedup.split_priority))
+        write_table(connection, "dedup_decisions", decisions)
+        create_views(connection, ["dedup_manifest"])
+    counts = decisions.group_by("split", "reason").len().sort("split", "reason")
+    violations = guarantee_violations(decisions, pairs)
+    yield dg.MaterializeResult(
+        metadata={
+            **table_metadata(decisions.filter(~decisions["keep"]), duckdb.database, "dedup_decisions (dropped rows shown)"),
+            "dagster/row_count": decisions.height,
+            "kept": int(decisions["keep"].sum()),
+            "dropped": int((~decisions["keep"]).sum()),
+            "by_split_and_reason": preview(counts),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name=GUARANTEE_CHECK,
+        passed=not any(violations.values()),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=violations,
+    )

@@ -1,0 +1,79 @@
+"""Similarity join and duplicate clusters."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs.metadata import table_metadata, timed
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.lib.clustering import build_clusters
+from dedup_pipeline.lib.pairs import find_similar_pairs
+from dedup_pipeline.lib.splits import split_ranks
+from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes, read_table, write_table
+
+
+@dg.asset(
+    deps=["image_manifest", "image_hashes", "image_embeddings"],
+    description=(
+        "Every pair of images that are duplicates on at least one criterion: identical file bytes, "
+        "identical decoded pixels, a Hamming distance within the threshold on a configured hash, or "
+        "an embedding cosine similarity at or above the threshold. Each pair once (image_id_a < "
+        "image_id_b) with every distance and the evidence. Contract views: duplicate_pairs, leaks."
+    ),
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    thresholds = dedup.match_thresholds()
+    metadata: dict[str, object] = {}
+    with duckdb.get_connection() as connection:
+        manifest = read_table(connection, "image_manifest")
+        hashes = read_hashes(connection, list(dedup.hash_algorithms))
+        embeddings = read_embeddings(connection)
+        with timed(metadata, "join_seconds"):
+            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds)
+        write_table(connection, "similar_pairs", pairs)
+        create_views(connection, ["duplicate_pairs", "leaks"])
+        named = read_table(connection, "duplicate_pairs")
+    if embeddings is None and thresholds.cosine is not None:
+        context.log.warning("no embeddings were computed: the cosine threshold was not applied")
+    evidence_counts = named["evidence"].str.split(",").explode().value_counts().sort("evidence")
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(named, duckdb.database, "similar_pairs (view duplicate_pairs)"),
+            "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
+            "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
+            "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
+            **metadata,
+        }
+    )
+
+
+@dg.asset(
+    deps=["similar_pairs"],
+    description=(
+        "Groups of duplicates with a bounded diameter (star clustering, not connected components): "
+        "every member is directly similar to its representative, so unrelated images are never "
+        "chained together. The representative is chosen deterministically: highest-priority split, "
+        "most duplicates, largest picture, then path. max_hops is 1 when all members are pairwise "
+        "similar, else 2."
+    ),
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    with duckdb.get_connection() as connection:
+        manifest = read_table(connection, "image_manifest")
+        pairs = read_table(connection, "similar_pairs")
+        clusters = build_clusters(manifest, pairs, split_ranks(manifest["split"], dedup.split_priority))
+        write_table(connection, "duplicate_clusters", clusters)
+    representatives = clusters.filter("is_representative")
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(clusters, duckdb.database, "duplicate_clusters"),
+            "clusters": representatives.height,
+            "largest_cluster": int(clusters["cluster_size"].max() or 0),
+            "clusters_with_two_hops": representatives.filter(representatives["max_hops"] == 2).height,
+            "cross_split_clusters": representatives.filter(representatives["cluster_splits"].str.contains(",")).height,
+        }
+    )

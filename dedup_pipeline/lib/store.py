@@ -1,0 +1,113 @@
+"""DuckDB storage: the tables each asset writes, and the stable contract views.
+
+Tables (one per asset) may gain columns over time; the views below are the contract that outside
+tools rely on and keep their exact columns:
+
+* ``duplicate_pairs(path_a, path_b, split_a, split_b, label_a, label_b, hamming, cosine, evidence)``
+* ``leaks``: the rows of ``duplicate_pairs`` whose splits differ
+* ``dedup_manifest(path, split, label, keep, reason)``
+* ``image_errors(path, split, reason)``
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+CONTRACT_VIEWS: dict[str, str] = {
+    "image_errors": "SELECT path, split, reason FROM image_failures",
+    "duplicate_pairs": """
+        SELECT a.path AS path_a, b.path AS path_b, a.split AS split_a, b.split AS split_b,
+               a.label AS label_a, b.label AS label_b, p.hamming, p.cosine, p.evidence
+        FROM similar_pairs p
+        JOIN image_manifest a ON a.image_id = p.image_id_a
+        JOIN image_manifest b ON b.image_id = p.image_id_b""",
+    "leaks": "SELECT * FROM duplicate_pairs WHERE split_a <> split_b",
+    "dedup_manifest": "SELECT path, split, label, keep, reason FROM dedup_decisions",
+}
+
+
+def write_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame | pa.Table) -> None:
+    """Replace table ``name`` with ``frame`` (atomically, in one transaction)."""
+    table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+    connection.register("_incoming", table)
+    try:
+        connection.execute("BEGIN TRANSACTION")
+        connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+        connection.execute("COMMIT")
+    except Exception:
+        connection.execute("ROLLBACK")
+        raise
+    finally:
+        connection.unregister("_incoming")
+
+
+def create_views(connection: duckdb.DuckDBPyConnection, names: list[str]) -> None:
+    for name in names:
+        connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {CONTRACT_VIEWS[name]}')
+
+
+def read_table(connection: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
+    return pl.from_arrow(connection.execute(f'SELECT * FROM "{name}"').arrow())
+
+
+def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_size: int) -> pl.DataFrame:
+    """One row per image, one column per algorithm: a BIGINT when the hash fits 64 bits (the
+    default), else a BIGINT[] of 64-bit words, most significant first. Values are the unsigned
+    words stored in two's complement."""
+    columns: dict[str, pl.Series] = {}
+    for name, words in hashes.items():
+        signed = np.ascontiguousarray(words, dtype=np.uint64).view(np.int64)
+        columns[name] = pl.Series(name, signed[:, 0]) if signed.shape[1] == 1 else pl.Series(name, signed.tolist())
+    return manifest.select("image_id", "path").with_columns(pl.lit(hash_size).alias("hash_size"), **columns)
+
+
+def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) -> dict[str, np.ndarray]:
+    """Hashes as (n_images, words) uint64 arrays, rows in image_id order."""
+    frame = pl.from_arrow(
+        connection.execute(f"SELECT {', '.join(algorithms)} FROM image_hashes ORDER BY image_id").arrow()
+    )
+    result: dict[str, np.ndarray] = {}
+    for name in algorithms:
+        column = frame[name]
+        if column.dtype == pl.List(pl.Int64):
+            signed = np.array(column.to_list(), dtype=np.int64).reshape(frame.height, -1)
+        else:
+            signed = column.to_numpy().astype(np.int64).reshape(-1, 1)
+        result[name] = signed.view(np.uint64)
+    return result
+
+
+def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, model: str) -> pa.Table:
+    """Embeddings as a fixed-size FLOAT[dimension] column (DuckDB ARRAY); no rows when disabled."""
+    if embeddings is None:
+        manifest, embeddings = manifest.head(0), np.zeros((0, 1), dtype=np.float32)
+    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
+    return pa.table(
+        {
+            "image_id": pa.array(manifest["image_id"].to_numpy()),
+            "path": pa.array(manifest["path"].to_list(), type=pa.string()),
+            "model": pa.array([model] * manifest.height, type=pa.string()),
+            "embedding": column,
+        }
+    )
+
+
+def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
+    """Embeddings in image_id order, or None when the table is empty (embeddings disabled)."""
+    table = connection.execute("SELECT embedding FROM image_embeddings ORDER BY image_id").arrow()
+    if table.num_rows == 0:
+        return None
+    column = table.column("embedding").combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
+
+
+def table_exists(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
+    found = connection.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchone()
+    return bool(found and found[0])
+
