@@ -50,7 +50,7 @@ def create_views(connection: duckdb.DuckDBPyConnection, names: list[str]) -> Non
 
 
 def read_table(connection: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
-    return pl.from_arrow(connection.execute(f'SELECT * FROM "{name}"').arrow())
+    return connection.execute(f'SELECT * FROM "{name}"').pl()
 
 
 def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_size: int) -> pl.DataFrame:
@@ -66,9 +66,7 @@ def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_siz
 
 def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) -> dict[str, np.ndarray]:
     """Hashes as (n_images, words) uint64 arrays, rows in image_id order."""
-    frame = pl.from_arrow(
-        connection.execute(f"SELECT {', '.join(algorithms)} FROM image_hashes ORDER BY image_id").arrow()
-    )
+    frame = connection.execute(f"SELECT {', '.join(algorithms)} FROM image_hashes ORDER BY image_id").pl()
     result: dict[str, np.ndarray] = {}
     for name in algorithms:
         column = frame[name]
@@ -98,7 +96,7 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
 
 def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
     """Embeddings in image_id order, or None when the table is empty (embeddings disabled)."""
-    table = connection.execute("SELECT embedding FROM image_embeddings ORDER BY image_id").arrow()
+    table = connection.execute("SELECT embedding FROM image_embeddings ORDER BY image_id").fetch_arrow_table()
     if table.num_rows == 0:
         return None
     column = table.column("embedding").combine_chunks()
