@@ -1,0 +1,35 @@
+# Set-up, demo, tests and the UI. Every target installs what it needs into .venv/ first.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+export DAGSTER_HOME := $(abspath dagster_home)
+DEMO_DIR := demo_data
+
+.PHONY: install demo test dev validate clean
+
+install: $(INSTALLED)
+
+# torch==2.13.0 first: it resolves to the CPU wheel on this machine, and anything else pulls
+# the newest CUDA build (several GB).
+$(INSTALLED): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(INSTALLED)
+	$(VENV)/bin/dedup-pipeline demo --dir $(DEMO_DIR)
+
+test: $(INSTALLED)
+	$(VENV)/bin/pytest -q
+
+validate: $(INSTALLED)
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+dev: $(INSTALLED)
+	DEDUP_DATA=$(abspath $(DEMO_DIR))/images DEDUP_DB=$(abspath $(DEMO_DIR))/demo.duckdb \
+		$(VENV)/bin/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) dedup.duckdb

@@ -1,0 +1,26 @@
+import numpy as np
+
+from dedup_pipeline.lib.cosine_join import cosine_pairs, pair_similarities
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_join_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(900, 24))
+    base[600:] = base[:300] + rng.normal(scale=0.3, size=(300, 24))  # planted near-duplicates
+    vectors = unit_rows(base)
+    similarity = vectors @ vectors.T
+    for threshold in (0.6, 0.9):
+        expected_i, expected_j = np.nonzero(np.triu(similarity >= threshold, k=1))
+        i, j, s = cosine_pairs(vectors, threshold, query_block=128)
+        assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(zip(expected_i.tolist(), expected_j.tolist(), strict=True))
+        assert np.allclose(s, similarity[i, j], atol=1e-5)
+
+
+def test_pair_similarities_and_tiny_inputs() -> None:
+    vectors = unit_rows(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
+    assert np.allclose(pair_similarities(vectors, np.array([0]), np.array([2])), [0.0], atol=1e-6)
+    assert len(cosine_pairs(vectors[:1], 0.5)[0]) == 0

@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+from dedup_pipeline.lib.embedding import load_embedder
+from tests.conftest import smooth_picture
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_embedder("efficientnet-lite0", image_size=96)
+
+
+def test_default_model_loads_offline_and_gives_unit_vectors(model) -> None:
+    pictures = np.stack([np.asarray(smooth_picture(seed, size=(96, 96))) for seed in range(3)])
+    vectors = model.embed(pictures)
+    assert vectors.shape == (3, model.dimension) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_copies_are_closer_than_different_pictures(model) -> None:
+    original = np.asarray(smooth_picture(10, size=(96, 96)))
+    brighter = np.clip(original.astype(int) + 20, 0, 255).astype(np.uint8)
+    other = np.asarray(smooth_picture(11, size=(96, 96)))
+    a, b, c = model.embed(np.stack([original, brighter, other]))
+    assert a @ b > a @ c
+
+
+def test_unknown_and_disabled_models() -> None:
+    assert load_embedder("none") is None
+    with pytest.raises(ValueError, match="unknown embedding model"):
+        load_embedder("resnet-9000")
+
+
+def test_import_path_plugs_in_a_model() -> None:
+    embedder = load_embedder("tests.lib.test_extraction:plugin_factory")
+    assert embedder.name == "mean-colour"

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import numpy as np
+
+from dedup_pipeline.lib.extraction import ExtractionSettings, extract
+from dedup_pipeline.lib.sources import ImageSource
+from tests.conftest import encoded, smooth_picture
+
+SETTINGS = ExtractionSettings(hash_size=8, hash_algorithms=("phash", "dhash"), embedding_size=16, max_pixels=10**7)
+
+
+class MeanColourEmbedder:
+    """A stand-in model: the mean colour, unit length (the real model is tested separately)."""
+
+    name = "mean-colour"
+    image_size = 16
+    dimension = 3
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        self.batches.append(len(pixels))
+        means = pixels.reshape(len(pixels), -1, 3).mean(axis=1) + 1.0
+        return (means / np.linalg.norm(means, axis=1, keepdims=True)).astype(np.float32)
+
+
+def sources(tmp_path: Path) -> list[ImageSource]:
+    files = []
+    for index in range(6):
+        path = tmp_path / f"{index}.png"
+        path.write_bytes(encoded(smooth_picture(index), "PNG"))
+        files.append(path)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    files.insert(3, tmp_path / "bad.jpg")
+    files.append(tmp_path / "gone.png")  # vanished between discovery and reading
+    return [ImageSource(f.name, "train", None, f) for f in files]
+
+
+def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path) -> None:
+    embedder = MeanColourEmbedder()
+    progress: list[int] = []
+    result = extract(sources(tmp_path), SETTINGS, embedder, workers=1, batch_size=4, progress=lambda done, total: progress.append(done))
+    assert result.manifest["path"].to_list() == [f"{i}.png" for i in range(6)]
+    assert result.manifest["image_id"].to_list() == list(range(6))
+    assert sorted(result.failures["path"].to_list()) == ["bad.jpg", "gone.png"]
+    assert all(reason for reason in result.failures["reason"])
+    assert result.hashes["phash"].shape == (6, 1) and result.hashes["phash"].dtype == np.uint64
+    assert result.embeddings.shape == (6, 3)
+    assert embedder.batches == [4, 2]
+    assert progress == list(range(1, 9))
+
+
+def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
+    serial = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=1)
+    parallel = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=2)
+    assert serial.manifest.equals(parallel.manifest)
+    assert serial.failures.equals(parallel.failures)
+    assert (serial.hashes["dhash"] == parallel.hashes["dhash"]).all()
+    assert np.array_equal(serial.embeddings, parallel.embeddings)
+
+
+def test_without_embedder(tmp_path: Path) -> None:
+    settings = ExtractionSettings(8, ("ahash",), None, 10**7)
+    assert extract(sources(tmp_path), settings, None, workers=1).embeddings is None
+
+
+def plugin_factory(image_size: int | None) -> MeanColourEmbedder:
+    """Used by test_embedding to plug a model in by import path."""
+    return MeanColourEmbedder()

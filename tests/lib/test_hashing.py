@@ -1,0 +1,43 @@
+import imagehash
+import numpy as np
+import pytest
+
+from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, bits_to_words, perceptual_hashes, pixel_digest, validate_hash_size
+from tests.conftest import smooth_picture
+
+
+@pytest.mark.parametrize("hash_size", [4, 8, 16])
+def test_hashes_equal_imagehash_output(hash_size: int) -> None:
+    for seed in range(5):
+        picture = smooth_picture(seed, size=(120, 90))
+        ours = perceptual_hashes(picture.convert("L"), hash_size, list(PERCEPTUAL_HASHES))
+        for name, function in PERCEPTUAL_HASHES.items():
+            value = 0
+            for word in ours[name]:
+                value = (value << 64) | word
+            assert value == int(str(function(picture, hash_size=hash_size)), 16), (name, hash_size)
+
+
+def test_default_hash_is_one_word_with_imagehash_hex_value() -> None:
+    picture = smooth_picture(7)
+    (word,) = perceptual_hashes(picture.convert("L"), 8, ["phash"])["phash"]
+    assert f"{word:016x}" == str(imagehash.phash(picture))
+
+
+def test_bits_to_words_pads_on_the_most_significant_side() -> None:
+    assert bits_to_words(np.array([1, 0, 1])) == (5,)
+    assert bits_to_words(np.ones(65, dtype=bool)) == (1, 2**64 - 1)
+
+
+def test_pixel_digest_ignores_storage_but_not_content() -> None:
+    picture = smooth_picture(8)
+    assert pixel_digest(picture) == pixel_digest(picture.copy())
+    assert pixel_digest(picture) != pixel_digest(picture.transpose(0))
+
+
+def test_invalid_hash_configuration_is_rejected() -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        validate_hash_size(6, ["whash"])
+    validate_hash_size(6, ["phash"])
+    with pytest.raises(ValueError, match="unknown"):
+        validate_hash_size(8, ["colorhash"])

@@ -1,0 +1,37 @@
+import numpy as np
+import polars as pl
+
+from dedup_pipeline.lib.pairs import MatchThresholds, directed_pairs, find_similar_pairs
+
+
+def manifest(content: list[str], pixels: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"image_id": range(len(content)), "content_sha256": content, "pixel_sha256": pixels})
+
+
+def test_union_of_evidence_with_every_distance() -> None:
+    images = manifest(["c0", "c0", "c2", "c3", "c4"], ["p0", "p0", "p0", "p3", "p4"])
+    hashes = {
+        "phash": np.array([[0], [0], [0], [0b111], [2**40 - 1]], dtype=np.uint64),
+        "dhash": np.array([[0], [1], [3], [0], [2**50 - 1]], dtype=np.uint64),
+    }
+    embeddings = np.array([[1, 0], [1, 0], [1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    pairs = find_similar_pairs(images, hashes, embeddings, MatchThresholds(hamming={"phash": 3}, cosine=0.95))
+    rows = {(r["image_id_a"], r["image_id_b"]): r for r in pairs.iter_rows(named=True)}
+    assert set(rows) == {(0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)}
+    assert rows[(0, 1)]["evidence"] == "content,pixels,phash,embedding"
+    assert rows[(0, 2)]["evidence"] == "pixels,phash,embedding"
+    assert rows[(0, 3)]["evidence"] == "phash"
+    assert rows[(0, 3)]["dhash"] == 0 and rows[(0, 3)]["hamming"] == 3  # hamming: configured hashes only
+    assert abs(rows[(0, 3)]["cosine"] - 0.6) < 1e-6
+
+
+def test_without_embeddings_cosine_is_null() -> None:
+    images = manifest(["a", "a"], ["p", "q"])
+    pairs = find_similar_pairs(images, {"phash": np.zeros((2, 1), dtype=np.uint64)}, None, MatchThresholds(hamming={}, cosine=0.9))
+    assert pairs.height == 1 and pairs["cosine"].is_null().all() and pairs["hamming"].is_null().all()
+    assert pairs["evidence"].to_list() == ["content"]
+
+
+def test_directed_pairs_lists_both_directions() -> None:
+    pairs = pl.DataFrame({"image_id_a": [0], "image_id_b": [5]})
+    assert sorted(directed_pairs(pairs).iter_rows()) == [(0, 5), (5, 0)]

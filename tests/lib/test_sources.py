@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dedup_pipeline.lib.sources import DatasetError, discover
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+
+
+def test_folder_tree_splits_labels_and_problems(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "a.jpg")
+    touch(tmp_path / "train" / "cat" / "deeper" / "b.jpg")
+    touch(tmp_path / "holdout" / "c.png")  # directly under the split: no label
+    touch(tmp_path / "stray.jpg")  # outside any split
+    touch(tmp_path / "train" / ".DS_Store")
+    sources = discover(tmp_path)
+    assert [(s.path, s.split, s.label) for s in sources.images] == [
+        ("holdout/c.png", "holdout", None),
+        ("train/cat/a.jpg", "train", "cat"),
+        ("train/cat/deeper/b.jpg", "train", "cat"),
+    ]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("stray.jpg", "not inside a split folder (<root>/<split>/...)")
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_file_records_every_bad_row(tmp_path: Path, suffix: str) -> None:
+    touch(tmp_path / "img" / "a.jpg")
+    touch(tmp_path / "img" / "b.jpg")
+    table = pl.DataFrame(
+        {
+            "path": ["img/a.jpg", "img/b.jpg", "img/a.jpg", "img/missing.jpg", "img/b.jpg"],
+            "split": ["train", None, "test", "val", "test"],
+            "label": ["cat", "dog", "cat", None, "dog"],
+        }
+    )
+    manifest = tmp_path / f"manifest{suffix}"
+    table.write_csv(manifest) if suffix == ".csv" else table.write_parquet(manifest)
+    sources = discover(manifest)
+    assert [(s.path, s.split, s.label) for s in sources.images] == [("img/a.jpg", "train", "cat"), ("img/b.jpg", "test", "dog")]
+    reasons = sorted((p.path, p.reason.split(";")[0]) for p in sources.problems)
+    assert len(reasons) == 3  # b without split, a listed twice, missing file: nothing silently dropped
+    assert ("img/missing.jpg", "file not found") in reasons
+    assert any("listed again" in reason for _, reason in reasons)
+    assert any("has no split" in reason for _, reason in reasons)
+
+
+def test_manifest_without_required_columns_is_a_clear_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,split\na.jpg,train\n")
+    with pytest.raises(DatasetError, match="lacks column"):
+        discover(manifest)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        discover(tmp_path / "nowhere")
