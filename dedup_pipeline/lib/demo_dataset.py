@@ -119,7 +119,3 @@ def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
         writer.writerows(planted)
     return planted
 
-
-def read_planted_pairs(root: Path) -> list[tuple[str, str, str]]:
-    with (root.parent / f"{root.name}_{PLANTED_PAIRS_FILE}").open(newline="") as handle:
-        return [(row["path_a"], row["path_b"], row["kind"]) for row in csv.DictReader(handle)]

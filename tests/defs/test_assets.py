@@ -1,0 +1,102 @@
+"""Materialize the whole graph on generated data and check the DuckDB contract."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs import ASSETS
+from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
+from tests.conftest import encoded, smooth_picture
+
+CONTRACT = {
+    "duplicate_pairs": ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "hamming", "cosine", "evidence"],
+    "leaks": ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "hamming", "cosine", "evidence"],
+    "dedup_manifest": ["path", "split", "label", "keep", "reason"],
+    "image_errors": ["path", "split", "reason"],
+}
+
+
+def materialize(config: DedupConfig, database: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ASSETS,
+        resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def check_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_dataset, tmp_path_factory) -> tuple[dg.ExecuteInProcessResult, duckdb.DuckDBPyConnection, list]:
+    root, planted = demo_dataset
+    database = tmp_path_factory.mktemp("db") / "demo.duckdb"
+    result = materialize(DedupConfig(data=str(root), workers=2), database)
+    return result, duckdb.connect(str(database), read_only=True), planted
+
+
+def test_contract_views_have_exact_columns(demo_run) -> None:
+    _, connection, _ = demo_run
+    for view, columns in CONTRACT.items():
+        assert [row[0] for row in connection.execute(f"DESCRIBE {view}").fetchall()] == columns
+
+
+def test_finds_every_planted_pair_and_nothing_else(demo_run) -> None:
+    _, connection, planted = demo_run
+    found = {tuple(sorted(row)) for row in connection.execute("SELECT path_a, path_b FROM duplicate_pairs").fetchall()}
+    assert found == {tuple(sorted((a, b))) for a, b, _ in planted}
+    leaks = connection.execute("SELECT count(*) FROM leaks").fetchone()[0]
+    assert leaks == sum(1 for a, b, _ in planted if a.split("/")[0] != b.split("/")[0])
+
+
+def test_failed_leak_check_still_writes_the_dedup_manifest(demo_run) -> None:
+    result, connection, planted = demo_run
+    assert result.success
+    assert check_outcomes(result) == {"decode_failure_rate": True, "leak_budget": False, "no_leaks_among_kept": True}
+    dropped = dict(connection.execute("SELECT path, reason FROM dedup_manifest WHERE NOT keep").fetchall())
+    assert dropped == {b: ("leak" if a.split("/")[0] != b.split("/")[0] else "duplicate") for a, b, _ in planted}
+    total = connection.execute("SELECT count(*) FROM image_manifest").fetchone()[0]
+    assert connection.execute("SELECT count(*) FROM dedup_manifest").fetchone()[0] == total
+
+
+def test_reports_and_clusters(demo_run) -> None:
+    _, connection, _ = demo_run
+    conflicts = connection.execute("SELECT path_b, label_a, label_b FROM label_conflicts").fetchall()
+    assert conflicts == [("val/texture/hubble_relabelled.jpg", "space", "texture")]
+    report = connection.execute("SELECT eval_split, reference_split, leaked_images, conflicting_label_images FROM leak_report ORDER BY ALL").fetchall()
+    assert report == [("test", "train", 3, 0), ("test", "val", 0, 0), ("val", "train", 3, 1)]
+    sizes = connection.execute("SELECT DISTINCT cluster_size, max_hops FROM duplicate_clusters").fetchall()
+    assert sizes == [(2, 1)]
+
+
+def test_materialization_metadata(demo_run) -> None:
+    result, _, _ = demo_run
+    materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("similar_pairs")}
+    metadata = materializations["similar_pairs"]
+    assert metadata["dagster/row_count"].value == 7
+    assert "preview" in metadata and "join_seconds" in metadata
+    assert metadata["cosine_threshold"].value == 0.85
+
+
+def test_unreadable_inputs_are_recorded_and_checked(demo_dataset, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for split, name in [("train", "a.png"), ("train", "b.png"), ("test", "c.png")]:
+        (root / split / "x").mkdir(parents=True, exist_ok=True)
+        (root / split / "x" / name).write_bytes(encoded(smooth_picture(len(name) + ord(name[0])), "PNG"))
+    (root / "test" / "x" / "broken.jpg").write_bytes(encoded(smooth_picture(1), "JPEG")[:300])
+    (root / "stray.png").write_bytes(encoded(smooth_picture(2), "PNG"))
+    database = tmp_path / "db.duckdb"
+    result = materialize(DedupConfig(data=str(root), embedding_model="none", workers=1), database)
+    assert result.success
+    assert check_outcomes(result)["decode_failure_rate"] is False  # 2 of 5 inputs failed
+    with duckdb.connect(str(database), read_only=True) as connection:
+        errors = dict(connection.execute("SELECT path, reason FROM image_errors").fetchall())
+        assert set(errors) == {"test/x/broken.jpg", "stray.png"}
+        assert connection.execute("SELECT count(*) FROM image_manifest").fetchone()[0] == 3
+        assert connection.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 0
+    shutil.rmtree(root)

@@ -1,0 +1,35 @@
+from pathlib import Path
+
+import yaml
+
+from dedup_pipeline.defs import defs
+from dedup_pipeline.defs.resources import DUCKDB_POOL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_load_with_descriptions_checks_and_the_duckdb_pool() -> None:
+    repository = defs.get_repository_def()
+    assets = repository.asset_graph
+    keys = {key.to_user_string() for key in assets.get_all_asset_keys()}
+    assert keys == {
+        "image_manifest",
+        "image_hashes",
+        "image_embeddings",
+        "similar_pairs",
+        "duplicate_clusters",
+        "leak_report",
+        "label_conflicts",
+        "dedup_manifest",
+    }
+    for key in assets.get_all_asset_keys():
+        node = assets.get(key)
+        assert node.description, key
+        assert node.pools == {DUCKDB_POOL}, key
+    checks = {key.name for key in assets.asset_check_keys}
+    assert checks == {"decode_failure_rate", "leak_budget", "no_leaks_among_kept"}
+
+
+def test_instance_limits_every_pool_to_one_step() -> None:
+    config = yaml.safe_load((REPO / "dagster_home" / "dagster.yaml").read_text())
+    assert config["concurrency"]["pools"]["default_limit"] == 1

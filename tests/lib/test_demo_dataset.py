@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from dedup_pipeline.lib.demo_dataset import ORIGINALS, PLANTED, build_demo_dataset
+from dedup_pipeline.lib.sources import discover
+
+
+def test_demo_dataset_layout_and_planted_pairs(demo_dataset: tuple[Path, list[tuple[str, str, str]]]) -> None:
+    root, planted = demo_dataset
+    sources = discover(root)
+    assert not sources.problems
+    assert len(sources.images) == len(ORIGINALS) + len(PLANTED) + 1
+    assert {image.split for image in sources.images} == {"train", "val", "test"}
+    paths = {image.path for image in sources.images}
+    for train_path, copy_path, _ in planted:
+        assert train_path.startswith("train/") and train_path in paths and copy_path in paths
+    assert sum("label conflict" in kind for _, _, kind in planted) == 1
+
+
+def test_rebuilding_replaces_the_folder(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    build_demo_dataset(root)
+    (root / "train" / "junk.txt").write_text("left over")
+    build_demo_dataset(root)
+    assert not (root / "train" / "junk.txt").exists()

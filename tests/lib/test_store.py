@@ -1,0 +1,37 @@
+import duckdb
+import numpy as np
+import polars as pl
+
+from dedup_pipeline.lib.store import embeddings_table, hashes_table, read_embeddings, read_hashes, read_table, write_table
+
+MANIFEST = pl.DataFrame({"image_id": [0, 1, 2], "path": ["a", "b", "c"]})
+
+
+def test_hashes_round_trip_as_bigint_and_as_word_lists() -> None:
+    connection = duckdb.connect()
+    one_word = np.array([[0], [2**63 + 5], [2**64 - 1]], dtype=np.uint64)
+    four_words = np.arange(12, dtype=np.uint64).reshape(3, 4) * np.uint64(2**62)
+    write_table(connection, "image_hashes", hashes_table(MANIFEST, {"phash": one_word, "whash": four_words}, 8))
+    types = dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'image_hashes'").fetchall())
+    assert types["phash"] == "BIGINT" and types["whash"] == "BIGINT[]"
+    # The stored BIGINT is the imagehash integer in two's complement.
+    assert connection.execute("SELECT phash FROM image_hashes WHERE path = 'b'").fetchone()[0] == 2**63 + 5 - 2**64
+    back = read_hashes(connection, ["phash", "whash"])
+    assert (back["phash"] == one_word).all() and (back["whash"] == four_words).all()
+
+
+def test_embeddings_round_trip_as_fixed_size_arrays() -> None:
+    connection = duckdb.connect()
+    vectors = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, vectors, "m"))
+    assert "FLOAT[5]" in connection.execute("SELECT typeof(embedding) FROM image_embeddings LIMIT 1").fetchone()[0]
+    assert np.array_equal(read_embeddings(connection), vectors)
+    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, None, "none"))
+    assert read_embeddings(connection) is None
+
+
+def test_write_table_replaces() -> None:
+    connection = duckdb.connect()
+    write_table(connection, "t", pl.DataFrame({"x": [1, 2]}))
+    write_table(connection, "t", pl.DataFrame({"x": [3]}))
+    assert read_table(connection, "t")["x"].to_list() == [3]
