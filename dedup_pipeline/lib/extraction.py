@@ -11,21 +11,23 @@ list: nothing here depends on the rest of the dataset.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
-from dedup_pipeline.lib.embedding import Embedder
 from dedup_pipeline.lib.hashing import content_digest, perceptual_hashes, pixel_digest, words_per_hash
+from dedup_pipeline.lib.parallel import WorkerCrash, ordered_map
 from dedup_pipeline.lib.sources import ImageSource
+
+if TYPE_CHECKING:  # workers import this module: keep torch out of them
+    from dedup_pipeline.lib.embedding import Embedder
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -104,11 +106,9 @@ def _extract_many(
     if workers <= 1 or len(sources) < 2 * workers:
         yield from map(work, sources)
         return
-    # spawn, not fork: the parent holds torch threads, which do not survive a fork.
-    context = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(64, len(sources) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        yield from pool.map(work, sources, chunksize=chunksize)
+    chunk_size = max(1, min(64, len(sources) // (workers * 8)))
+    for result in ordered_map(work, sources, workers, chunk_size):
+        yield ImageFailure(result.reason) if isinstance(result, WorkerCrash) else result
 
 
 def default_workers() -> int:
