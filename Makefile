@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(abspath dagster_home)
 DEMO_DIR := demo_data
 
-.PHONY: install demo test dev validate clean
+.PHONY: install demo test lint dev validate clean
 
 install: $(INSTALLED)
 
@@ -23,6 +23,10 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(VENV)/bin/pytest -q
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check dedup_pipeline tests
+	$(VENV)/bin/ruff format --check dedup_pipeline tests
 
 validate: $(INSTALLED)
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

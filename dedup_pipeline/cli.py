@@ -40,18 +40,41 @@ def _optional_float(text: str) -> float | None:
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     defaults = DedupConfig.model_fields
-    parser.add_argument("--db", default=os.environ.get("DEDUP_DB"), help="DuckDB file to write (default: dedup.duckdb, or DEDUP_DB)")
-    parser.add_argument("--hamming", type=_threshold, action="append", metavar="HASH=DISTANCE",
-                        help=f"Hamming threshold for a hash; repeat for several (default: {defaults['hamming_thresholds'].default})")
-    parser.add_argument("--cosine-threshold", type=_optional_float, default=defaults["cosine_threshold"].default,
-                        help="embedding cosine threshold, or 'off' (default: %(default)s)")
-    parser.add_argument("--embedding-model", default=defaults["embedding_model"].default,
-                        help="registered model name, 'none', or package.module:factory (default: %(default)s)")
-    parser.add_argument("--embedding-image-size", type=int, default=None, help="model input size (default: the model's)")
-    parser.add_argument("--split-priority", default=None,
-                        help="comma-separated splits in the order they keep images (default: train,val,...,test)")
-    parser.add_argument("--max-leaked-fraction", type=float, default=defaults["max_leaked_fraction"].default,
-                        help="leak budget per evaluation split (default: %(default)s)")
+    parser.add_argument(
+        "--db", default=os.environ.get("DEDUP_DB"), help="DuckDB file to write (default: dedup.duckdb, or DEDUP_DB)"
+    )
+    parser.add_argument(
+        "--hamming",
+        type=_threshold,
+        action="append",
+        metavar="HASH=DISTANCE",
+        help=f"Hamming threshold for a hash; repeat for several (default: {defaults['hamming_thresholds'].default})",
+    )
+    parser.add_argument(
+        "--cosine-threshold",
+        type=_optional_float,
+        default=defaults["cosine_threshold"].default,
+        help="embedding cosine threshold, or 'off' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--embedding-model",
+        default=defaults["embedding_model"].default,
+        help="registered model name, 'none', or package.module:factory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--embedding-image-size", type=int, default=None, help="model input size (default: the model's)"
+    )
+    parser.add_argument(
+        "--split-priority",
+        default=None,
+        help="comma-separated splits in the order they keep images (default: train,val,...,test)",
+    )
+    parser.add_argument(
+        "--max-leaked-fraction",
+        type=float,
+        default=defaults["max_leaked_fraction"].default,
+        help="leak budget per evaluation split (default: %(default)s)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
 
 
@@ -96,13 +119,23 @@ def summarize(result: dg.ExecuteInProcessResult, database: Path) -> int:
     """Print row counts, the leak report and check outcomes; return the exit code."""
     if not result.success:
         failure = next((event for event in result.all_events if event.is_step_failure), None)
-        message = failure.step_failure_data.error.message if failure and failure.step_failure_data.error else "run failed"
+        message = (
+            failure.step_failure_data.error.message if failure and failure.step_failure_data.error else "run failed"
+        )
         print(f"\nrun failed: {message.strip()}", file=sys.stderr)
         return EXIT_BAD_INPUT
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = [
             (name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
-            for name in ("image_manifest", "image_errors", "duplicate_pairs", "leaks", "duplicate_clusters", "label_conflicts", "dedup_manifest")
+            for name in (
+                "image_manifest",
+                "image_errors",
+                "duplicate_pairs",
+                "leaks",
+                "duplicate_clusters",
+                "label_conflicts",
+                "dedup_manifest",
+            )
         ]
         report = connection.execute("SELECT * FROM leak_report").pl()
         kept = connection.execute(
@@ -118,18 +151,25 @@ def summarize(result: dg.ExecuteInProcessResult, database: Path) -> int:
     ]
     _print_frame("checks", pl.DataFrame(checks, schema=["asset", "check", "outcome"], orient="row"))
     print(f"\nresults in {database} (views: duplicate_pairs, leaks, dedup_manifest, image_errors)")
-    failed = [e for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
+    failed = [
+        e for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+    ]
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
 def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]]) -> bool:
     """Print planted duplicate pairs against found ones; True when they are the same set."""
     with duckdb.connect(str(database), read_only=True) as connection:
-        found = {tuple(sorted(row)) for row in connection.execute("SELECT path_a, path_b FROM duplicate_pairs").fetchall()}
+        found = {
+            tuple(sorted(row)) for row in connection.execute("SELECT path_a, path_b FROM duplicate_pairs").fetchall()
+        }
     expected = {tuple(sorted((a, b))): kind for a, b, kind in planted}
     rows = [(a, b, kind, "found" if (a, b) in found else "MISSED") for (a, b), kind in sorted(expected.items())]
     rows += [(a, b, "(not planted)", "UNEXPECTED") for a, b in sorted(found - expected.keys())]
-    _print_frame("planted vs found duplicate pairs", pl.DataFrame(rows, schema=["path_a", "path_b", "planted", "result"], orient="row"))
+    _print_frame(
+        "planted vs found duplicate pairs",
+        pl.DataFrame(rows, schema=["path_a", "path_b", "planted", "result"], orient="row"),
+    )
     return found == set(expected)
 
 
@@ -151,14 +191,20 @@ def _demo(args: argparse.Namespace) -> int:
     root = Path(args.dir).resolve() / "images"
     database = Path(args.db or Path(args.dir) / "demo.duckdb").resolve()
     planted = build_demo_dataset(root)
-    print(f"demo dataset: {root} ({sum(1 for p in root.rglob('*') if p.is_file())} images, {len(planted)} planted duplicate pairs)")
+    print(
+        f"demo dataset: {root} ({sum(1 for p in root.rglob('*') if p.is_file())} images, "
+        f"{len(planted)} planted duplicate pairs)"
+    )
     code = summarize(materialize(_config_from_args(str(root), args), database), database)
     if code == EXIT_BAD_INPUT:
         return code
     if not compare_with_planted(database, planted):
         print("\ndemo: found pairs differ from the planted ones", file=sys.stderr)
         return EXIT_CHECK_FAILED
-    print("\ndemo: every planted duplicate was found and nothing else (the leak check fails on purpose: leaks were planted)")
+    print(
+        "\ndemo: every planted duplicate was found and nothing else "
+        "(the leak check fails on purpose: leaks were planted)"
+    )
     return EXIT_OK
 
 
@@ -166,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedup-pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="scan a dataset and write the reports")
-    run.add_argument("--data", required=True, help="dataset folder <root>/<split>/<label>/... or a CSV/Parquet manifest")
+    run.add_argument(
+        "--data", required=True, help="dataset folder <root>/<split>/<label>/... or a CSV/Parquet manifest"
+    )
     _add_config_options(run)
     run.set_defaults(handler=_run)
     demo = commands.add_parser("demo", help="build the demo dataset, scan it, compare with the planted leaks")

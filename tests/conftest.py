@@ -15,7 +15,9 @@ from dedup_pipeline.lib.demo_dataset import build_demo_dataset
 def smooth_picture(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:
     """A distinct, photo-like (low-frequency plus texture) RGB picture for each seed."""
     rng = np.random.default_rng(seed)
-    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)).resize(
+        size, Image.Resampling.BICUBIC
+    )
     texture = rng.normal(0, 12, size=(size[1], size[0], 3))
     return Image.fromarray(np.clip(np.asarray(coarse, dtype=np.float64) + texture, 0, 255).astype(np.uint8))
 

@@ -19,7 +19,12 @@ def leaky_dataset(tmp_path: Path) -> Path:
 
 def test_run_exits_nonzero_when_the_leak_check_fails(leaky_dataset: Path, tmp_path: Path, capsys) -> None:
     database = tmp_path / "out.duckdb"
-    assert main(["run", "--data", str(leaky_dataset), "--db", str(database), "--embedding-model", "none", "--workers", "1"]) == EXIT_CHECK_FAILED
+    assert (
+        main(
+            ["run", "--data", str(leaky_dataset), "--db", str(database), "--embedding-model", "none", "--workers", "1"]
+        )
+        == EXIT_CHECK_FAILED
+    )
     output = capsys.readouterr().out
     assert "leak_budget" in output and "FAILED" in output
     with duckdb.connect(str(database), read_only=True) as connection:

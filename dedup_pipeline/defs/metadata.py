@@ -17,9 +17,7 @@ def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
     shown = frame.select(name for name, dtype in frame.schema.items() if not dtype.is_nested()).head(rows)
     header = "| " + " | ".join(shown.columns) + " |"
     rule = "|" + "---|" * len(shown.columns)
-    lines = [header, rule] + [
-        "| " + " | ".join(_cell(value) for value in row) + " |" for row in shown.iter_rows()
-    ]
+    lines = [header, rule] + ["| " + " | ".join(_cell(value) for value in row) + " |" for row in shown.iter_rows()]
     if frame.height > rows:
         lines.append(f"\n{rows} of {frame.height:,} rows")
     return dg.MetadataValue.md("\n".join(lines))

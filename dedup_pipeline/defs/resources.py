@@ -5,7 +5,6 @@ Every asset reaches the database only through :data:`DUCKDB_RESOURCE_KEY` and ru
 writing process per database file.
 """
 
-
 import os
 from pathlib import Path
 
@@ -26,17 +25,50 @@ PILLOW_BOMB_LIMIT = 2 * 89_478_485  # Pillow's own error threshold (twice MAX_IM
 class DedupConfig(dg.ConfigurableResource):
     """What to scan and how to decide that two images are duplicates."""
 
-    data: str = Field(description="Dataset: a folder <root>/<split>/<label>/**/<image>, or a CSV/Parquet manifest with columns path, split[, label].")
-    hash_size: int = Field(default=8, description="Perceptual hash side; hashes have hash_size**2 bits (8 -> one 64-bit integer).")
-    hash_algorithms: list[str] = Field(default=list(PERCEPTUAL_HASHES), description="Perceptual hashes computed and stored: phash, dhash, ahash, whash.")
-    hamming_thresholds: dict[str, int] = Field(default={"phash": 8, "dhash": 8}, description="Hash -> largest Hamming distance that counts as a duplicate. Hashes not listed are stored and reported but do not match.")
-    embedding_model: str = Field(default="efficientnet-lite0", description="Embedding model: a registered name, 'none', or 'package.module:factory'.")
-    embedding_image_size: int | None = Field(default=None, description="Square input size for the model (None: the model's default).")
-    cosine_threshold: float | None = Field(default=0.85, description="Smallest embedding cosine similarity that counts as a duplicate (None: embeddings do not match).")
-    split_priority: list[str] = Field(default=list(DEFAULT_SPLIT_PRIORITY), description="Splits in the order they keep images: a duplicate is dropped from the later split. Unlisted splits come last, alphabetically.")
-    max_leaked_fraction: float = Field(default=0.0, description="Leak budget: the leak check fails when more than this fraction of an evaluation split has a duplicate in a higher-priority split.")
-    max_failure_fraction: float = Field(default=0.01, description="The decode check fails when more than this fraction of the inputs cannot be read or decoded.")
-    max_image_pixels: int = Field(default=PILLOW_BOMB_LIMIT, description="Images with more pixels are refused as decompression bombs.")
+    data: str = Field(
+        description="Dataset: a folder <root>/<split>/<label>/**/<image>, "
+        "or a CSV/Parquet manifest with columns path, split[, label]."
+    )
+    hash_size: int = Field(
+        default=8, description="Perceptual hash side; hashes have hash_size**2 bits (8 -> one 64-bit integer)."
+    )
+    hash_algorithms: list[str] = Field(
+        default=list(PERCEPTUAL_HASHES),
+        description="Perceptual hashes computed and stored: phash, dhash, ahash, whash.",
+    )
+    hamming_thresholds: dict[str, int] = Field(
+        default={"phash": 8, "dhash": 8},
+        description="Hash -> largest Hamming distance that counts as a duplicate. "
+        "Hashes not listed are stored and reported but do not match.",
+    )
+    embedding_model: str = Field(
+        default="efficientnet-lite0",
+        description="Embedding model: a registered name, 'none', or 'package.module:factory'.",
+    )
+    embedding_image_size: int | None = Field(
+        default=None, description="Square input size for the model (None: the model's default)."
+    )
+    cosine_threshold: float | None = Field(
+        default=0.85,
+        description="Smallest embedding cosine similarity that counts as a duplicate (None: embeddings do not match).",
+    )
+    split_priority: list[str] = Field(
+        default=list(DEFAULT_SPLIT_PRIORITY),
+        description="Splits in the order they keep images: a duplicate is dropped from the later split. "
+        "Unlisted splits come last, alphabetically.",
+    )
+    max_leaked_fraction: float = Field(
+        default=0.0,
+        description="Leak budget: the leak check fails when more than this fraction of an evaluation split "
+        "has a duplicate in a higher-priority split.",
+    )
+    max_failure_fraction: float = Field(
+        default=0.01,
+        description="The decode check fails when more than this fraction of the inputs cannot be read or decoded.",
+    )
+    max_image_pixels: int = Field(
+        default=PILLOW_BOMB_LIMIT, description="Images with more pixels are refused as decompression bombs."
+    )
     workers: int = Field(default=0, description="Decode/hash processes (0: one per CPU).")
     embedding_batch_size: int = Field(default=64, description="Images per embedding batch.")
 

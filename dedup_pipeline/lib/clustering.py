@@ -83,8 +83,18 @@ def build_clusters(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str,
     ).filter(pl.col("representative_id") >= 0)
     to_representative = pl.concat(
         [
-            pairs.select(pl.col("image_id_a").alias("image_id"), pl.col("image_id_b").alias("representative_id"), "hamming", "cosine"),
-            pairs.select(pl.col("image_id_b").alias("image_id"), pl.col("image_id_a").alias("representative_id"), "hamming", "cosine"),
+            pairs.select(
+                pl.col("image_id_a").alias("image_id"),
+                pl.col("image_id_b").alias("representative_id"),
+                "hamming",
+                "cosine",
+            ),
+            pairs.select(
+                pl.col("image_id_b").alias("image_id"),
+                pl.col("image_id_a").alias("representative_id"),
+                "hamming",
+                "cosine",
+            ),
         ]
     )
     info = manifest.select("image_id", "path", "split", "label")

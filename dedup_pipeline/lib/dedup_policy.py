@@ -19,12 +19,9 @@ import polars as pl
 from dedup_pipeline.lib.pairs import directed_pairs
 
 KEEP_REASONS = ("unique", "representative")
-DROP_REASONS = ("leak", "duplicate")
 
 
-def decide(
-    manifest: pl.DataFrame, pairs: pl.DataFrame, clusters: pl.DataFrame, ranks: dict[str, int]
-) -> pl.DataFrame:
+def decide(manifest: pl.DataFrame, pairs: pl.DataFrame, clusters: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     images = manifest.select(
         "image_id",
         "path",
@@ -32,7 +29,9 @@ def decide(
         "label",
         (pl.col("width").cast(pl.Int64) * pl.col("height").cast(pl.Int64)).alias("pixels"),
         pl.col("split").replace_strict(ranks, return_dtype=pl.Int64).alias("rank"),
-    ).join(clusters.select("image_id", "cluster_id", "representative_id", "is_representative"), on="image_id", how="left")
+    ).join(
+        clusters.select("image_id", "cluster_id", "representative_id", "is_representative"), on="image_id", how="left"
+    )
 
     # An image leaks when it has a partner in a higher-priority split; name the best such partner
     # (a cluster representative if there is one, then the highest-priority split, then path order).
@@ -47,7 +46,13 @@ def decide(
     leak_partner = (
         partners.join(images.select("image_id", "rank"), on="image_id")
         .filter(pl.col("partner_rank") < pl.col("rank"))
-        .sort("image_id", "partner_is_representative", "partner_rank", "partner_id", descending=[False, True, False, False])
+        .sort(
+            "image_id",
+            "partner_is_representative",
+            "partner_rank",
+            "partner_id",
+            descending=[False, True, False, False],
+        )
         .group_by("image_id", maintain_order=True)
         .first()
         .select("image_id", pl.col("partner_id").alias("leak_partner_id"))
@@ -91,7 +96,9 @@ def decide(
     )
     return (
         decided.join(names, on="duplicate_of_id", how="left")
-        .select("image_id", "path", "split", "label", "keep", "reason", "duplicate_of", "duplicate_of_split", "cluster_id")
+        .select(
+            "image_id", "path", "split", "label", "keep", "reason", "duplicate_of", "duplicate_of_split", "cluster_id"
+        )
         .sort("image_id")
     )
 
@@ -99,9 +106,9 @@ def decide(
 def guarantee_violations(decisions: pl.DataFrame, pairs: pl.DataFrame) -> dict[str, int]:
     """Counts of broken promises among kept images (all zero when the policy holds)."""
     kept = decisions.filter(pl.col("keep")).select("image_id", "split", "cluster_id")
-    kept_pairs = pairs.join(kept.rename({"image_id": "image_id_a", "split": "split_a", "cluster_id": "c_a"}), on="image_id_a").join(
-        kept.rename({"image_id": "image_id_b", "split": "split_b", "cluster_id": "c_b"}), on="image_id_b"
-    )
+    kept_pairs = pairs.join(
+        kept.rename({"image_id": "image_id_a", "split": "split_a", "cluster_id": "c_a"}), on="image_id_a"
+    ).join(kept.rename({"image_id": "image_id_b", "split": "split_b", "cluster_id": "c_b"}), on="image_id_b")
     per_cluster = kept.filter(pl.col("cluster_id").is_not_null()).group_by("cluster_id").len()
     return {
         "kept_cross_split_pairs": kept_pairs.filter(pl.col("split_a") != pl.col("split_b")).height,

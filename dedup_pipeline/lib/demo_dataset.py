@@ -66,12 +66,42 @@ def _crop(image: Image.Image, keep: float) -> Image.Image:
 
 
 PLANTED: tuple[PlantedCopy, ...] = (
-    PlantedCopy("astronaut.png", "val", "person", "astronaut_q30.jpg", "JPEG re-encode, quality 30", lambda im: _reencode(im, 30)),
-    PlantedCopy("chelsea.png", "test", "animal", "chelsea_half.png", "resize to 50%", lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC)),
-    PlantedCopy("coffee.png", "test", "object", "coffee_crop.png", "centre crop keeping 90%", lambda im: _crop(im, 0.9)),
-    PlantedCopy("rocket.jpg", "val", "object", "rocket_bright.png", "brightness +25%", lambda im: ImageEnhance.Brightness(im).enhance(1.25)),
+    PlantedCopy(
+        "astronaut.png",
+        "val",
+        "person",
+        "astronaut_q30.jpg",
+        "JPEG re-encode, quality 30",
+        lambda im: _reencode(im, 30),
+    ),
+    PlantedCopy(
+        "chelsea.png",
+        "test",
+        "animal",
+        "chelsea_half.png",
+        "resize to 50%",
+        lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC),
+    ),
+    PlantedCopy(
+        "coffee.png", "test", "object", "coffee_crop.png", "centre crop keeping 90%", lambda im: _crop(im, 0.9)
+    ),
+    PlantedCopy(
+        "rocket.jpg",
+        "val",
+        "object",
+        "rocket_bright.png",
+        "brightness +25%",
+        lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+    ),
     PlantedCopy("motorcycle_left.png", "test", "object", "motorcycle_flip.png", "horizontal flip", ImageOps.mirror),
-    PlantedCopy("hubble_deep_field.jpg", "val", "texture", "hubble_relabelled.jpg", "JPEG re-encode, other label (label conflict)", lambda im: _reencode(im, 85)),
+    PlantedCopy(
+        "hubble_deep_field.jpg",
+        "val",
+        "texture",
+        "hubble_relabelled.jpg",
+        "JPEG re-encode, other label (label conflict)",
+        lambda im: _reencode(im, 85),
+    ),
 )
 
 # Same pixels, other file: re-saved losslessly inside train (a within-split duplicate, not a leak).
@@ -118,4 +148,3 @@ def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
         writer.writerow(["path_a", "path_b", "kind"])
         writer.writerows(planted)
     return planted
-

@@ -136,7 +136,9 @@ def extract(
 
     for done, (source, result) in enumerate(zip(sources, _extract_many(sources, settings, workers), strict=True), 1):
         if isinstance(result, ImageFailure):
-            failure_rows.append({"path": source.path, "split": source.split, "label": source.label, "reason": result.reason})
+            failure_rows.append(
+                {"path": source.path, "split": source.split, "label": source.label, "reason": result.reason}
+            )
         else:
             manifest_rows.append(_manifest_row(len(manifest_rows), source, result))
             for name, words in result.hashes.items():
@@ -154,8 +156,7 @@ def extract(
         manifest=pl.DataFrame(manifest_rows, schema=MANIFEST_SCHEMA),
         failures=pl.DataFrame(failure_rows, schema=FAILURE_SCHEMA),
         hashes={
-            name: np.array(words, dtype=np.uint64).reshape(len(words), word_count)
-            for name, words in hash_words.items()
+            name: np.array(words, dtype=np.uint64).reshape(len(words), word_count) for name, words in hash_words.items()
         },
         embeddings=_stack_embeddings(embeddings, embedder, len(manifest_rows)),
     )

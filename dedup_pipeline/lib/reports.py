@@ -16,7 +16,9 @@ def _labelled_pairs(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
 
 def leaked_images(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     """One row per (image, higher-priority split it has a duplicate in), with label agreement."""
-    info = manifest.select("image_id", "split", "label", pl.col("split").replace_strict(ranks, return_dtype=pl.Int64).alias("rank"))
+    info = manifest.select(
+        "image_id", "split", "label", pl.col("split").replace_strict(ranks, return_dtype=pl.Int64).alias("rank")
+    )
     directed = (
         directed_pairs(pairs)
         .join(info, on="image_id")
@@ -59,7 +61,10 @@ def leak_report(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, in
     return (
         combinations.join(sizes, left_on="eval_split", right_on="split", how="left")
         .join(leaks, on=["eval_split", "reference_split"], how="left")
-        .with_columns(pl.col(c).fill_null(0).cast(pl.Int64) for c in ("leaked_images", "same_label_images", "conflicting_label_images", "leaked_pairs"))
+        .with_columns(
+            pl.col(c).fill_null(0).cast(pl.Int64)
+            for c in ("leaked_images", "same_label_images", "conflicting_label_images", "leaked_pairs")
+        )
         .with_columns((pl.col("leaked_images") / pl.col("eval_images")).alias("leaked_fraction"))
         .select(
             "eval_split",
@@ -76,7 +81,11 @@ def leak_report(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, in
 
 def leaked_fraction_by_split(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     """Per evaluation split: images with a duplicate in any higher-priority split, and fraction."""
-    leaked = leaked_images(manifest, pairs, ranks).group_by("split").agg(pl.col("image_id").n_unique().alias("leaked_images"))
+    leaked = (
+        leaked_images(manifest, pairs, ranks)
+        .group_by("split")
+        .agg(pl.col("image_id").n_unique().alias("leaked_images"))
+    )
     return (
         manifest.group_by("split")
         .len("images")
@@ -92,6 +101,8 @@ def label_conflicts(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
     """Duplicate pairs (within or across splits) whose labels differ; unlabelled images excluded."""
     return (
         _labelled_pairs(manifest, pairs)
-        .filter(pl.col("label_a").is_not_null() & pl.col("label_b").is_not_null() & (pl.col("label_a") != pl.col("label_b")))
+        .filter(
+            pl.col("label_a").is_not_null() & pl.col("label_b").is_not_null() & (pl.col("label_a") != pl.col("label_b"))
+        )
         .select("path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "hamming", "cosine", "evidence")
     )

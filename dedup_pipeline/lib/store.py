@@ -101,11 +101,3 @@ def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
         return None
     column = table.column("embedding").combine_chunks()
     return column.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
-
-
-def table_exists(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
-    found = connection.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()
-    return bool(found and found[0])
-

@@ -13,7 +13,17 @@ from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
 from tests.conftest import encoded, smooth_picture
 
 CONTRACT = {
-    "duplicate_pairs": ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "hamming", "cosine", "evidence"],
+    "duplicate_pairs": [
+        "path_a",
+        "path_b",
+        "split_a",
+        "split_b",
+        "label_a",
+        "label_b",
+        "hamming",
+        "cosine",
+        "evidence",
+    ],
     "leaks": ["path_a", "path_b", "split_a", "split_b", "label_a", "label_b", "hamming", "cosine", "evidence"],
     "dedup_manifest": ["path", "split", "label", "keep", "reason"],
     "image_errors": ["path", "split", "reason"],
@@ -68,7 +78,9 @@ def test_reports_and_clusters(demo_run) -> None:
     _, connection, _ = demo_run
     conflicts = connection.execute("SELECT path_b, label_a, label_b FROM label_conflicts").fetchall()
     assert conflicts == [("val/texture/hubble_relabelled.jpg", "space", "texture")]
-    report = connection.execute("SELECT eval_split, reference_split, leaked_images, conflicting_label_images FROM leak_report ORDER BY ALL").fetchall()
+    report = connection.execute(
+        "SELECT eval_split, reference_split, leaked_images, conflicting_label_images FROM leak_report ORDER BY ALL"
+    ).fetchall()
     assert report == [("test", "train", 3, 0), ("test", "val", 0, 0), ("val", "train", 3, 1)]
     sizes = connection.execute("SELECT DISTINCT cluster_size, max_hops FROM duplicate_clusters").fetchall()
     assert sizes == [(2, 1)]
@@ -76,7 +88,9 @@ def test_reports_and_clusters(demo_run) -> None:
 
 def test_materialization_metadata(demo_run) -> None:
     result, _, _ = demo_run
-    materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("similar_pairs")}
+    materializations = {
+        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("similar_pairs")
+    }
     metadata = materializations["similar_pairs"]
     assert metadata["dagster/row_count"].value == 7
     assert "preview" in metadata and "join_seconds" in metadata

@@ -53,7 +53,9 @@ def test_build_clusters_picks_the_train_image_as_representative() -> None:
             "height": [10, 10, 20],
         }
     )
-    pairs = pl.DataFrame({"image_id_a": [0, 0, 1], "image_id_b": [1, 2, 2], "hamming": [1, 2, 3], "cosine": [0.9, 0.8, 0.7]})
+    pairs = pl.DataFrame(
+        {"image_id_a": [0, 0, 1], "image_id_b": [1, 2, 2], "hamming": [1, 2, 3], "cosine": [0.9, 0.8, 0.7]}
+    )
     clusters = build_clusters(manifest, pairs, {"train": 0, "val": 1, "test": 2})
     assert clusters["representative_path"].unique().to_list() == ["train/a.jpg"]
     assert clusters.filter(pl.col("path") == "val/a.jpg")["hamming_to_representative"].item() == 3

@@ -16,7 +16,9 @@ def test_join_equals_brute_force() -> None:
     for threshold in (0.6, 0.9):
         expected_i, expected_j = np.nonzero(np.triu(similarity >= threshold, k=1))
         i, j, s = cosine_pairs(vectors, threshold, query_block=128)
-        assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(zip(expected_i.tolist(), expected_j.tolist(), strict=True))
+        assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(
+            zip(expected_i.tolist(), expected_j.tolist(), strict=True)
+        )
         assert np.allclose(s, similarity[i, j], atol=1e-5)
 
 

@@ -18,13 +18,20 @@ def dataset(splits: list[str], edges: list[tuple[int, int]]) -> tuple[pl.DataFra
         }
     )
     pairs = pl.DataFrame(
-        {"image_id_a": [min(e) for e in edges], "image_id_b": [max(e) for e in edges], "hamming": [0] * len(edges), "cosine": [1.0] * len(edges)},
+        {
+            "image_id_a": [min(e) for e in edges],
+            "image_id_b": [max(e) for e in edges],
+            "hamming": [0] * len(edges),
+            "cosine": [1.0] * len(edges),
+        },
         schema={"image_id_a": pl.Int64, "image_id_b": pl.Int64, "hamming": pl.Int64, "cosine": pl.Float32},
     )
     return manifest, pairs
 
 
-def run_policy(splits: list[str], edges: list[tuple[int, int]], priority: tuple[str, ...] = ("train", "val", "test")) -> pl.DataFrame:
+def run_policy(
+    splits: list[str], edges: list[tuple[int, int]], priority: tuple[str, ...] = ("train", "val", "test")
+) -> pl.DataFrame:
     manifest, pairs = dataset(splits, edges)
     ranks = split_ranks(manifest["split"], priority)
     decisions = decide(manifest, pairs, build_clusters(manifest, pairs, ranks), ranks)

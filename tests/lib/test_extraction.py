@@ -40,7 +40,14 @@ def sources(tmp_path: Path) -> list[ImageSource]:
 def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path) -> None:
     embedder = MeanColourEmbedder()
     progress: list[int] = []
-    result = extract(sources(tmp_path), SETTINGS, embedder, workers=1, batch_size=4, progress=lambda done, total: progress.append(done))
+    result = extract(
+        sources(tmp_path),
+        SETTINGS,
+        embedder,
+        workers=1,
+        batch_size=4,
+        progress=lambda done, total: progress.append(done),
+    )
     assert result.manifest["path"].to_list() == [f"{i}.png" for i in range(6)]
     assert result.manifest["image_id"].to_list() == list(range(6))
     assert sorted(result.failures["path"].to_list()) == ["bad.jpg", "gone.png"]

@@ -2,7 +2,13 @@ import imagehash
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, bits_to_words, perceptual_hashes, pixel_digest, validate_hash_size
+from dedup_pipeline.lib.hashing import (
+    PERCEPTUAL_HASHES,
+    bits_to_words,
+    perceptual_hashes,
+    pixel_digest,
+    validate_hash_size,
+)
 from tests.conftest import smooth_picture
 
 

@@ -27,7 +27,9 @@ def test_union_of_evidence_with_every_distance() -> None:
 
 def test_without_embeddings_cosine_is_null() -> None:
     images = manifest(["a", "a"], ["p", "q"])
-    pairs = find_similar_pairs(images, {"phash": np.zeros((2, 1), dtype=np.uint64)}, None, MatchThresholds(hamming={}, cosine=0.9))
+    pairs = find_similar_pairs(
+        images, {"phash": np.zeros((2, 1), dtype=np.uint64)}, None, MatchThresholds(hamming={}, cosine=0.9)
+    )
     assert pairs.height == 1 and pairs["cosine"].is_null().all() and pairs["hamming"].is_null().all()
     assert pairs["evidence"].to_list() == ["content"]
 

@@ -8,7 +8,9 @@ def test_leak_report_counts_every_split_pair() -> None:
     manifest, pairs = dataset(["train", "train", "val", "test", "test", "test"], [(0, 3), (1, 3), (2, 4), (0, 1)])
     manifest = manifest.with_columns(pl.Series("label", ["a", "a", "b", "a", "c", "b"]))
     ranks = {"train": 0, "val": 1, "test": 2}
-    report = {(r["eval_split"], r["reference_split"]): r for r in leak_report(manifest, pairs, ranks).iter_rows(named=True)}
+    report = {
+        (r["eval_split"], r["reference_split"]): r for r in leak_report(manifest, pairs, ranks).iter_rows(named=True)
+    }
     assert set(report) == {("val", "train"), ("test", "train"), ("test", "val")}
     assert report[("test", "train")]["leaked_images"] == 1
     assert report[("test", "train")]["leaked_pairs"] == 2

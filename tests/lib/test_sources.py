@@ -42,7 +42,10 @@ def test_manifest_file_records_every_bad_row(tmp_path: Path, suffix: str) -> Non
     manifest = tmp_path / f"manifest{suffix}"
     table.write_csv(manifest) if suffix == ".csv" else table.write_parquet(manifest)
     sources = discover(manifest)
-    assert [(s.path, s.split, s.label) for s in sources.images] == [("img/a.jpg", "train", "cat"), ("img/b.jpg", "test", "dog")]
+    assert [(s.path, s.split, s.label) for s in sources.images] == [
+        ("img/a.jpg", "train", "cat"),
+        ("img/b.jpg", "test", "dog"),
+    ]
     reasons = sorted((p.path, p.reason.split(";")[0]) for p in sources.problems)
     assert len(reasons) == 3  # b without split, a listed twice, missing file: nothing silently dropped
     assert ("img/missing.jpg", "file not found") in reasons

@@ -2,7 +2,14 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.store import embeddings_table, hashes_table, read_embeddings, read_hashes, read_table, write_table
+from dedup_pipeline.lib.store import (
+    embeddings_table,
+    hashes_table,
+    read_embeddings,
+    read_hashes,
+    read_table,
+    write_table,
+)
 
 MANIFEST = pl.DataFrame({"image_id": [0, 1, 2], "path": ["a", "b", "c"]})
 
@@ -12,7 +19,11 @@ def test_hashes_round_trip_as_bigint_and_as_word_lists() -> None:
     one_word = np.array([[0], [2**63 + 5], [2**64 - 1]], dtype=np.uint64)
     four_words = np.arange(12, dtype=np.uint64).reshape(3, 4) * np.uint64(2**62)
     write_table(connection, "image_hashes", hashes_table(MANIFEST, {"phash": one_word, "whash": four_words}, 8))
-    types = dict(connection.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'image_hashes'").fetchall())
+    types = dict(
+        connection.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'image_hashes'"
+        ).fetchall()
+    )
     assert types["phash"] == "BIGINT" and types["whash"] == "BIGINT[]"
     # The stored BIGINT is the imagehash integer in two's complement.
     assert connection.execute("SELECT phash FROM image_hashes WHERE path = 'b'").fetchone()[0] == 2**63 + 5 - 2**64

@@ -1,7 +1,6 @@
 """Per-image assets: manifest, perceptual hashes and embeddings, computed in one pass so each
 image is read and decoded once."""
 
-
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -30,12 +29,18 @@ DECODE_CHECK = "decode_failure_rate"
         ),
         dg.AssetSpec(
             "image_hashes",
-            description="pHash, dHash, aHash and wHash of each image (imagehash's semantics on the canonical decode), as 64-bit integers.",
+            description=(
+                "pHash, dHash, aHash and wHash of each image (imagehash's semantics on the canonical "
+                "decode), as 64-bit integers."
+            ),
             kinds={"duckdb"},
         ),
         dg.AssetSpec(
             "image_embeddings",
-            description="L2-normalised embedding of each image from the configured torch model (default: EfficientNet-Lite0, ImageNet weights, offline).",
+            description=(
+                "L2-normalised embedding of each image from the configured torch model "
+                "(default: EfficientNet-Lite0, ImageNet weights, offline)."
+            ),
             kinds={"duckdb", "pytorch"},
         ),
     ],
@@ -54,7 +59,9 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
         sources = discover(dedup.data)
     embedder = load_embedder(dedup.embedding_model, dedup.embedding_image_size)
     settings = dedup.extraction_settings(embedder.image_size if embedder else None)
-    context.log.info(f"{len(sources.images):,} images to process from {sources.root} with {dedup.worker_count()} workers")
+    context.log.info(
+        f"{len(sources.images):,} images to process from {sources.root} with {dedup.worker_count()} workers"
+    )
     with timed(timings, "extract_seconds"):
         extracted = extract(
             sources.images,

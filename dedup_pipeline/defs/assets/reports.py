@@ -1,6 +1,5 @@
 """Reports: leak report (with the leak budget check), label conflicts, deduplicated manifest."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -28,7 +27,10 @@ GUARANTEE_CHECK = "no_leaks_among_kept"
         dg.AssetCheckSpec(
             LEAK_CHECK,
             asset="leak_report",
-            description="Fails when an evaluation split has more than max_leaked_fraction of its images duplicated in a higher-priority split. Non-blocking: the dedup manifest is still written.",
+            description=(
+                "Fails when an evaluation split has more than max_leaked_fraction of its images duplicated "
+                "in a higher-priority split. Non-blocking: the dedup manifest is still written."
+            ),
         )
     ],
     kinds={"duckdb"},
@@ -64,13 +66,17 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
 
 @dg.asset(
     deps=["similar_pairs", "image_manifest"],
-    description="Duplicate pairs (within or across splits) whose labels differ: one of the two labels is probably wrong.",
+    description=(
+        "Duplicate pairs (within or across splits) whose labels differ: one of the two labels is probably wrong."
+    ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
 def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
     with duckdb.get_connection() as connection:
-        conflicts = find_label_conflicts(read_table(connection, "image_manifest"), read_table(connection, "similar_pairs"))
+        conflicts = find_label_conflicts(
+            read_table(connection, "image_manifest"), read_table(connection, "similar_pairs")
+        )
         write_table(connection, "label_conflicts", conflicts)
     return dg.MaterializeResult(metadata=table_metadata(conflicts, duckdb.database, "label_conflicts"))
 
@@ -87,7 +93,10 @@ def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
         dg.AssetCheckSpec(
             GUARANTEE_CHECK,
             asset="dedup_manifest",
-            description="Re-checks the manifest's promises: no kept cross-split duplicate pair, at most one kept image per cluster.",
+            description=(
+                "Re-checks the manifest's promises: no kept cross-split duplicate pair, "
+                "at most one kept image per cluster."
+            ),
         )
     ],
     kinds={"duckdb"},
@@ -105,7 +114,9 @@ def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
     violations = guarantee_violations(decisions, pairs)
     yield dg.MaterializeResult(
         metadata={
-            **table_metadata(decisions.filter(~decisions["keep"]), duckdb.database, "dedup_decisions (dropped rows shown)"),
+            **table_metadata(
+                decisions.filter(~decisions["keep"]), duckdb.database, "dedup_decisions (dropped rows shown)"
+            ),
             "dagster/row_count": decisions.height,
             "kept": int(decisions["keep"].sum()),
             "dropped": int((~decisions["keep"]).sum()),

@@ -1,6 +1,5 @@
 """Similarity join and duplicate clusters."""
 
-
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -23,7 +22,9 @@ from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes,
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def similar_pairs(
+    context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
     thresholds = dedup.match_thresholds()
     metadata: dict[str, object] = {}
     with duckdb.get_connection() as connection:
