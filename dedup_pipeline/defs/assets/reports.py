@@ -3,7 +3,7 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from dedup_pipeline.defs.metadata import preview, table_metadata
+from dedup_pipeline.defs.metadata import preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.dedup_policy import decide, guarantee_violations
 from dedup_pipeline.lib.reports import label_conflicts as find_label_conflicts
@@ -37,7 +37,8 @@ GUARANTEE_CHECK = "no_leaks_among_kept"
     pool=DUCKDB_POOL,
 )
 def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
-    with duckdb.get_connection() as connection:
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_table(connection, "image_manifest")
         pairs = read_table(connection, "similar_pairs")
         ranks = split_ranks(manifest["split"], dedup.split_priority)
@@ -48,6 +49,7 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
     yield dg.MaterializeResult(
         metadata={
             **table_metadata(report, duckdb.database, "leak_report"),
+            **timings,
             "split_order": ", ".join(sorted(ranks, key=ranks.__getitem__)),
             "leaked_images": int(per_split["leaked_images"].sum()),
         }
@@ -73,12 +75,13 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
     pool=DUCKDB_POOL,
 )
 def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.get_connection() as connection:
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
         conflicts = find_label_conflicts(
             read_table(connection, "image_manifest"), read_table(connection, "similar_pairs")
         )
         write_table(connection, "label_conflicts", conflicts)
-    return dg.MaterializeResult(metadata=table_metadata(conflicts, duckdb.database, "label_conflicts"))
+    return dg.MaterializeResult(metadata={**table_metadata(conflicts, duckdb.database, "label_conflicts"), **timings})
 
 
 @dg.asset(
@@ -103,7 +106,8 @@ def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
     pool=DUCKDB_POOL,
 )
 def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
-    with duckdb.get_connection() as connection:
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_table(connection, "image_manifest")
         pairs = read_table(connection, "similar_pairs")
         clusters = read_table(connection, "duplicate_clusters")
@@ -118,6 +122,7 @@ def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
                 decisions.filter(~decisions["keep"]), duckdb.database, "dedup_decisions (dropped rows shown)"
             ),
             "dagster/row_count": decisions.height,
+            **timings,
             "kept": int(decisions["keep"].sum()),
             "dropped": int((~decisions["keep"]).sum()),
             "by_split_and_reason": preview(counts),

@@ -63,7 +63,8 @@ def similar_pairs(
     pool=DUCKDB_POOL,
 )
 def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    with duckdb.get_connection() as connection:
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_table(connection, "image_manifest")
         pairs = read_table(connection, "similar_pairs")
         clusters = build_clusters(manifest, pairs, split_ranks(manifest["split"], dedup.split_priority))
@@ -72,6 +73,7 @@ def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.Materia
     return dg.MaterializeResult(
         metadata={
             **table_metadata(clusters, duckdb.database, "duplicate_clusters"),
+            **timings,
             "clusters": representatives.height,
             "largest_cluster": int(clusters["cluster_size"].max() or 0),
             "clusters_with_two_hops": representatives.filter(representatives["max_hops"] == 2).height,
