@@ -31,9 +31,11 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
-def table_metadata(frame: pl.DataFrame, database: str, table: str) -> dict[str, object]:
+def table_metadata(frame: pl.DataFrame, database: str, table: str, row_count: int | None = None) -> dict[str, object]:
+    """Row count, location and a preview; ``frame`` may be just the first rows when ``row_count``
+    gives the table's size."""
     return {
-        "dagster/row_count": frame.height,
+        "dagster/row_count": frame.height if row_count is None else row_count,
         "table": dg.MetadataValue.text(f"{table} in {database}"),
         "preview": preview(frame),
     }

@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
-from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_size
+from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.pairs import MatchThresholds
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
 
@@ -73,7 +73,7 @@ class DedupConfig(dg.ConfigurableResource):
     embedding_batch_size: int = Field(default=64, description="Images per embedding batch.")
 
     def extraction_settings(self, embedding_size: int | None) -> ExtractionSettings:
-        validate_hash_size(self.hash_size, self.hash_algorithms)
+        validate_hash_settings(self.hash_size, self.hash_algorithms)
         return ExtractionSettings(
             hash_size=self.hash_size,
             hash_algorithms=tuple(self.hash_algorithms),

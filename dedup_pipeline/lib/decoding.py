@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,7 +51,7 @@ class DecodedImage:
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Decode file bytes to canonical RGB; ``max_pixels`` guards against decompression bombs."""
-    with warnings.catch_warnings(record=True) as caught:
+    with _pillow_pixel_limit(max_pixels), warnings.catch_warnings(record=True) as caught:
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; we refuse above max_pixels.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         warnings.simplefilter("always", UserWarning)
@@ -68,6 +70,18 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     return decoded
 
 
+@contextmanager
+def _pillow_pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow refuses above twice its global MAX_IMAGE_PIXELS; set it from our limit for this
+    decode (so a limit above Pillow's default takes effect) and put the global back after."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _refuse_bombs(image: Image.Image, max_pixels: int) -> None:
     pixels = image.width * image.height
     if pixels > max_pixels:
@@ -80,17 +94,19 @@ def _refuse_bombs(image: Image.Image, max_pixels: int) -> None:
 
 def _canonicalise(image: Image.Image, max_pixels: int) -> DecodedImage:
     source_format, source_mode = image.format, image.mode
-    frames = getattr(image, "n_frames", 1)
     notes: list[str] = []
-    if frames > 1:
-        notes.append(f"animated: first of {frames} frames used")
     try:
+        # Counting frames parses the whole file: truncated animations fail here, with any error type.
+        frames = getattr(image, "n_frames", 1)
+        image.seek(0)
         image.load()
     except Image.DecompressionBombError as error:
         raise DecodeError(f"decompression bomb refused: {error}") from None
     except Exception as error:  # truncated data, broken chunks, codec errors
         raise DecodeError(f"cannot decode: {type(error).__name__}: {error}") from None
 
+    if frames > 1:
+        notes.append(f"animated: first of {frames} frames used")
     upright = _apply_orientation(image, notes)
     _refuse_bombs(upright, max_pixels)
     rgb = _to_rgb(upright, notes)

@@ -124,7 +124,10 @@ def _save(image: Image.Image, target: Path) -> None:
 def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
     """(Re)create the demo dataset at ``root``; returns the planted pairs
     ``(train path, copy path, kind)`` with paths relative to ``root``."""
+    marker = root.parent / f"{root.name}_{PLANTED_PAIRS_FILE}"
     if root.exists():
+        if not marker.exists():
+            raise FileExistsError(f"{root} exists and was not built by the demo: not replacing it")
         shutil.rmtree(root)
     original_paths: dict[str, str] = {}
     for name, split, label in ORIGINALS:
@@ -143,7 +146,7 @@ def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
     _skimage_photo(source).save(root / relative, compress_level=1)
     planted.append((original_paths[source], relative, "lossless re-save (within train)"))
 
-    with (root.parent / f"{root.name}_{PLANTED_PAIRS_FILE}").open("w", newline="") as handle:
+    with marker.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path_a", "path_b", "kind"])
         writer.writerows(planted)

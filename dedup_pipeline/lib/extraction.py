@@ -79,6 +79,8 @@ def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFea
         decoded = decode_image(data, settings.max_pixels)
     except DecodeError as error:
         return ImageFailure(str(error))
+    except Exception as error:  # a decoder bug on one file must not stop the run: record it
+        return ImageFailure(f"decoder error: {type(error).__name__}: {error}")
     rgb = decoded.rgb
     embedding_input = None
     if settings.embedding_size:

@@ -27,7 +27,9 @@ def words_per_hash(hash_size: int) -> int:
     return -(-(hash_size * hash_size) // 64)
 
 
-def validate_hash_size(hash_size: int, algorithms: list[str]) -> None:
+def validate_hash_settings(hash_size: int, algorithms: list[str]) -> None:
+    if not algorithms:
+        raise ValueError("at least one perceptual hash algorithm is needed")
     if hash_size < 2:
         raise ValueError(f"hash_size must be at least 2, got {hash_size}")
     if "whash" in algorithms and hash_size & (hash_size - 1):

@@ -56,9 +56,10 @@ def find_similar_pairs(
     for algorithm, limit in thresholds.hamming.items():
         i, j, _ = hamming_pairs(hashes[algorithm], limit)
         candidates.append((i, j))
+    cosine_found = None
     if thresholds.cosine is not None and embeddings is not None:
-        i, j, _ = cosine_pairs(embeddings, thresholds.cosine)
-        candidates.append((i, j))
+        cosine_found = cosine_pairs(embeddings, thresholds.cosine)
+        candidates.append(cosine_found[:2])
 
     stacked = np.unique(
         np.concatenate([np.stack([i, j], axis=1).astype(np.int64) for i, j in candidates]).reshape(-1, 2), axis=0
@@ -80,8 +81,15 @@ def find_similar_pairs(
     columns["cosine"] = None
     if embeddings is not None:
         columns["cosine"] = similarity = pair_similarities(embeddings, i, j)
-        if thresholds.cosine is not None:
-            criteria[EMBEDDING_EVIDENCE] = similarity >= thresholds.cosine
+    if cosine_found is not None:
+        # The join's own values for the pairs it found: a recomputed dot product can differ in
+        # the last float bit and put a pair found at the threshold just below it.
+        found_i, found_j, found_similarity = cosine_found
+        width = max(len(manifest), 1)
+        position = np.searchsorted(i * width + j, found_i * width + found_j)
+        similarity[position] = found_similarity
+        criteria[EMBEDDING_EVIDENCE] = np.zeros(len(i), dtype=bool)
+        criteria[EMBEDDING_EVIDENCE][position] = True
 
     frame = pl.DataFrame(
         [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from dedup_pipeline.lib.pairs import directed_pairs
+from dedup_pipeline.lib.splits import with_split_rank
 
 
 def _labelled_pairs(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
@@ -16,9 +17,7 @@ def _labelled_pairs(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame
 
 def leaked_images(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     """One row per (image, higher-priority split it has a duplicate in), with label agreement."""
-    info = manifest.select(
-        "image_id", "split", "label", pl.col("split").replace_strict(ranks, return_dtype=pl.Int64).alias("rank")
-    )
+    info = with_split_rank(manifest.select("image_id", "split", "label"), ranks)
     directed = (
         directed_pairs(pairs)
         .join(info, on="image_id")
@@ -35,9 +34,10 @@ def leaked_images(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, 
     )
 
 
-def leak_report(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
+def leak_report(manifest: pl.DataFrame, leaked: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     """For each pair of splits, the images of the evaluation (lower-priority) split that have a
-    duplicate in the reference (higher-priority) split. Every split pair gets a row, leaks or not."""
+    duplicate in the reference (higher-priority) split. Every split pair gets a row, leaks or not.
+    ``leaked`` is the result of :func:`leaked_images`."""
     sizes = manifest.group_by("split").len("eval_images")
     by_rank = sorted(ranks, key=ranks.__getitem__)
     combinations = pl.DataFrame(
@@ -48,15 +48,11 @@ def leak_report(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, in
         ],
         schema={"eval_split": pl.String, "reference_split": pl.String},
     )
-    leaks = (
-        leaked_images(manifest, pairs, ranks)
-        .group_by(pl.col("split").alias("eval_split"), pl.col("partner_split").alias("reference_split"))
-        .agg(
-            pl.len().alias("leaked_images"),
-            pl.col("same_label").sum().alias("same_label_images"),
-            pl.col("conflicting_label").sum().alias("conflicting_label_images"),
-            pl.col("pairs").sum().alias("leaked_pairs"),
-        )
+    leaks = leaked.group_by(pl.col("split").alias("eval_split"), pl.col("partner_split").alias("reference_split")).agg(
+        pl.len().alias("leaked_images"),
+        pl.col("same_label").sum().alias("same_label_images"),
+        pl.col("conflicting_label").sum().alias("conflicting_label_images"),
+        pl.col("pairs").sum().alias("leaked_pairs"),
     )
     return (
         combinations.join(sizes, left_on="eval_split", right_on="split", how="left")
@@ -79,20 +75,17 @@ def leak_report(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, in
     )
 
 
-def leaked_fraction_by_split(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
-    """Per evaluation split: images with a duplicate in any higher-priority split, and fraction."""
-    leaked = (
-        leaked_images(manifest, pairs, ranks)
-        .group_by("split")
-        .agg(pl.col("image_id").n_unique().alias("leaked_images"))
-    )
+def leaked_fraction_by_split(manifest: pl.DataFrame, leaked: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
+    """Per evaluation split (every split but the first): images with a duplicate in any
+    higher-priority split, and their fraction of the split."""
+    per_split = leaked.group_by("split").agg(pl.col("image_id").n_unique().alias("leaked_images"))
     return (
-        manifest.group_by("split")
-        .len("images")
-        .filter(pl.col("split").replace_strict(ranks, return_dtype=pl.Int64) > 0)
-        .join(leaked, on="split", how="left")
+        with_split_rank(manifest.group_by("split").len("images"), ranks)
+        .filter(pl.col("rank") > 0)
+        .join(per_split, on="split", how="left")
         .with_columns(pl.col("leaked_images").fill_null(0).cast(pl.Int64))
         .with_columns((pl.col("leaked_images") / pl.col("images")).alias("leaked_fraction"))
+        .select("split", "images", "leaked_images", "leaked_fraction")
         .sort("split")
     )
 

@@ -8,6 +8,7 @@ back as a :class:`SourceProblem` with the reason, and ends up in the ``image_err
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +68,28 @@ def _is_hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
+def _walk(root: Path, problems: list[SourceProblem]) -> list[Path]:
+    """Every file below ``root``, following symbolic links to folders; a link back to one of its
+    own ancestors (a loop) is recorded as a problem instead of being followed forever."""
+    files: list[Path] = []
+    for directory, subdirectories, names in os.walk(root, followlinks=True):
+        here = Path(directory)
+        relative = here.relative_to(root)
+        real = here.resolve()
+        ancestors = {(root / Path(*relative.parts[:depth])).resolve() for depth in range(len(relative.parts))}
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]  # hidden: skipped
+        if real in ancestors:
+            subdirectories.clear()
+            problems.append(SourceProblem(relative.as_posix(), None, None, "symbolic link loop: folder not followed"))
+            continue
+        files.extend(here / name for name in names)
+    return sorted(files)
+
+
 def _discover_tree(root: Path) -> DatasetSources:
     images: list[ImageSource] = []
     problems: list[SourceProblem] = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink()):
+    for file in _walk(root, problems):
         relative = file.relative_to(root)
         if _is_hidden(relative):
             continue  # .DS_Store, .git, editor swap files: documented as skipped

@@ -49,8 +49,17 @@ def create_views(connection: duckdb.DuckDBPyConnection, names: list[str]) -> Non
         connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {CONTRACT_VIEWS[name]}')
 
 
-def read_table(connection: duckdb.DuckDBPyConnection, name: str) -> pl.DataFrame:
-    return connection.execute(f'SELECT * FROM "{name}"').pl()
+def read_table(connection: duckdb.DuckDBPyConnection, name: str, order_by: str | None = None) -> pl.DataFrame:
+    order = f" ORDER BY {order_by}" if order_by else ""
+    return connection.execute(f'SELECT * FROM "{name}"{order}').pl()
+
+
+def read_manifest(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The manifest in image_id order; downstream code indexes arrays by image_id."""
+    manifest = read_table(connection, "image_manifest", order_by="image_id")
+    if not manifest["image_id"].equals(pl.Series("image_id", range(manifest.height), dtype=manifest["image_id"].dtype)):
+        raise ValueError("image_manifest.image_id must be 0..N-1: rematerialize image_manifest")
+    return manifest
 
 
 def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_size: int) -> pl.DataFrame:
@@ -61,7 +70,9 @@ def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_siz
     for name, words in hashes.items():
         signed = np.ascontiguousarray(words, dtype=np.uint64).view(np.int64)
         columns[name] = pl.Series(name, signed[:, 0]) if signed.shape[1] == 1 else pl.Series(name, signed.tolist())
-    return manifest.select("image_id", "path").with_columns(pl.lit(hash_size).alias("hash_size"), **columns)
+    return manifest.select("image_id", "path").with_columns(
+        pl.lit(hash_size, dtype=pl.Int32).alias("hash_size"), **columns
+    )
 
 
 def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) -> dict[str, np.ndarray]:

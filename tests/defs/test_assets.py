@@ -84,6 +84,8 @@ def test_reports_and_clusters(demo_run) -> None:
     assert report == [("test", "train", 3, 0), ("test", "val", 0, 0), ("val", "train", 3, 1)]
     sizes = connection.execute("SELECT DISTINCT cluster_size, max_hops FROM duplicate_clusters").fetchall()
     assert sizes == [(2, 1)]
+    links = connection.execute("SELECT path, linked_to FROM duplicate_clusters WHERE NOT is_representative").fetchall()
+    assert {tuple(sorted(link)) for link in links} == {tuple(sorted((a, b))) for a, b, _ in demo_run[2]}
 
 
 def test_materialization_metadata(demo_run) -> None:
@@ -114,3 +116,18 @@ def test_unreadable_inputs_are_recorded_and_checked(demo_dataset, tmp_path: Path
         assert connection.execute("SELECT count(*) FROM image_manifest").fetchone()[0] == 3
         assert connection.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 0
     shutil.rmtree(root)
+
+
+def test_a_dataset_where_nothing_decodes_still_materializes(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in ("train/x/a.jpg", "test/x/b.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"not an image")
+    database = tmp_path / "db.duckdb"
+    result = materialize(DedupConfig(data=str(root), embedding_model="none", workers=1), database)
+    assert result.success
+    outcomes = check_outcomes(result)
+    assert outcomes["decode_failure_rate"] is False and outcomes["leak_budget"] is True
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM image_errors").fetchone()[0] == 2
+        assert connection.execute("SELECT count(*) FROM dedup_manifest").fetchone()[0] == 0

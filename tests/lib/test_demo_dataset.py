@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import pytest
+
 from dedup_pipeline.lib.demo_dataset import ORIGINALS, PLANTED, build_demo_dataset
 from dedup_pipeline.lib.sources import discover
 
@@ -22,3 +24,12 @@ def test_rebuilding_replaces_the_folder(tmp_path: Path) -> None:
     (root / "train" / "junk.txt").write_text("left over")
     build_demo_dataset(root)
     assert not (root / "train" / "junk.txt").exists()
+
+
+def test_a_folder_the_demo_did_not_build_is_never_deleted(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    (root / "precious.txt").parent.mkdir(parents=True)
+    (root / "precious.txt").write_text("user data")
+    with pytest.raises(FileExistsError):
+        build_demo_dataset(root)
+    assert (root / "precious.txt").exists()

@@ -7,7 +7,7 @@ from dedup_pipeline.lib.hashing import (
     bits_to_words,
     perceptual_hashes,
     pixel_digest,
-    validate_hash_size,
+    validate_hash_settings,
 )
 from tests.conftest import smooth_picture
 
@@ -43,7 +43,7 @@ def test_pixel_digest_ignores_storage_but_not_content() -> None:
 
 def test_invalid_hash_configuration_is_rejected() -> None:
     with pytest.raises(ValueError, match="power-of-two"):
-        validate_hash_size(6, ["whash"])
-    validate_hash_size(6, ["phash"])
+        validate_hash_settings(6, ["whash"])
+    validate_hash_settings(6, ["phash"])
     with pytest.raises(ValueError, match="unknown"):
-        validate_hash_size(8, ["colorhash"])
+        validate_hash_settings(8, ["colorhash"])

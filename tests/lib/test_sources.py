@@ -63,3 +63,17 @@ def test_manifest_without_required_columns_is_a_clear_error(tmp_path: Path) -> N
 def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not found"):
         discover(tmp_path / "nowhere")
+
+
+def test_symlinked_folders_are_followed_and_loops_recorded(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    touch(outside / "dog" / "d.jpg")
+    root = tmp_path / "data"
+    touch(root / "train" / "cat" / "a.jpg")
+    (root / "train" / "dog").symlink_to(outside / "dog", target_is_directory=True)
+    (root / "train" / "cat" / "loop").symlink_to(root / "train", target_is_directory=True)
+    sources = discover(root)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg", "train/dog/d.jpg"]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("train/cat/loop", "symbolic link loop: folder not followed")
+    ]

@@ -8,9 +8,9 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.dedup_policy import decide, guarantee_violations
 from dedup_pipeline.lib.reports import label_conflicts as find_label_conflicts
 from dedup_pipeline.lib.reports import leak_report as build_leak_report
-from dedup_pipeline.lib.reports import leaked_fraction_by_split
+from dedup_pipeline.lib.reports import leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.splits import split_ranks
-from dedup_pipeline.lib.store import create_views, read_table, write_table
+from dedup_pipeline.lib.store import create_views, read_manifest, read_table, write_table
 
 LEAK_CHECK = "leak_budget"
 GUARANTEE_CHECK = "no_leaks_among_kept"
@@ -39,12 +39,13 @@ GUARANTEE_CHECK = "no_leaks_among_kept"
 def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
-        manifest = read_table(connection, "image_manifest")
+        manifest = read_manifest(connection)
         pairs = read_table(connection, "similar_pairs")
         ranks = split_ranks(manifest["split"], dedup.split_priority)
-        report = build_leak_report(manifest, pairs, ranks)
+        leaked = leaked_images(manifest, pairs, ranks)
+        report = build_leak_report(manifest, leaked, ranks)
         write_table(connection, "leak_report", report)
-    per_split = leaked_fraction_by_split(manifest, pairs, ranks)
+    per_split = leaked_fraction_by_split(manifest, leaked, ranks)
     worst = float(per_split["leaked_fraction"].max() or 0.0)
     yield dg.MaterializeResult(
         metadata={
@@ -77,9 +78,7 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
 def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
-        conflicts = find_label_conflicts(
-            read_table(connection, "image_manifest"), read_table(connection, "similar_pairs")
-        )
+        conflicts = find_label_conflicts(read_manifest(connection), read_table(connection, "similar_pairs"))
         write_table(connection, "label_conflicts", conflicts)
     return dg.MaterializeResult(metadata={**table_metadata(conflicts, duckdb.database, "label_conflicts"), **timings})
 
@@ -87,18 +86,19 @@ def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
 @dg.asset(
     deps=["duplicate_clusters", "similar_pairs", "image_manifest"],
     description=(
-        "Every decodable image with keep/drop and the reason: leak (duplicates an image of a "
-        "higher-priority split), duplicate (duplicates its cluster's kept image in the same split), "
-        "representative or unique (kept). Among kept images no duplicate pair spans two splits and "
-        "each cluster keeps one image. Table dedup_decisions (with duplicate_of); view dedup_manifest."
+        "Every decodable image with keep/drop and the reason: unique or representative (kept), leak "
+        "(duplicates an image of a higher-priority split) or duplicate (duplicates an image of its own "
+        "split). Dropped images name that duplicate (duplicate_of). Each cluster keeps exactly its "
+        "representative, so no two kept images are duplicates, within or across splits. "
+        "Table dedup_decisions; view dedup_manifest."
     ),
     check_specs=[
         dg.AssetCheckSpec(
             GUARANTEE_CHECK,
             asset="dedup_manifest",
             description=(
-                "Re-checks the manifest's promises: no kept cross-split duplicate pair, "
-                "at most one kept image per cluster."
+                "Re-checks the manifest's promises: no two kept images are duplicates, each cluster keeps "
+                "exactly one image, every dropped image names a real duplicate."
             ),
         )
     ],
@@ -108,10 +108,10 @@ def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
 def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
-        manifest = read_table(connection, "image_manifest")
+        manifest = read_manifest(connection)
         pairs = read_table(connection, "similar_pairs")
         clusters = read_table(connection, "duplicate_clusters")
-        decisions = decide(manifest, pairs, clusters, split_ranks(manifest["split"], dedup.split_priority))
+        decisions = decide(manifest, clusters)
         write_table(connection, "dedup_decisions", decisions)
         create_views(connection, ["dedup_manifest"])
     counts = decisions.group_by("split", "reason").len().sort("split", "reason")

@@ -3,12 +3,12 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
-from dedup_pipeline.defs.metadata import table_metadata, timed
+from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.clustering import build_clusters
 from dedup_pipeline.lib.pairs import find_similar_pairs
 from dedup_pipeline.lib.splits import split_ranks
-from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes, read_table, write_table
+from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes, read_manifest, read_table, write_table
 
 
 @dg.asset(
@@ -28,20 +28,20 @@ def similar_pairs(
     thresholds = dedup.match_thresholds()
     metadata: dict[str, object] = {}
     with duckdb.get_connection() as connection:
-        manifest = read_table(connection, "image_manifest")
+        manifest = read_manifest(connection)
         hashes = read_hashes(connection, list(dedup.hash_algorithms))
         embeddings = read_embeddings(connection)
         with timed(metadata, "join_seconds"):
             pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds)
         write_table(connection, "similar_pairs", pairs)
         create_views(connection, ["duplicate_pairs", "leaks"])
-        named = read_table(connection, "duplicate_pairs")
+        named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
     if embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
-    evidence_counts = named["evidence"].str.split(",").explode().value_counts().sort("evidence")
+    evidence_counts = pairs["evidence"].str.split(",").explode().value_counts().sort("evidence")
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(named, duckdb.database, "similar_pairs (view duplicate_pairs)"),
+            **table_metadata(named, duckdb.database, "similar_pairs (view duplicate_pairs)", row_count=pairs.height),
             "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
@@ -53,11 +53,12 @@ def similar_pairs(
 @dg.asset(
     deps=["similar_pairs"],
     description=(
-        "Groups of duplicates with a bounded diameter (star clustering, not connected components): "
-        "every member is directly similar to its representative, so unrelated images are never "
-        "chained together. The representative is chosen deterministically: highest-priority split, "
-        "most duplicates, largest picture, then path. max_hops is 1 when all members are pairwise "
-        "similar, else 2."
+        "Groups of duplicates with a bounded, reported radius (not connected components, which chain "
+        "unrelated images). Star clusters of the images that do not leak, each around a representative "
+        "they duplicate directly; an image that duplicates a higher-priority split joins that duplicate's "
+        "cluster. Every member names the duplicate it joined through (linked_to) and its distance in links "
+        "to the representative (hops_to_representative). The representative, chosen deterministically "
+        "(highest-priority split, most duplicates, largest picture, path), is the image the dedup manifest keeps."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -65,7 +66,7 @@ def similar_pairs(
 def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
-        manifest = read_table(connection, "image_manifest")
+        manifest = read_manifest(connection)
         pairs = read_table(connection, "similar_pairs")
         clusters = build_clusters(manifest, pairs, split_ranks(manifest["split"], dedup.split_priority))
         write_table(connection, "duplicate_clusters", clusters)
@@ -76,7 +77,8 @@ def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.Materia
             **timings,
             "clusters": representatives.height,
             "largest_cluster": int(clusters["cluster_size"].max() or 0),
-            "clusters_with_two_hops": representatives.filter(representatives["max_hops"] == 2).height,
+            "largest_hops_to_representative": int(clusters["max_hops"].max() or 0),
+            "clusters_with_indirect_members": representatives.filter(representatives["max_hops"] > 1).height,
             "cross_split_clusters": representatives.filter(representatives["cluster_splits"].str.contains(",")).height,
         }
     )
