@@ -119,10 +119,10 @@ def summarize(result: dg.ExecuteInProcessResult, database: Path) -> int:
     """Print row counts, the leak report and check outcomes; return the exit code."""
     if not result.success:
         failure = next((event for event in result.all_events if event.is_step_failure), None)
-        message = (
-            failure.step_failure_data.error.message if failure and failure.step_failure_data.error else "run failed"
-        )
-        print(f"\nrun failed: {message.strip()}", file=sys.stderr)
+        error = failure.step_failure_data.error if failure else None
+        while error is not None and error.cause is not None:  # Dagster wraps the user's exception
+            error = error.cause
+        print(f"\nrun failed: {error.message.strip() if error else 'see the log above'}", file=sys.stderr)
         return EXIT_BAD_INPUT
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = [

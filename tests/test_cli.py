@@ -45,3 +45,10 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_demo_finds_the_planted_leaks(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--dir", str(tmp_path / "demo")]) == EXIT_OK
     assert "every planted duplicate was found" in capsys.readouterr().out
+
+
+def test_an_error_inside_the_run_is_reported_with_its_cause(tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,split\na.jpg,train\n")
+    assert main(["run", "--data", str(manifest), "--db", str(tmp_path / "x.duckdb"), "--embedding-model", "none"]) == 2
+    assert "lacks column(s) ['path']" in capsys.readouterr().err.splitlines()[-1]
