@@ -46,7 +46,9 @@ class DedupConfig(dg.ConfigurableResource):
         description="Embedding model: a registered name, 'none', or 'package.module:factory'.",
     )
     embedding_image_size: int | None = Field(
-        default=None, description="Square input size for the model (None: the model's default)."
+        default=None,
+        description="Square model input size. None: chosen per dataset from the median shorter side of its "
+        "images, between 64 and the model's default (224).",
     )
     cosine_threshold: float | None = Field(
         default=0.85,

@@ -206,3 +206,21 @@ MANIFEST_SCHEMA = {
     "notes": pl.String,
 }
 FAILURE_SCHEMA = {"path": pl.String, "split": pl.String, "label": pl.String, "reason": pl.String}
+
+
+def choose_embedding_size(sources: Sequence[ImageSource], default: int, sample: int = 500) -> int:
+    """Model input side for a dataset: the median shorter side of a sample of its images (read
+    from headers only), rounded up to a multiple of 32 and kept within [64, ``default``].
+    Small images gain nothing from being upsampled to the model's native size, which costs ~10x."""
+    step = max(1, len(sources) // sample)
+    sides = []
+    for source in sources[::step]:
+        try:
+            with Image.open(source.file) as image:
+                sides.append(min(image.size))
+        except Exception:  # unreadable files are reported by extraction itself
+            continue
+    if not sides:
+        return default
+    median = int(np.median(sides))
+    return int(min(default, max(64, -(-median // 32) * 32)))

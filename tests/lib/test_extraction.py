@@ -2,7 +2,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup_pipeline.lib.extraction import ExtractionSettings, extract
+from dedup_pipeline.lib.extraction import ExtractionSettings, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import ImageSource
 from tests.conftest import encoded, smooth_picture
 
@@ -75,3 +75,18 @@ def test_without_embedder(tmp_path: Path) -> None:
 def plugin_factory(image_size: int | None) -> MeanColourEmbedder:
     """Used by test_embedding to plug a model in by import path."""
     return MeanColourEmbedder()
+
+
+def test_embedding_size_follows_the_data(tmp_path: Path) -> None:
+    def images(side: int, count: int) -> list[ImageSource]:
+        made = []
+        for index in range(count):
+            path = tmp_path / f"{side}_{index}.png"
+            path.write_bytes(encoded(smooth_picture(index, size=(side + 10, side)), "PNG"))
+            made.append(ImageSource(path.name, "train", None, path))
+        return made
+
+    assert choose_embedding_size(images(32, 5), default=224) == 64
+    assert choose_embedding_size(images(100, 5), default=224) == 128
+    assert choose_embedding_size(images(600, 3), default=224) == 224
+    assert choose_embedding_size([], default=224) == 224

@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 from dedup_pipeline.defs.metadata import ProgressLogger, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.embedding import load_embedder
-from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, extract
+from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import discover
 from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, write_table
 
@@ -58,6 +58,8 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
     with timed(timings, "discover_seconds"):
         sources = discover(dedup.data)
     embedder = load_embedder(dedup.embedding_model, dedup.embedding_image_size)
+    if embedder is not None and dedup.embedding_image_size is None:
+        embedder.image_size = choose_embedding_size(sources.images, default=embedder.image_size)
     settings = dedup.extraction_settings(embedder.image_size if embedder else None)
     context.log.info(
         f"{len(sources.images):,} images to process from {sources.root} with {dedup.worker_count()} workers"
