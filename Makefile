@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(abspath dagster_home)
 DEMO_DIR := demo_data
 
-.PHONY: install demo test lint dev validate clean
+.PHONY: install demo test lint eval dev validate clean
 
 install: $(INSTALLED)
 
@@ -27,6 +27,10 @@ test: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check dedup_pipeline tests
 	$(VENV)/bin/ruff format --check dedup_pipeline tests
+
+# Accuracy evaluation on ../shared (CIFAR-10 + ciFAIR, transformation suite): writes eval/results.md.
+eval: $(INSTALLED)
+	$(VENV)/bin/python -m dedup_pipeline.evaluation --shared ../shared --work build/eval --out eval
 
 validate: $(INSTALLED)
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

@@ -34,8 +34,8 @@ def _threshold(text: str) -> tuple[str, int]:
     return name, int(value)
 
 
-def _optional_float(text: str) -> float | None:
-    return None if text.lower() in {"none", "off"} else float(text)
+def _optional_float(text: str) -> float | str:
+    return "off" if text.lower() in {"none", "off"} else float(text)
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -48,13 +48,22 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         type=_threshold,
         action="append",
         metavar="HASH=DISTANCE",
-        help=f"Hamming threshold for a hash; repeat for several (default: {defaults['hamming_thresholds'].default})",
+        help="fixed Hamming threshold for a hash (overrides calibration); repeat for several",
     )
     parser.add_argument(
         "--cosine-threshold",
         type=_optional_float,
-        default=defaults["cosine_threshold"].default,
-        help="embedding cosine threshold, or 'off' (default: %(default)s)",
+        default=None,
+        help="fixed embedding cosine threshold (overrides calibration), or 'off' to not match on embeddings",
+    )
+    parser.add_argument(
+        "--no-calibration", action="store_true", help="use fixed fallback thresholds instead of calibrating"
+    )
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=defaults["target_precision"].default,
+        help="precision calibrated thresholds aim for (default: %(default)s)",
     )
     parser.add_argument(
         "--embedding-model",
@@ -81,7 +90,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
     options: dict[str, object] = {
         "data": str(Path(data).expanduser().resolve()),
-        "cosine_threshold": args.cosine_threshold,
+        "calibrate": not args.no_calibration,
+        "target_precision": args.target_precision,
         "embedding_model": args.embedding_model,
         "embedding_image_size": args.embedding_image_size,
         "max_leaked_fraction": args.max_leaked_fraction,
@@ -89,6 +99,10 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
     }
     if args.hamming:
         options["hamming_thresholds"] = dict(args.hamming)
+    if args.cosine_threshold == "off":
+        options["match_embeddings"] = False
+    elif args.cosine_threshold is not None:
+        options["cosine_threshold"] = args.cosine_threshold
     if args.split_priority:
         options["split_priority"] = [split.strip() for split in args.split_priority.split(",") if split.strip()]
     return DedupConfig(**options)
@@ -177,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     database = Path(args.db or "dedup.duckdb").expanduser().resolve()
     try:
         config = _config_from_args(args.data, args)
-        config.match_thresholds()
+        config.matching_evidence()
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -14,9 +14,18 @@ from dagster_duckdb import DuckDBResource
 from dedup_pipeline.defs.assets.images import image_features
 from dedup_pipeline.defs.assets.reports import dedup_manifest, label_conflicts, leak_report
 from dedup_pipeline.defs.assets.similarity import duplicate_clusters, similar_pairs
+from dedup_pipeline.defs.assets.thresholds import match_thresholds
 from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig, default_database
 
-ASSETS = [image_features, similar_pairs, duplicate_clusters, leak_report, label_conflicts, dedup_manifest]
+ASSETS = [
+    image_features,
+    match_thresholds,
+    similar_pairs,
+    duplicate_clusters,
+    leak_report,
+    label_conflicts,
+    dedup_manifest,
+]
 DEFAULT_DATA = "demo_data/images"
 
 

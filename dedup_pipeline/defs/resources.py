@@ -11,9 +11,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from dedup_pipeline.lib.calibration import EMBEDDING
+from dedup_pipeline.lib.embedding import NO_EMBEDDING
 from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
-from dedup_pipeline.lib.pairs import MatchThresholds
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
 
 DUCKDB_POOL = "duckdb"
@@ -36,10 +37,15 @@ class DedupConfig(dg.ConfigurableResource):
         default=list(PERCEPTUAL_HASHES),
         description="Perceptual hashes computed and stored: phash, dhash, ahash, whash.",
     )
+    match_hashes: list[str] = Field(
+        default=["phash", "dhash"],
+        description="Hashes that count as duplicate evidence (each with a calibrated threshold unless "
+        "hamming_thresholds fixes it). Other computed hashes are stored and reported but do not match.",
+    )
     hamming_thresholds: dict[str, int] = Field(
-        default={"phash": 8, "dhash": 8},
-        description="Hash -> largest Hamming distance that counts as a duplicate. "
-        "Hashes not listed are stored and reported but do not match.",
+        default={},
+        description="Fixed thresholds: hash -> largest Hamming distance that counts as a duplicate. "
+        "Overrides calibration for that hash.",
     )
     embedding_model: str = Field(
         default="efficientnet-lite0",
@@ -50,10 +56,23 @@ class DedupConfig(dg.ConfigurableResource):
         description="Square model input size. None: chosen per dataset from the median shorter side of its "
         "images, between 64 and the model's default (224).",
     )
-    cosine_threshold: float | None = Field(
-        default=0.85,
-        description="Smallest embedding cosine similarity that counts as a duplicate (None: embeddings do not match).",
+    match_embeddings: bool = Field(
+        default=True,
+        description="Embedding similarity counts as duplicate evidence (threshold calibrated unless cosine_threshold "
+        "fixes it). Embeddings are computed and reported either way unless embedding_model is 'none'.",
     )
+    cosine_threshold: float | None = Field(
+        default=None,
+        description="Fixed smallest embedding cosine similarity that counts as a duplicate; overrides calibration.",
+    )
+    calibrate: bool = Field(
+        default=True,
+        description="Choose thresholds not fixed above from the dataset itself: synthetic copies of sampled "
+        "images versus their second-nearest images, tuned on one half of the images, reported on the other.",
+    )
+    target_precision: float = Field(default=0.99, description="Precision the calibrated thresholds aim for.")
+    calibration_images: int = Field(default=200, description="Images sampled per half for calibration.")
+    calibration_transforms_per_image: int = Field(default=6, description="Synthetic copies per sampled image.")
     split_priority: list[str] = Field(
         default=list(DEFAULT_SPLIT_PRIORITY),
         description="Splits in the order they keep images: a duplicate is dropped from the later split. "
@@ -83,11 +102,24 @@ class DedupConfig(dg.ConfigurableResource):
             max_pixels=self.max_image_pixels,
         )
 
-    def match_thresholds(self) -> MatchThresholds:
-        unknown = set(self.hamming_thresholds) - set(self.hash_algorithms)
+    def matching_evidence(self) -> list[str]:
+        """Evidence types that can make a pair a duplicate, in a fixed order."""
+        hashes = [
+            name for name in self.hash_algorithms if name in set(self.match_hashes) | set(self.hamming_thresholds)
+        ]
+        unknown = (set(self.match_hashes) | set(self.hamming_thresholds)) - set(self.hash_algorithms)
         if unknown:
-            raise ValueError(f"hamming_thresholds names hashes that are not computed: {sorted(unknown)}")
-        return MatchThresholds(hamming=dict(self.hamming_thresholds), cosine=self.cosine_threshold)
+            raise ValueError(f"hashes named for matching are not computed: {sorted(unknown)}")
+        embeddings = self.embedding_model != NO_EMBEDDING and (
+            self.match_embeddings or self.cosine_threshold is not None
+        )
+        return hashes + ([EMBEDDING] if embeddings else [])
+
+    def fixed_thresholds(self) -> dict[str, float]:
+        fixed: dict[str, float] = {name: float(limit) for name, limit in self.hamming_thresholds.items()}
+        if self.cosine_threshold is not None:
+            fixed[EMBEDDING] = self.cosine_threshold
+        return fixed
 
     def worker_count(self) -> int:
         return self.workers or default_workers()

@@ -108,7 +108,7 @@ PLANTED: tuple[PlantedCopy, ...] = (
 WITHIN_TRAIN_COPY = ("brick.png", "brick_resaved.png")
 
 
-def _skimage_photo(name: str) -> Image.Image:
+def skimage_photo(name: str) -> Image.Image:
     with Image.open(Path(skimage.__file__).parent / "data" / name) as image:
         image.load()
         return image.copy()
@@ -132,18 +132,18 @@ def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
     original_paths: dict[str, str] = {}
     for name, split, label in ORIGINALS:
         relative = f"{split}/{label}/{name}"
-        _save(_skimage_photo(name), root / relative)
+        _save(skimage_photo(name), root / relative)
         original_paths[name] = relative
 
     planted: list[tuple[str, str, str]] = []
     for copy in PLANTED:
         relative = f"{copy.split}/{copy.label}/{copy.name}"
-        _save(copy.make(_skimage_photo(copy.source)), root / relative)
+        _save(copy.make(skimage_photo(copy.source)), root / relative)
         planted.append((original_paths[copy.source], relative, copy.transform))
 
     source, name = WITHIN_TRAIN_COPY
     relative = str(Path(original_paths[source]).with_name(name))
-    _skimage_photo(source).save(root / relative, compress_level=1)
+    skimage_photo(source).save(root / relative, compress_level=1)
     planted.append((original_paths[source], relative, "lossless re-save (within train)"))
 
     with marker.open("w", newline="") as handle:

@@ -32,7 +32,8 @@ class MatchThresholds:
     cosine: float | None = None
 
 
-def _exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+def exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` with equal values in ``column`` (a digest)."""
     keyed = manifest.select(pl.col("image_id"), pl.col(column).alias("key"))
     joined = keyed.join(keyed, on="key", suffix="_b").filter(pl.col("image_id") < pl.col("image_id_b"))
     return joined["image_id"].to_numpy(), joined["image_id_b"].to_numpy()
@@ -51,7 +52,7 @@ def find_similar_pairs(
     (comma-separated criteria that hold, in a fixed order).
     """
     candidates: list[tuple[np.ndarray, np.ndarray]] = [
-        _exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
+        exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
     ]
     for algorithm, limit in thresholds.hamming.items():
         i, j, _ = hamming_pairs(hashes[algorithm], limit)

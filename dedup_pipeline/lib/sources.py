@@ -46,6 +46,12 @@ class DatasetError(ValueError):
     """The dataset location itself is unusable (missing, empty, malformed manifest)."""
 
 
+def data_root(data: str | Path) -> Path:
+    """The folder that image paths are relative to: the dataset folder, or the manifest's folder."""
+    location = Path(data).expanduser().resolve()
+    return location if location.is_dir() else location.parent
+
+
 def discover(data: str | Path) -> DatasetSources:
     """Read a dataset from a folder tree or a manifest file, sorted by path."""
     location = Path(data).expanduser().resolve()

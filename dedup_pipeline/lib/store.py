@@ -16,6 +16,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from dedup_pipeline.lib.calibration import EMBEDDING
+from dedup_pipeline.lib.pairs import MatchThresholds
+
 CONTRACT_VIEWS: dict[str, str] = {
     "image_errors": "SELECT path, split, reason FROM image_failures",
     "duplicate_pairs": """
@@ -89,7 +92,7 @@ def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) ->
     return result
 
 
-def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, model: str) -> pa.Table:
+def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, model: str, image_size: int) -> pa.Table:
     """Embeddings as a fixed-size FLOAT[dimension] column (DuckDB ARRAY); no rows when disabled."""
     if embeddings is None:
         manifest, embeddings = manifest.head(0), np.zeros((0, 1), dtype=np.float32)
@@ -100,6 +103,7 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
             "image_id": pa.array(manifest["image_id"].to_numpy()),
             "path": pa.array(manifest["path"].to_list(), type=pa.string()),
             "model": pa.array([model] * manifest.height, type=pa.string()),
+            "image_size": pa.array([image_size] * manifest.height, type=pa.int32()),
             "embedding": column,
         }
     )
@@ -112,3 +116,13 @@ def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
         return None
     column = table.column("embedding").combine_chunks()
     return column.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
+
+
+def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:
+    """The thresholds the match_thresholds asset chose (rows without a threshold do not match)."""
+    table = connection.execute(
+        "SELECT evidence, threshold FROM match_thresholds WHERE threshold IS NOT NULL AND evidence <> 'combined'"
+    ).fetchall()
+    chosen = dict(table)
+    cosine = chosen.pop(EMBEDDING, None)
+    return MatchThresholds(hamming={name: int(value) for name, value in chosen.items()}, cosine=cosine)

@@ -131,3 +131,32 @@ def test_a_dataset_where_nothing_decodes_still_materializes(tmp_path: Path) -> N
     with duckdb.connect(str(database), read_only=True) as connection:
         assert connection.execute("SELECT count(*) FROM image_errors").fetchone()[0] == 2
         assert connection.execute("SELECT count(*) FROM dedup_manifest").fetchone()[0] == 0
+
+
+def test_thresholds_are_calibrated_on_a_large_enough_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for index in range(130):
+        split = "train" if index < 100 else "test"
+        (root / split / "x").mkdir(parents=True, exist_ok=True)
+        (root / split / "x" / f"{index}.png").write_bytes(encoded(smooth_picture(1000 + index, size=(64, 64)), "PNG"))
+    database = tmp_path / "db.duckdb"
+    result = materialize(DedupConfig(data=str(root), workers=1, hamming_thresholds={"dhash": 5}), database)
+    assert result.success
+    with duckdb.connect(str(database), read_only=True) as connection:
+        rows = {
+            row[0]: row[1:]
+            for row in connection.execute(
+                "SELECT evidence, source, threshold, holdout_recall FROM match_thresholds"
+            ).fetchall()
+        }
+    assert rows["dhash"][:2] == ("configured", 5.0)  # explicit config wins over calibration
+    assert rows["phash"][0].startswith("calibrated") and rows["embedding"][0].startswith("calibrated")
+    assert rows["combined"][0] == "held-out estimate" and rows["combined"][2] is not None
+    metadata = result.asset_materializations_for_node("similar_pairs")[0].metadata
+    assert metadata["hamming_thresholds"].value["dhash"] == 5
+
+
+def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:
+    _, connection, _ = demo_run
+    sources = {row[0] for row in connection.execute("SELECT source FROM match_thresholds").fetchall()}
+    assert len(sources) == 1 and next(iter(sources)).startswith("fallback: fewer than")

@@ -16,6 +16,7 @@ def test_definitions_load_with_descriptions_checks_and_the_duckdb_pool() -> None
         "image_manifest",
         "image_hashes",
         "image_embeddings",
+        "match_thresholds",
         "similar_pairs",
         "duplicate_clusters",
         "leak_report",

@@ -7,6 +7,7 @@ from dedup_pipeline.lib.store import (
     hashes_table,
     read_embeddings,
     read_hashes,
+    read_match_thresholds,
     read_table,
     write_table,
 )
@@ -34,10 +35,10 @@ def test_hashes_round_trip_as_bigint_and_as_word_lists() -> None:
 def test_embeddings_round_trip_as_fixed_size_arrays() -> None:
     connection = duckdb.connect()
     vectors = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
-    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, vectors, "m"))
+    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, vectors, "m", 64))
     assert "FLOAT[5]" in connection.execute("SELECT typeof(embedding) FROM image_embeddings LIMIT 1").fetchone()[0]
     assert np.array_equal(read_embeddings(connection), vectors)
-    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, None, "none"))
+    write_table(connection, "image_embeddings", embeddings_table(MANIFEST, None, "none", 0))
     assert read_embeddings(connection) is None
 
 
@@ -46,3 +47,11 @@ def test_write_table_replaces() -> None:
     write_table(connection, "t", pl.DataFrame({"x": [1, 2]}))
     write_table(connection, "t", pl.DataFrame({"x": [3]}))
     assert read_table(connection, "t")["x"].to_list() == [3]
+
+
+def test_match_thresholds_are_read_back_for_the_join() -> None:
+    connection = duckdb.connect()
+    table = pl.DataFrame({"evidence": ["phash", "dhash", "embedding", "combined"], "threshold": [9.0, None, 0.8, None]})
+    write_table(connection, "match_thresholds", table)
+    thresholds = read_match_thresholds(connection)
+    assert thresholds.hamming == {"phash": 9} and thresholds.cosine == 0.8

@@ -83,7 +83,11 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
         write_table(connection, "image_manifest", extracted.manifest)
         write_table(connection, "image_failures", failures)
         write_table(connection, "image_hashes", hashes_table(extracted.manifest, extracted.hashes, dedup.hash_size))
-        write_table(connection, "image_embeddings", embeddings_table(extracted.manifest, extracted.embeddings, model))
+        write_table(
+            connection,
+            "image_embeddings",
+            embeddings_table(extracted.manifest, extracted.embeddings, model, settings.embedding_size or 0),
+        )
         create_views(connection, ["image_errors"])
 
     inputs = extracted.manifest.height + failures.height

@@ -8,11 +8,19 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.clustering import build_clusters
 from dedup_pipeline.lib.pairs import find_similar_pairs
 from dedup_pipeline.lib.splits import split_ranks
-from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes, read_manifest, read_table, write_table
+from dedup_pipeline.lib.store import (
+    create_views,
+    read_embeddings,
+    read_hashes,
+    read_manifest,
+    read_match_thresholds,
+    read_table,
+    write_table,
+)
 
 
 @dg.asset(
-    deps=["image_manifest", "image_hashes", "image_embeddings"],
+    deps=["image_manifest", "image_hashes", "image_embeddings", "match_thresholds"],
     description=(
         "Every pair of images that are duplicates on at least one criterion: identical file bytes, "
         "identical decoded pixels, a Hamming distance within the threshold on a configured hash, or "
@@ -25,9 +33,9 @@ from dedup_pipeline.lib.store import create_views, read_embeddings, read_hashes,
 def similar_pairs(
     context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
-    thresholds = dedup.match_thresholds()
     metadata: dict[str, object] = {}
     with duckdb.get_connection() as connection:
+        thresholds = read_match_thresholds(connection)
         manifest = read_manifest(connection)
         hashes = read_hashes(connection, list(dedup.hash_algorithms))
         embeddings = read_embeddings(connection)

@@ -1,0 +1,122 @@
+"""The thresholds the similarity join uses: fixed by config, calibrated on the dataset, or
+fallbacks when the dataset is too small to calibrate."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs.metadata import table_metadata, timed
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.lib.calibration import EMBEDDING, calibrate, sample_ids, score_sample
+from dedup_pipeline.lib.decoding import decode_image
+from dedup_pipeline.lib.embedding import load_embedder
+from dedup_pipeline.lib.sources import data_root
+from dedup_pipeline.lib.store import read_embeddings, read_hashes, read_manifest, write_table
+
+# Used when calibration is off or the dataset is too small to calibrate.
+FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING: 0.85}
+MIN_CALIBRATION_IMAGES = 50  # per half
+THRESHOLD_SCHEMA = {
+    "evidence": pl.String,
+    "threshold": pl.Float64,
+    "source": pl.String,
+    "target_precision": pl.Float64,
+    "tune_precision": pl.Float64,
+    "tune_recall": pl.Float64,
+    "holdout_precision": pl.Float64,
+    "holdout_recall": pl.Float64,
+}
+
+
+def _row(evidence: str, threshold: float | None, source: str, target: float, *estimates: float | None) -> dict:
+    values = list(estimates) + [None] * (4 - len(estimates))
+    return dict(zip(THRESHOLD_SCHEMA, [evidence, threshold, source, target, *values], strict=True))
+
+
+def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: dg.DagsterLogManager) -> list[dict]:  # noqa: ANN001 - a DuckDB connection
+    manifest = read_manifest(connection)
+    tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
+    if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
+        reason = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
+        return [_row(e, FALLBACK_THRESHOLDS[e], reason, dedup.target_precision) for e in evidences]
+
+    hash_names = [e for e in evidences if e != EMBEDDING]
+    hashes = read_hashes(connection, hash_names) if hash_names else {}
+    embeddings = read_embeddings(connection) if EMBEDDING in evidences else None
+    embedder = None
+    if embeddings is not None:
+        size = connection.execute("SELECT max(image_size) FROM image_embeddings").fetchone()[0]
+        embedder = load_embedder(dedup.embedding_model, int(size))
+    root = data_root(dedup.data)
+    exact_keys = manifest["pixel_sha256"].to_numpy()
+
+    def scores(ids: np.ndarray) -> dict:
+        pictures = [
+            decode_image((root / path).read_bytes(), dedup.max_image_pixels).rgb
+            for path in manifest["path"].gather(ids).to_list()
+        ]
+        return score_sample(
+            ids,
+            pictures,
+            hashes,
+            embeddings,
+            exact_keys,
+            dedup.hash_size,
+            embedder,
+            dedup.calibration_transforms_per_image,
+        )
+
+    log.info(f"calibrating {evidences} on {len(tune_ids)} + {len(holdout_ids)} sampled images")
+    results, (union_precision, union_recall) = calibrate(
+        scores(tune_ids), scores(holdout_ids), evidences, dedup.target_precision
+    )
+    rows = [
+        _row(
+            r.evidence,
+            r.threshold,
+            "calibrated" if r.threshold is not None else "calibrated: target precision unreachable, not used",
+            dedup.target_precision,
+            r.tune_precision,
+            r.tune_recall,
+            r.holdout_precision,
+            r.holdout_recall,
+        )
+        for r in results
+    ]
+    rows.append(
+        _row("combined", None, "held-out estimate", dedup.target_precision, None, None, union_precision, union_recall)
+    )
+    return rows
+
+
+@dg.asset(
+    deps=["image_manifest", "image_hashes", "image_embeddings"],
+    description=(
+        "The threshold of each evidence type used by the similarity join, and where it came from: "
+        "fixed in config, calibrated on this dataset (synthetic copies of sampled images against "
+        "their second-nearest images, tuned on one half of the images, precision and recall "
+        "estimated on the other half), or a fallback when the dataset is too small to calibrate."
+    ),
+    kinds={"duckdb"},
+    pool=DUCKDB_POOL,
+)
+def match_thresholds(
+    context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
+) -> dg.MaterializeResult:
+    evidences = dedup.matching_evidence()
+    fixed = dedup.fixed_thresholds()
+    to_calibrate = [e for e in evidences if e not in fixed]
+    rows = [_row(e, fixed[e], "configured", dedup.target_precision) for e in evidences if e in fixed]
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
+        if to_calibrate and dedup.calibrate:
+            rows += _calibrated_rows(dedup, connection, to_calibrate, context.log)
+        else:
+            rows += [
+                _row(e, FALLBACK_THRESHOLDS[e], "fallback: calibration off", dedup.target_precision)
+                for e in to_calibrate
+            ]
+        table = pl.DataFrame(rows, schema=THRESHOLD_SCHEMA)
+        write_table(connection, "match_thresholds", table)
+    return dg.MaterializeResult(metadata={**table_metadata(table, duckdb.database, "match_thresholds"), **timings})

@@ -1,0 +1,103 @@
+"""CIFAR-10 against ciFAIR's human-judged duplicate lists.
+
+A ciFAIR pair counts as found by a recipe when the recipe matches that exact (test, train) or
+(test, test) pair. We also count the test images a recipe flags as having any train duplicate
+(ciFAIR's people found 286, 2.9% of the test set; their lists are not exhaustive).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
+from dedup_pipeline.evaluation.runs import StoredRun
+
+READY_MARKER = ".extracted"
+
+
+def prepare_cifar(archive: Path, target: Path) -> Path:
+    """Extract the CIFAR-10 JPEG archive once (a marker file records completion)."""
+    if not (target / READY_MARKER).exists():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(target, filter="data")
+        (target / READY_MARKER).touch()
+    return target
+
+
+@dataclass
+class CifarScore:
+    recipe: str
+    recall_near: float  # judgment 0/1
+    recall_similar: float  # judgment 2
+    recall_test_test: float
+    flagged_test_images: int
+    flagged_pairs: np.ndarray  # (test id, train id) pairs the recipe matched
+
+
+def load_cifair(folder: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    return (
+        pl.read_csv(folder / "cifar10_test_train_pairs.csv"),
+        pl.read_csv(folder / "cifar10_test_test_pairs.csv"),
+    )
+
+
+def _pair_ids(run: StoredRun, pairs: pl.DataFrame, left: str, right: str) -> np.ndarray:
+    ids = dict(zip(run.manifest["path"].to_list(), run.manifest["image_id"].to_list(), strict=True))
+    return np.array([sorted((ids[a], ids[b])) for a, b in pairs.select(left, right).rows()], dtype=np.int64).reshape(
+        -1, 2
+    )
+
+
+def _found(matched: set[tuple[int, int]], wanted: np.ndarray) -> float:
+    return float(np.mean([tuple(pair) in matched for pair in wanted.tolist()])) if len(wanted) else 0.0
+
+
+def score_recipe(run: StoredRun, recipe: Recipe, test_train: pl.DataFrame, test_test: pl.DataFrame) -> CifarScore:
+    pairs = recipe_pairs(run.manifest, run.hashes, run.embeddings, recipe)
+    matched = {tuple(pair) for pair in pairs.tolist()}
+    split = run.manifest["split"].to_numpy()
+    cross = pairs[split[pairs[:, 0]] != split[pairs[:, 1]]]
+    test_side = np.where(split[cross[:, 0]] == "test", cross[:, 0], cross[:, 1])
+    train_side = np.where(split[cross[:, 0]] == "test", cross[:, 1], cross[:, 0])
+    near = test_train.filter(pl.col("judgment") <= 1)
+    similar = test_train.filter(pl.col("judgment") == 2)
+    return CifarScore(
+        recipe=recipe.name,
+        recall_near=_found(matched, _pair_ids(run, near, "test_path", "other_path")),
+        recall_similar=_found(matched, _pair_ids(run, similar, "test_path", "other_path")),
+        recall_test_test=_found(matched, _pair_ids(run, test_test, "test_path", "other_path")),
+        flagged_test_images=len(np.unique(test_side)),
+        flagged_pairs=np.stack([test_side, train_side], axis=1),
+    )
+
+
+def flagged_outside_cifair(run: StoredRun, score: CifarScore, test_train: pl.DataFrame) -> pl.DataFrame:
+    """Flagged (test, train) pairs whose test image ciFAIR does not list: to inspect, not to call false."""
+    listed = set(test_train["test_path"].to_list())
+    paths = run.manifest["path"].to_numpy()
+    frame = pl.DataFrame(
+        {"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]}
+    )
+    return frame.filter(~pl.col("test_path").is_in(listed)).unique("test_path", keep="first").sort("test_path")
+
+
+def contact_sheet(root: Path, pairs: pl.DataFrame, target: Path, scale: int = 3) -> None:
+    """Pairs side by side (test left, train right), upscaled, one pair per cell, 4 pairs a row."""
+    cell = 32 * scale
+    columns = 4
+    rows = max(1, -(-pairs.height // columns))
+    sheet = Image.new("RGB", (columns * (2 * cell + 12), rows * (cell + 8)), "white")
+    for index, (test_path, train_path) in enumerate(pairs.select("test_path", "train_path").rows()):
+        x, y = (index % columns) * (2 * cell + 12), (index // columns) * (cell + 8)
+        for offset, path in ((0, test_path), (cell, train_path)):
+            with Image.open(root / path) as image:
+                sheet.paste(image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (x + offset, y))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(target)

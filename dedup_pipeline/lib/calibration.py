@@ -1,0 +1,224 @@
+"""Thresholds calibrated on the dataset itself.
+
+Fixed thresholds (Hamming 10, cosine 0.9) mean different things on 32-pixel CIFAR images and on
+12-megapixel photos. Here each evidence type gets the loosest threshold that keeps a target
+precision on the user's own images:
+
+* positives: synthetic copies of sampled images (the moderate transforms in
+  :data:`CALIBRATION_TRANSFORMS`), scored against their source;
+* hard negatives: each sampled image's *second*-nearest image in the dataset under that evidence
+  (the nearest may be a real duplicate of it; the second rarely is, so negatives stay clean even in
+  a dataset full of duplicates);
+* precision on balanced pairs: ``tpr / (tpr + fpr)``: of the images flagged, the share that are
+  copies, when every image either has a copy or does not;
+* honesty: images are split in two halves by a hash of their path; thresholds are tuned on one
+  half and precision and recall are reported on the other.
+
+When several evidence types are OR-ed, each is tuned to ``1 - (1 - target) / k`` so the union
+stays near the target; the union's precision and recall on the held-out half are reported too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from dedup_pipeline.lib.embedding import Embedder
+from dedup_pipeline.lib.hashing import perceptual_hashes
+from dedup_pipeline.lib.transforms import transform_named
+
+CALIBRATION_TRANSFORMS: tuple[str, ...] = (
+    "jpeg q50",
+    "jpeg q30",
+    "downscale 1/2",
+    "downscale 1/4",
+    "gamma 0.5",
+    "gamma 2.0",
+    "box blur 3px",
+    "crop 4px",
+    "crop 16px",
+    "centre crop keep 90%",
+    "hflip",
+    "rotate 2deg",
+    "colour jitter 0.2",
+    "pad 5%",
+    "aspect x0.8",
+    "watermark 30%",
+    "text overlay 10%",
+    "screenshot chain 2 rounds",
+)
+EMBEDDING = "embedding"
+
+
+def half_of(path: str) -> int:
+    """0 or 1, stable across runs and machines."""
+    return hashlib.blake2b(path.encode(), digest_size=1).digest()[0] & 1
+
+
+def sample_ids(paths: Sequence[str], per_half: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``per_half`` image ids from each half, chosen deterministically."""
+    halves = np.array([half_of(path) for path in paths], dtype=np.int8)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for half in (0, 1):
+        ids = np.flatnonzero(halves == half)
+        chosen.append(np.sort(rng.choice(ids, size=min(per_half, len(ids)), replace=False)))
+    return chosen[0], chosen[1]
+
+
+def transforms_for(image_id: int, per_image: int) -> list[str]:
+    """A deterministic subset of the calibration transforms for one image (cheaper than all)."""
+    rng = np.random.default_rng(image_id)
+    picks = rng.choice(len(CALIBRATION_TRANSFORMS), size=min(per_image, len(CALIBRATION_TRANSFORMS)), replace=False)
+    return [CALIBRATION_TRANSFORMS[k] for k in sorted(picks)]
+
+
+@dataclass(frozen=True)
+class EvidenceScores:
+    """Scores of one evidence type: lower is closer for Hamming distances, higher for cosine."""
+
+    positives: np.ndarray  # source vs its synthetic copy
+    negatives: np.ndarray  # source vs its second-nearest other image
+    higher_is_closer: bool
+
+
+def second_nearest_hamming(sample: np.ndarray, hashes: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    """For each sampled hash row, the second-smallest Hamming distance to any other image;
+    ``exclude[k]`` lists ids that do not count (the image itself, exact copies)."""
+    words = np.ascontiguousarray(hashes, dtype=np.uint64)
+    result = np.empty(len(sample), dtype=np.int64)
+    for row, image_id in enumerate(sample):
+        distance = np.bitwise_count(words ^ words[image_id]).sum(axis=1).astype(np.int64)
+        distance[exclude[row]] = np.iinfo(np.int64).max
+        result[row] = np.partition(distance, 1)[1]
+    return result
+
+
+def second_nearest_cosine(sample: np.ndarray, embeddings: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+    similarity = embeddings[sample] @ embeddings.T
+    for row, excluded in enumerate(exclude):
+        similarity[row, excluded] = -np.inf
+    return -np.partition(-similarity, 1, axis=1)[:, 1]
+
+
+def within(scores: np.ndarray, threshold: float, higher_is_closer: bool) -> np.ndarray:
+    return scores >= threshold if higher_is_closer else scores <= threshold
+
+
+def precision_recall(scores: EvidenceScores, threshold: float) -> tuple[float, float]:
+    tpr = float(within(scores.positives, threshold, scores.higher_is_closer).mean()) if len(scores.positives) else 0.0
+    fpr = float(within(scores.negatives, threshold, scores.higher_is_closer).mean()) if len(scores.negatives) else 0.0
+    return (tpr / (tpr + fpr) if tpr + fpr else 1.0), tpr
+
+
+def choose_threshold(scores: EvidenceScores, target_precision: float) -> float | None:
+    """The loosest threshold whose balanced precision is >= the target (None: no threshold reaches
+    it with any recall, so this evidence should not match on its own)."""
+    candidates = np.unique(np.concatenate([scores.positives, scores.negatives]))
+    ordered = candidates[::-1] if not scores.higher_is_closer else candidates  # loosest first
+    for threshold in ordered:
+        precision, recall = precision_recall(scores, float(threshold))
+        if precision >= target_precision and recall > 0:
+            return float(threshold)
+    return None
+
+
+def per_evidence_target(target_precision: float, evidence_count: int) -> float:
+    return 1 - (1 - target_precision) / max(1, evidence_count)
+
+
+def union_precision_recall(scores: dict[str, EvidenceScores], thresholds: dict[str, float]) -> tuple[float, float]:
+    """Balanced precision and recall of the OR of several evidence types (same samples in the same
+    order for every evidence type)."""
+    used = [name for name, threshold in thresholds.items() if threshold is not None]
+    if not used:
+        return 1.0, 0.0
+    hit_positive = np.any(
+        [within(scores[n].positives, thresholds[n], scores[n].higher_is_closer) for n in used], axis=0
+    )
+    hit_negative = np.any(
+        [within(scores[n].negatives, thresholds[n], scores[n].higher_is_closer) for n in used], axis=0
+    )
+    tpr, fpr = float(hit_positive.mean()), float(hit_negative.mean())
+    return (tpr / (tpr + fpr) if tpr + fpr else 1.0), tpr
+
+
+def score_sample(
+    sample: np.ndarray,
+    pictures: Sequence[Image.Image],
+    hashes: dict[str, np.ndarray],
+    embeddings: np.ndarray | None,
+    exact_keys: np.ndarray,
+    hash_size: int,
+    embedder: Embedder | None,
+    transforms_per_image: int,
+) -> dict[str, EvidenceScores]:
+    """Positive and hard-negative scores of every evidence type for the sampled images.
+
+    ``pictures[k]`` is the canonical decode of image ``sample[k]``; ``exact_keys`` (one per image)
+    marks exact copies, which are never hard negatives.
+    """
+    copies: list[Image.Image] = []
+    owners: list[int] = []
+    for image_id, picture in zip(sample.tolist(), pictures, strict=True):
+        for name in transforms_for(image_id, transforms_per_image):
+            copies.append(transform_named(name).apply(picture))
+            owners.append(image_id)
+    owner = np.array(owners, dtype=np.int64)
+    exclude = [np.flatnonzero(exact_keys == exact_keys[image_id]) for image_id in sample.tolist()]
+
+    scores: dict[str, EvidenceScores] = {}
+    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, list(hashes)) for copy in copies]
+    for name, words in hashes.items():
+        copy_words = np.array([h[name] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1)
+        positives = np.bitwise_count(copy_words ^ words[owner]).sum(axis=1).astype(np.int64)
+        negatives = second_nearest_hamming(sample, words, exclude)
+        scores[name] = EvidenceScores(positives, negatives, higher_is_closer=False)
+    if embedder is not None and embeddings is not None and copies:
+        size = (embedder.image_size, embedder.image_size)
+        batches = [
+            embedder.embed(
+                np.stack(
+                    [
+                        np.asarray(c.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+                        for c in copies[k : k + 64]
+                    ]
+                )
+            )
+            for k in range(0, len(copies), 64)
+        ]
+        copy_vectors = np.concatenate(batches)
+        positives = np.einsum("nd,nd->n", copy_vectors, embeddings[owner])
+        negatives = second_nearest_cosine(sample, embeddings, exclude)
+        scores[EMBEDDING] = EvidenceScores(positives, negatives, higher_is_closer=True)
+    return scores
+
+
+@dataclass(frozen=True)
+class CalibratedEvidence:
+    evidence: str
+    threshold: float | None
+    tune_precision: float
+    tune_recall: float
+    holdout_precision: float
+    holdout_recall: float
+
+
+def calibrate(
+    tune: dict[str, EvidenceScores], holdout: dict[str, EvidenceScores], evidences: Sequence[str], target: float
+) -> tuple[list[CalibratedEvidence], tuple[float, float]]:
+    """Thresholds chosen on ``tune``, measured on ``holdout``; returns the per-evidence results
+    and the held-out (precision, recall) of their union."""
+    per_evidence = per_evidence_target(target, len(evidences))
+    results = []
+    for name in evidences:
+        threshold = choose_threshold(tune[name], per_evidence)
+        tuned = precision_recall(tune[name], threshold) if threshold is not None else (1.0, 0.0)
+        held = precision_recall(holdout[name], threshold) if threshold is not None else (1.0, 0.0)
+        results.append(CalibratedEvidence(name, threshold, *tuned, *held))
+    union = union_precision_recall(holdout, {r.evidence: r.threshold for r in results})
+    return results, union

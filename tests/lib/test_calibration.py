@@ -1,0 +1,87 @@
+import numpy as np
+
+from dedup_pipeline.lib.calibration import (
+    CALIBRATION_TRANSFORMS,
+    EMBEDDING,
+    EvidenceScores,
+    calibrate,
+    choose_threshold,
+    half_of,
+    per_evidence_target,
+    precision_recall,
+    sample_ids,
+    score_sample,
+    second_nearest_hamming,
+    transforms_for,
+    union_precision_recall,
+)
+from dedup_pipeline.lib.hashing import perceptual_hashes
+from dedup_pipeline.lib.transforms import transform_named
+from tests.conftest import smooth_picture
+from tests.lib.test_extraction import MeanColourEmbedder
+
+
+def test_halves_are_stable_and_samples_disjoint() -> None:
+    paths = [f"train/x/{k}.jpg" for k in range(400)]
+    assert [half_of(p) for p in paths] == [half_of(p) for p in paths]
+    assert 150 < sum(half_of(p) for p in paths) < 250
+    first, second = sample_ids(paths, per_half=50)
+    assert len(first) == len(second) == 50 and not set(first) & set(second)
+    assert all(half_of(paths[k]) == 0 for k in first) and all(half_of(paths[k]) == 1 for k in second)
+    assert np.array_equal(sample_ids(paths, per_half=50)[0], first)
+
+
+def test_transform_subsets_are_deterministic_and_known() -> None:
+    assert transforms_for(7, 5) == transforms_for(7, 5)
+    assert len(set(transforms_for(7, 5))) == 5
+    for name in CALIBRATION_TRANSFORMS:
+        transform_named(name)  # every calibration transform exists in the catalogue
+
+
+def test_threshold_is_the_loosest_that_keeps_precision() -> None:
+    # Copies at distances 0..9 (10% each); hard negatives: 1% at 6, the rest at 20.
+    positives = np.repeat(np.arange(10), 10)
+    negatives = np.array([6] + [20] * 99)
+    scores = EvidenceScores(positives, negatives, higher_is_closer=False)
+    assert choose_threshold(scores, 0.95) == 9  # tpr 1.0, fpr 0.01 -> precision 0.99
+    assert choose_threshold(scores, 0.995) == 5  # 6 would let the negative in
+    precision, recall = precision_recall(scores, 5)
+    assert precision == 1.0 and recall == 0.6
+
+
+def test_cosine_scores_and_unreachable_targets() -> None:
+    scores = EvidenceScores(np.array([0.99, 0.95, 0.9]), np.array([0.99, 0.5, 0.4]), higher_is_closer=True)
+    assert choose_threshold(scores, 0.6) == 0.5  # tpr 1, fpr 2/3
+    assert choose_threshold(scores, 0.7) == 0.9  # tpr 1, fpr 1/3
+    assert choose_threshold(EvidenceScores(np.array([0.5]), np.array([0.9]), True), 0.99) is None
+
+
+def test_union_and_per_evidence_target() -> None:
+    a = EvidenceScores(np.array([1, 9, 9, 9]), np.array([9, 9]), higher_is_closer=False)
+    b = EvidenceScores(np.array([9, 1, 9, 9]), np.array([1, 9]), higher_is_closer=False)
+    precision, recall = union_precision_recall({"a": a, "b": b}, {"a": 2, "b": 2})
+    assert recall == 0.5 and abs(precision - 0.5 / (0.5 + 0.5)) < 1e-9
+    assert abs(per_evidence_target(0.99, 2) - 0.995) < 1e-12
+
+
+def test_second_nearest_skips_the_image_and_its_exact_copies() -> None:
+    hashes = np.array([[0b0000], [0b0000], [0b0001], [0b0111]], dtype=np.uint64)
+    exclude = [np.array([0, 1])]  # image 0 and its exact copy 1
+    assert second_nearest_hamming(np.array([0]), hashes, exclude).tolist() == [3]
+
+
+def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
+    pictures = [smooth_picture(seed, size=(64, 64)) for seed in range(30)]
+    hashes = {
+        "phash": np.array([perceptual_hashes(p.convert("L"), 8, ["phash"])["phash"] for p in pictures], dtype=np.uint64)
+    }
+    embedder = MeanColourEmbedder()
+    embedder.image_size = 16
+    embeddings = embedder.embed(np.stack([np.asarray(p.resize((16, 16))) for p in pictures]))
+    sample = np.arange(0, 30, 3)
+    scores = score_sample(sample, [pictures[k] for k in sample], hashes, embeddings, np.arange(30), 8, embedder, 4)
+    assert set(scores) == {"phash", EMBEDDING}
+    assert len(scores["phash"].positives) == 40 and len(scores["phash"].negatives) == 10
+    results, (precision, recall) = calibrate(scores, scores, ["phash"], 0.9)
+    assert results[0].threshold is not None and results[0].tune_precision >= 0.9
+    assert 0 < recall <= 1 and precision >= 0.9
