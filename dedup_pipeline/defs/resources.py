@@ -42,6 +42,10 @@ class DedupConfig(dg.ConfigurableResource):
         description="Hashes that count as duplicate evidence (each with a calibrated threshold unless "
         "hamming_thresholds fixes it). Other computed hashes are stored and reported but do not match.",
     )
+    mirror_hashes: bool = Field(
+        default=True,
+        description="Also hash each image mirrored left-right, so the matching hashes find flipped copies.",
+    )
     hamming_thresholds: dict[str, int] = Field(
         default={},
         description="Fixed thresholds: hash -> largest Hamming distance that counts as a duplicate. "
@@ -98,18 +102,21 @@ class DedupConfig(dg.ConfigurableResource):
         return ExtractionSettings(
             hash_size=self.hash_size,
             hash_algorithms=tuple(self.hash_algorithms),
+            mirrored_algorithms=tuple(self.matching_hashes()) if self.mirror_hashes else (),
             embedding_size=embedding_size,
             max_pixels=self.max_image_pixels,
         )
 
-    def matching_evidence(self) -> list[str]:
-        """Evidence types that can make a pair a duplicate, in a fixed order."""
-        hashes = [
-            name for name in self.hash_algorithms if name in set(self.match_hashes) | set(self.hamming_thresholds)
-        ]
-        unknown = (set(self.match_hashes) | set(self.hamming_thresholds)) - set(self.hash_algorithms)
+    def matching_hashes(self) -> list[str]:
+        named = set(self.match_hashes) | set(self.hamming_thresholds)
+        unknown = named - set(self.hash_algorithms)
         if unknown:
             raise ValueError(f"hashes named for matching are not computed: {sorted(unknown)}")
+        return [name for name in self.hash_algorithms if name in named]
+
+    def matching_evidence(self) -> list[str]:
+        """Evidence types that can make a pair a duplicate, in a fixed order."""
+        hashes = self.matching_hashes()
         embeddings = self.embedding_model != NO_EMBEDDING and (
             self.match_embeddings or self.cosine_threshold is not None
         )

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from dedup_pipeline.lib.cosine_join import cosine_pairs
-from dedup_pipeline.lib.hamming_join import hamming_pairs
+from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_pairs
+from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.pairs import EXACT_EVIDENCE, MatchThresholds, exact_pairs
 
 
@@ -20,6 +21,7 @@ class Recipe:
     hamming: dict[str, int] = field(default_factory=dict)
     cosine: float | None = None
     exact: bool = False  # identical bytes or pixels also match
+    mirror: bool = False  # hashes also match the mirrored picture (when the run stored mirror hashes)
 
 
 ANCHORS: tuple[Recipe, ...] = (
@@ -32,10 +34,12 @@ ANCHORS: tuple[Recipe, ...] = (
 def evidence_recipes(thresholds: MatchThresholds) -> list[Recipe]:
     """Each criterion of the configured rule on its own, then the whole rule."""
     recipes = [Recipe("exact: identical bytes or pixels", exact=True)]
-    recipes += [Recipe(f"{name} <= {limit}", hamming={name: limit}) for name, limit in thresholds.hamming.items()]
+    recipes += [
+        Recipe(f"{name} <= {limit}", hamming={name: limit}, mirror=True) for name, limit in thresholds.hamming.items()
+    ]
     if thresholds.cosine is not None:
-        recipes.append(Recipe(f"embedding cosine >= {thresholds.cosine}", cosine=thresholds.cosine))
-    recipes.append(Recipe("combined default", dict(thresholds.hamming), thresholds.cosine, exact=True))
+        recipes.append(Recipe(f"embedding cosine >= {thresholds.cosine:.3f}", cosine=thresholds.cosine))
+    recipes.append(Recipe("combined default", dict(thresholds.hamming), thresholds.cosine, exact=True, mirror=True))
     return recipes
 
 
@@ -47,7 +51,11 @@ def recipe_pairs(
     if recipe.exact:
         found += [np.stack(exact_pairs(manifest, column), axis=1) for column in EXACT_EVIDENCE.values()]
     for name, limit in recipe.hamming.items():
-        i, j, _ = hamming_pairs(hashes[name], limit)
+        mirrored = hashes.get(mirror_key(name)) if recipe.mirror else None
+        if mirrored is None:
+            i, j, _ = hamming_pairs(hashes[name], limit)
+        else:
+            i, j, _ = mirror_aware_pairs(hashes[name], mirrored, limit)
         found.append(np.stack([i, j], axis=1))
     if recipe.cosine is not None and embeddings is not None:
         i, j, _ = cosine_pairs(embeddings, recipe.cosine)

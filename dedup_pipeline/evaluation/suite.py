@@ -21,7 +21,8 @@ from PIL import Image
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.cosine_join import cosine_pairs
-from dedup_pipeline.lib.hamming_join import hamming_pairs
+from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_pairs
+from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.transforms import TRANSFORMS, Transform
 
 ORIGINAL = "original"
@@ -107,7 +108,11 @@ def best_at_precision(run: StoredRun, evidence: str, target: float) -> SweepPoin
         candidates = [round(t, 3) for t in np.arange(0.5, 1.0, 0.01)]
         keep_for = [(t, similarity >= t) for t in candidates]
     else:
-        i, j, distance = hamming_pairs(run.hashes[evidence], 24)
+        mirrored = run.hashes.get(mirror_key(evidence))
+        if mirrored is None:
+            i, j, distance = hamming_pairs(run.hashes[evidence], 24)
+        else:
+            i, j, distance = mirror_aware_pairs(run.hashes[evidence], mirrored, 24)
         keep_for = [(t, distance <= t) for t in range(24, -1, -1)]
     pairs = np.stack([i, j], axis=1)
     for threshold, keep in keep_for:  # loosest first

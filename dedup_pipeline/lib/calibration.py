@@ -6,9 +6,10 @@ precision on the user's own images:
 
 * positives: synthetic copies of sampled images (the moderate transforms in
   :data:`CALIBRATION_TRANSFORMS`), scored against their source;
-* hard negatives: each sampled image's *second*-nearest image in the dataset under that evidence
-  (the nearest may be a real duplicate of it; the second rarely is, so negatives stay clean even in
-  a dataset full of duplicates);
+* hard negatives: each sampled image's nearest image *with another label* under that evidence when
+  the dataset is labelled (duplicates across labels are rare, so this stays clean even when most
+  images have many duplicates), else its *second*-nearest image (the nearest may be a real
+  duplicate; the second rarely is, unless images have several duplicates);
 * precision on balanced pairs: ``tpr / (tpr + fpr)``: of the images flagged, the share that are
   copies, when every image either has a copy or does not;
 * honesty: images are split in two halves by a hash of their path; thresholds are tuned on one
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from dedup_pipeline.lib.embedding import Embedder
-from dedup_pipeline.lib.hashing import perceptual_hashes
+from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
 from dedup_pipeline.lib.transforms import transform_named
 
 CALIBRATION_TRANSFORMS: tuple[str, ...] = (
@@ -86,23 +87,70 @@ class EvidenceScores:
     higher_is_closer: bool
 
 
-def second_nearest_hamming(sample: np.ndarray, hashes: np.ndarray, exclude: np.ndarray) -> np.ndarray:
-    """For each sampled hash row, the second-smallest Hamming distance to any other image;
-    ``exclude[k]`` lists ids that do not count (the image itself, exact copies)."""
+def _distances_to(words: np.ndarray, mirrored: np.ndarray | None, image_id: int) -> np.ndarray:
+    """Hamming distance from one image to every image, mirror-aware when mirror hashes are given."""
+    distance = np.bitwise_count(words ^ words[image_id]).sum(axis=1)
+    if mirrored is not None:
+        distance = np.minimum.reduce(
+            [
+                distance,
+                np.bitwise_count(mirrored ^ words[image_id]).sum(axis=1),
+                np.bitwise_count(words ^ mirrored[image_id]).sum(axis=1),
+            ]
+        )
+    return distance.astype(np.int64)
+
+
+def nearest_hamming(
+    sample: np.ndarray,
+    hashes: np.ndarray,
+    exclude: Sequence[np.ndarray],
+    rank: int,
+    mirrored: np.ndarray | None = None,
+) -> np.ndarray:
+    """For each sampled image, the ``rank``-th smallest (0 = smallest) Hamming distance to an image
+    not in ``exclude[k]``."""
     words = np.ascontiguousarray(hashes, dtype=np.uint64)
+    mirror = None if mirrored is None else np.ascontiguousarray(mirrored, dtype=np.uint64)
     result = np.empty(len(sample), dtype=np.int64)
     for row, image_id in enumerate(sample):
-        distance = np.bitwise_count(words ^ words[image_id]).sum(axis=1).astype(np.int64)
+        distance = _distances_to(words, mirror, image_id)
         distance[exclude[row]] = np.iinfo(np.int64).max
-        result[row] = np.partition(distance, 1)[1]
+        result[row] = np.partition(distance, rank)[rank]
     return result
 
 
-def second_nearest_cosine(sample: np.ndarray, embeddings: np.ndarray, exclude: np.ndarray) -> np.ndarray:
+def nearest_cosine(sample: np.ndarray, embeddings: np.ndarray, exclude: Sequence[np.ndarray], rank: int) -> np.ndarray:
     similarity = embeddings[sample] @ embeddings.T
     for row, excluded in enumerate(exclude):
         similarity[row, excluded] = -np.inf
-    return -np.partition(-similarity, 1, axis=1)[:, 1]
+    return -np.partition(-similarity, rank, axis=1)[:, rank]
+
+
+@dataclass(frozen=True)
+class NegativeRule:
+    """Which image is a sampled image's hard negative."""
+
+    description: str
+    other_label_only: bool
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.other_label_only else 1
+
+
+NEAREST_OTHER_LABEL = NegativeRule("nearest image with another label", other_label_only=True)
+SECOND_NEAREST = NegativeRule("second-nearest image", other_label_only=False)
+
+
+def negative_rule(labels: Sequence[str | None]) -> NegativeRule:
+    """With labels on (nearly) every image and at least two labels, the nearest image with another
+    label: robust even when most images have many duplicates. Otherwise the second-nearest image
+    (the nearest may be a real duplicate; with two or more duplicates the estimate is pessimistic)."""
+    present = [label for label in labels if label is not None]
+    if len(present) >= 0.9 * len(labels) and len(set(present)) >= 2:
+        return NEAREST_OTHER_LABEL
+    return SECOND_NEAREST
 
 
 def within(scores: np.ndarray, threshold: float, higher_is_closer: bool) -> np.ndarray:
@@ -153,6 +201,8 @@ def score_sample(
     hashes: dict[str, np.ndarray],
     embeddings: np.ndarray | None,
     exact_keys: np.ndarray,
+    labels: np.ndarray,
+    rule: NegativeRule,
     hash_size: int,
     embedder: Embedder | None,
     transforms_per_image: int,
@@ -160,7 +210,7 @@ def score_sample(
     """Positive and hard-negative scores of every evidence type for the sampled images.
 
     ``pictures[k]`` is the canonical decode of image ``sample[k]``; ``exact_keys`` (one per image)
-    marks exact copies, which are never hard negatives.
+    marks exact copies, which are never hard negatives; ``labels`` (one per image) serve ``rule``.
     """
     copies: list[Image.Image] = []
     owners: list[int] = []
@@ -169,15 +219,32 @@ def score_sample(
             copies.append(transform_named(name).apply(picture))
             owners.append(image_id)
     owner = np.array(owners, dtype=np.int64)
-    exclude = [np.flatnonzero(exact_keys == exact_keys[image_id]) for image_id in sample.tolist()]
+    exclude = [
+        np.flatnonzero((exact_keys == exact_keys[image_id]) | (rule.other_label_only & (labels == labels[image_id])))
+        for image_id in sample.tolist()
+    ]
 
     scores: dict[str, EvidenceScores] = {}
-    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, list(hashes)) for copy in copies]
-    for name, words in hashes.items():
-        copy_words = np.array([h[name] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1)
-        positives = np.bitwise_count(copy_words ^ words[owner]).sum(axis=1).astype(np.int64)
-        negatives = second_nearest_hamming(sample, words, exclude)
-        scores[name] = EvidenceScores(positives, negatives, higher_is_closer=False)
+    names = [name for name in hashes if not name.endswith(MIRROR_SUFFIX)]
+    with_mirror = [name for name in names if mirror_key(name) in hashes]
+    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, names, with_mirror) for copy in copies]
+
+    def copy_words(key: str) -> np.ndarray:
+        return np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1)
+
+    for name in names:
+        words, mirrored = hashes[name], hashes.get(mirror_key(name))
+        positives = np.bitwise_count(copy_words(name) ^ words[owner]).sum(axis=1)
+        if mirrored is not None:
+            positives = np.minimum.reduce(
+                [
+                    positives,
+                    np.bitwise_count(copy_words(name) ^ mirrored[owner]).sum(axis=1),
+                    np.bitwise_count(copy_words(mirror_key(name)) ^ words[owner]).sum(axis=1),
+                ]
+            )
+        negatives = nearest_hamming(sample, words, exclude, rule.rank, mirrored)
+        scores[name] = EvidenceScores(positives.astype(np.int64), negatives, higher_is_closer=False)
     if embedder is not None and embeddings is not None and copies:
         size = (embedder.image_size, embedder.image_size)
         batches = [
@@ -193,7 +260,7 @@ def score_sample(
         ]
         copy_vectors = np.concatenate(batches)
         positives = np.einsum("nd,nd->n", copy_vectors, embeddings[owner])
-        negatives = second_nearest_cosine(sample, embeddings, exclude)
+        negatives = nearest_cosine(sample, embeddings, exclude, rule.rank)
         scores[EMBEDDING] = EvidenceScores(positives, negatives, higher_is_closer=True)
     return scores
 

@@ -22,7 +22,7 @@ import polars as pl
 from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
-from dedup_pipeline.lib.hashing import content_digest, perceptual_hashes, pixel_digest, words_per_hash
+from dedup_pipeline.lib.hashing import content_digest, mirror_key, perceptual_hashes, pixel_digest, words_per_hash
 from dedup_pipeline.lib.parallel import WorkerCrash, ordered_map
 from dedup_pipeline.lib.sources import ImageSource
 
@@ -38,6 +38,7 @@ class ExtractionSettings:
     hash_algorithms: tuple[str, ...]
     embedding_size: int | None
     max_pixels: int
+    mirrored_algorithms: tuple[str, ...] = ()  # also hashed on the mirrored picture
 
 
 @dataclass
@@ -66,7 +67,7 @@ class ExtractionResult:
 
     manifest: pl.DataFrame
     failures: pl.DataFrame
-    hashes: dict[str, np.ndarray]  # algorithm -> (n_images, words) uint64
+    hashes: dict[str, np.ndarray]  # algorithm (or its mirror_key) -> (n_images, words) uint64
     embeddings: np.ndarray | None  # (n_images, dimension) float32, unit rows
 
 
@@ -96,7 +97,9 @@ def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFea
         content_sha256=content_digest(data),
         pixel_sha256=pixel_digest(rgb),
         notes="; ".join(decoded.notes) or None,
-        hashes=perceptual_hashes(rgb.convert("L"), settings.hash_size, list(settings.hash_algorithms)),
+        hashes=perceptual_hashes(
+            rgb.convert("L"), settings.hash_size, settings.hash_algorithms, settings.mirrored_algorithms
+        ),
         embedding_input=embedding_input,
     )
 
@@ -127,7 +130,9 @@ def extract(
 ) -> ExtractionResult:
     manifest_rows: list[dict[str, object]] = []
     failure_rows: list[dict[str, object]] = []
-    hash_words: dict[str, list[tuple[int, ...]]] = {name: [] for name in settings.hash_algorithms}
+    hash_words: dict[str, list[tuple[int, ...]]] = {
+        name: [] for name in [*settings.hash_algorithms, *map(mirror_key, settings.mirrored_algorithms)]
+    }
     embeddings: list[np.ndarray] = []
     pending: list[np.ndarray] = []
 

@@ -48,6 +48,60 @@ def hamming_pairs(
     )
 
 
+def hamming_pairs_between(
+    left: np.ndarray, right: np.ndarray, threshold: int, max_block_cells: int = DEFAULT_BLOCK_CELLS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ``(i, j)`` with Hamming distance between ``left[i]`` and ``right[j]`` <= ``threshold``
+    (a full rectangular join, blockwise like :func:`hamming_pairs`)."""
+    a = np.ascontiguousarray(left, dtype=np.uint64)
+    b = np.ascontiguousarray(right, dtype=np.uint64)
+    found_i, found_j, found_d = (
+        [np.zeros(0, dtype=np.int64)],
+        [np.zeros(0, dtype=np.int64)],
+        [np.zeros(0, dtype=np.int64)],
+    )
+    block = max(1, max_block_cells // max(1, b.shape[0] * b.shape[1]))
+    for start in range(0, a.shape[0], block):
+        stop = min(a.shape[0], start + block)
+        distance = np.zeros((stop - start, b.shape[0]), dtype=np.uint16)
+        for word in range(a.shape[1]):
+            distance += np.bitwise_count(a[start:stop, word, None] ^ b[None, :, word])
+        rows, cols = np.nonzero(distance <= threshold)
+        found_i.append(rows + start)
+        found_j.append(cols)
+        found_d.append(distance[rows, cols].astype(np.int64))
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+
+
+def mirror_aware_pairs(
+    hashes: np.ndarray, mirrored: np.ndarray, threshold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``i < j`` whose hashes are within ``threshold`` directly or with one image mirrored
+    (``mirrored[k]`` is the hash of image k flipped left-right); the distance is the smaller one."""
+    i, j, _ = hamming_pairs(hashes, threshold)
+    ci, cj, _ = hamming_pairs_between(hashes, mirrored, threshold)
+    keep = ci != cj
+    ci, cj = np.minimum(ci[keep], cj[keep]), np.maximum(ci[keep], cj[keep])
+    pairs = np.unique(np.concatenate([np.stack([i, j], axis=1), np.stack([ci, cj], axis=1)]).reshape(-1, 2), axis=0)
+    i, j = pairs[:, 0], pairs[:, 1]
+    return i, j, mirror_aware_distances(hashes, mirrored, i, j)
+
+
+def mirror_aware_distances(hashes: np.ndarray, mirrored: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    return np.minimum.reduce(
+        [pair_distances(hashes, i, j), cross_distances(hashes, mirrored, i, j), cross_distances(hashes, mirrored, j, i)]
+    )
+
+
+def cross_distances(left: np.ndarray, right: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Distance between ``left[i]`` and ``right[j]`` for given index pairs."""
+    return (
+        np.bitwise_count(np.asarray(left, dtype=np.uint64)[i] ^ np.asarray(right, dtype=np.uint64)[j])
+        .sum(axis=1)
+        .astype(np.int64)
+    )
+
+
 def pair_distances(hashes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Hamming distance of given pairs (for evidence found by another criterion)."""
     words = np.asarray(hashes, dtype=np.uint64)

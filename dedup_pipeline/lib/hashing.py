@@ -8,11 +8,11 @@ hash is exactly one word whose value equals ``int(str(imagehash.phash(image)), 1
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 PERCEPTUAL_HASHES: Mapping[str, Callable[..., imagehash.ImageHash]] = {
     "phash": imagehash.phash,
@@ -47,13 +47,30 @@ def bits_to_words(bits: np.ndarray) -> tuple[int, ...]:
     return tuple(int(word) for word in np.packbits(padded).view(">u8"))
 
 
-def perceptual_hashes(gray: Image.Image, hash_size: int, algorithms: list[str]) -> dict[str, tuple[int, ...]]:
+MIRROR_SUFFIX = "_mirror"
+
+
+def mirror_key(algorithm: str) -> str:
+    """Name of the hash of the left-right mirrored picture."""
+    return f"{algorithm}{MIRROR_SUFFIX}"
+
+
+def perceptual_hashes(
+    gray: Image.Image, hash_size: int, algorithms: Sequence[str], mirrored: Sequence[str] = ()
+) -> dict[str, tuple[int, ...]]:
     """Hash a grayscale ('L') picture with each algorithm; values are 64-bit word tuples.
 
     imagehash converts to 'L' first, so hashing the canonical RGB picture's 'L' conversion
-    gives the same bits as passing the RGB picture to imagehash.
+    gives the same bits as passing the RGB picture to imagehash. Algorithms in ``mirrored`` also
+    hash the left-right mirrored picture, under :func:`mirror_key` names, so that flipped copies
+    can be matched.
     """
-    return {name: bits_to_words(PERCEPTUAL_HASHES[name](gray, hash_size=hash_size).hash) for name in algorithms}
+    hashes = {name: bits_to_words(PERCEPTUAL_HASHES[name](gray, hash_size=hash_size).hash) for name in algorithms}
+    if mirrored:
+        flipped = ImageOps.mirror(gray)
+        for name in mirrored:
+            hashes[mirror_key(name)] = bits_to_words(PERCEPTUAL_HASHES[name](flipped, hash_size=hash_size).hash)
+    return hashes
 
 
 def content_digest(data: bytes) -> str:

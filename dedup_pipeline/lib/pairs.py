@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from dedup_pipeline.lib.cosine_join import cosine_pairs, pair_similarities
-from dedup_pipeline.lib.hamming_join import hamming_pairs, pair_distances
+from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_distances, mirror_aware_pairs, pair_distances
+from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
 
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
@@ -47,7 +48,8 @@ def find_similar_pairs(
 ) -> pl.DataFrame:
     """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
 
-    Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash,
+    Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash (the
+    smaller of the direct and the mirrored distance when mirror hashes are given),
     ``hamming`` (smallest distance over the configured hashes), ``cosine`` and ``evidence``
     (comma-separated criteria that hold, in a fixed order).
     """
@@ -55,7 +57,11 @@ def find_similar_pairs(
         exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
     ]
     for algorithm, limit in thresholds.hamming.items():
-        i, j, _ = hamming_pairs(hashes[algorithm], limit)
+        mirrored = hashes.get(mirror_key(algorithm))
+        if mirrored is None:
+            i, j, _ = hamming_pairs(hashes[algorithm], limit)
+        else:
+            i, j, _ = mirror_aware_pairs(hashes[algorithm], mirrored, limit)
         candidates.append((i, j))
     cosine_found = None
     if thresholds.cosine is not None and embeddings is not None:
@@ -73,7 +79,10 @@ def find_similar_pairs(
         values = manifest[column].to_numpy()
         columns[f"{name}_equal"] = criteria[name] = values[i] == values[j]
     for algorithm, words in hashes.items():
-        distances = pair_distances(words, i, j)
+        if algorithm.endswith(MIRROR_SUFFIX):
+            continue
+        mirrored = hashes.get(mirror_key(algorithm))
+        distances = pair_distances(words, i, j) if mirrored is None else mirror_aware_distances(words, mirrored, i, j)
         columns[algorithm] = distances
         if algorithm in thresholds.hamming:
             criteria[algorithm] = distances <= thresholds.hamming[algorithm]

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from dedup_pipeline.lib.calibration import EMBEDDING
+from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.pairs import MatchThresholds
 
 CONTRACT_VIEWS: dict[str, str] = {
@@ -79,10 +80,15 @@ def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_siz
 
 
 def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) -> dict[str, np.ndarray]:
-    """Hashes as (n_images, words) uint64 arrays, rows in image_id order."""
-    frame = connection.execute(f"SELECT {', '.join(algorithms)} FROM image_hashes ORDER BY image_id").pl()
+    """Hashes as (n_images, words) uint64 arrays, rows in image_id order; the mirrored-picture
+    hashes of these algorithms come along (under their mirror_key names) when they were stored."""
+    stored = {row[0] for row in connection.execute("DESCRIBE image_hashes").fetchall()}
+    names = [name for algorithm in algorithms for name in (algorithm, mirror_key(algorithm)) if name in stored]
+    if not names:
+        return {}
+    frame = connection.execute(f"SELECT {', '.join(names)} FROM image_hashes ORDER BY image_id").pl()
     result: dict[str, np.ndarray] = {}
-    for name in algorithms:
+    for name in names:
         column = frame[name]
         if column.dtype == pl.List(pl.Int64):
             signed = np.array(column.to_list(), dtype=np.int64).reshape(frame.height, -1)

@@ -3,15 +3,18 @@ import numpy as np
 from dedup_pipeline.lib.calibration import (
     CALIBRATION_TRANSFORMS,
     EMBEDDING,
+    NEAREST_OTHER_LABEL,
+    SECOND_NEAREST,
     EvidenceScores,
     calibrate,
     choose_threshold,
     half_of,
+    nearest_hamming,
+    negative_rule,
     per_evidence_target,
     precision_recall,
     sample_ids,
     score_sample,
-    second_nearest_hamming,
     transforms_for,
     union_precision_recall,
 )
@@ -64,10 +67,17 @@ def test_union_and_per_evidence_target() -> None:
     assert abs(per_evidence_target(0.99, 2) - 0.995) < 1e-12
 
 
-def test_second_nearest_skips_the_image_and_its_exact_copies() -> None:
+def test_nearest_skips_excluded_images() -> None:
     hashes = np.array([[0b0000], [0b0000], [0b0001], [0b0111]], dtype=np.uint64)
     exclude = [np.array([0, 1])]  # image 0 and its exact copy 1
-    assert second_nearest_hamming(np.array([0]), hashes, exclude).tolist() == [3]
+    assert nearest_hamming(np.array([0]), hashes, exclude, rank=1).tolist() == [3]
+    assert nearest_hamming(np.array([0]), hashes, exclude, rank=0).tolist() == [1]
+
+
+def test_negative_rule_uses_labels_when_the_dataset_has_them() -> None:
+    assert negative_rule(["cat", "dog", "cat"]) == NEAREST_OTHER_LABEL
+    assert negative_rule(["cat", "cat"]) == SECOND_NEAREST
+    assert negative_rule([None, None, "dog"]) == SECOND_NEAREST
 
 
 def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
@@ -79,7 +89,19 @@ def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
     embedder.image_size = 16
     embeddings = embedder.embed(np.stack([np.asarray(p.resize((16, 16))) for p in pictures]))
     sample = np.arange(0, 30, 3)
-    scores = score_sample(sample, [pictures[k] for k in sample], hashes, embeddings, np.arange(30), 8, embedder, 4)
+    labels = np.array([str(k % 3) for k in range(30)], dtype=object)
+    scores = score_sample(
+        sample,
+        [pictures[k] for k in sample],
+        hashes,
+        embeddings,
+        np.arange(30),
+        labels,
+        NEAREST_OTHER_LABEL,
+        8,
+        embedder,
+        4,
+    )
     assert set(scores) == {"phash", EMBEDDING}
     assert len(scores["phash"].positives) == 40 and len(scores["phash"].negatives) == 10
     results, (precision, recall) = calibrate(scores, scores, ["phash"], 0.9)

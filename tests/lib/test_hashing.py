@@ -1,10 +1,12 @@
 import imagehash
 import numpy as np
 import pytest
+from PIL import ImageOps
 
 from dedup_pipeline.lib.hashing import (
     PERCEPTUAL_HASHES,
     bits_to_words,
+    mirror_key,
     perceptual_hashes,
     pixel_digest,
     validate_hash_settings,
@@ -47,3 +49,11 @@ def test_invalid_hash_configuration_is_rejected() -> None:
     validate_hash_settings(6, ["phash"])
     with pytest.raises(ValueError, match="unknown"):
         validate_hash_settings(8, ["colorhash"])
+
+
+def test_mirror_hashes_are_the_hashes_of_the_mirrored_picture() -> None:
+    picture = smooth_picture(9)
+    hashes = perceptual_hashes(picture.convert("L"), 8, ["phash", "dhash"], mirrored=["phash"])
+    assert set(hashes) == {"phash", "dhash", mirror_key("phash")}
+    (word,) = hashes[mirror_key("phash")]
+    assert f"{word:016x}" == str(imagehash.phash(ImageOps.mirror(picture)))

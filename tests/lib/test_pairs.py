@@ -37,3 +37,14 @@ def test_without_embeddings_cosine_is_null() -> None:
 def test_directed_pairs_lists_both_directions() -> None:
     pairs = pl.DataFrame({"image_id_a": [0], "image_id_b": [5]})
     assert sorted(directed_pairs(pairs).iter_rows()) == [(0, 5), (5, 0)]
+
+
+def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> None:
+    images = manifest(["a", "b", "c"], ["p", "q", "r"])
+    hashes = {
+        "phash": np.array([[0], [2**64 - 1], [0b1111]], dtype=np.uint64),
+        "phash_mirror": np.array([[2**64 - 1], [0b1], [2**40 - 1]], dtype=np.uint64),
+    }
+    pairs = find_similar_pairs(images, hashes, None, MatchThresholds(hamming={"phash": 2}))
+    assert pairs.select("image_id_a", "image_id_b", "phash").rows() == [(0, 1, 0)]  # 0 equals 1 mirrored
+    assert "phash_mirror" not in pairs.columns

@@ -8,7 +8,7 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.calibration import EMBEDDING, calibrate, sample_ids, score_sample
+from dedup_pipeline.lib.calibration import EMBEDDING, calibrate, negative_rule, sample_ids, score_sample
 from dedup_pipeline.lib.decoding import decode_image
 from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.sources import data_root
@@ -50,6 +50,8 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
         embedder = load_embedder(dedup.embedding_model, int(size))
     root = data_root(dedup.data)
     exact_keys = manifest["pixel_sha256"].to_numpy()
+    labels = manifest["label"].to_numpy()
+    rule = negative_rule(manifest["label"].to_list())
 
     def scores(ids: np.ndarray) -> dict:
         pictures = [
@@ -62,6 +64,8 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
             hashes,
             embeddings,
             exact_keys,
+            labels,
+            rule,
             dedup.hash_size,
             embedder,
             dedup.calibration_transforms_per_image,
@@ -75,7 +79,9 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
         _row(
             r.evidence,
             r.threshold,
-            "calibrated" if r.threshold is not None else "calibrated: target precision unreachable, not used",
+            f"calibrated (negatives: {rule.description})"
+            if r.threshold is not None
+            else f"calibrated: target precision unreachable, not used (negatives: {rule.description})",
             dedup.target_precision,
             r.tune_precision,
             r.tune_recall,
