@@ -6,10 +6,11 @@ precision on the user's own images:
 
 * positives: synthetic copies of sampled images (the moderate transforms in
   :data:`CALIBRATION_TRANSFORMS`), scored against their source;
-* hard negatives: each sampled image's nearest image *with another label* under that evidence when
-  the dataset is labelled (duplicates across labels are rare, so this stays clean even when most
-  images have many duplicates), else its *second*-nearest image (the nearest may be a real
-  duplicate; the second rarely is, unless images have several duplicates);
+* hard negatives: each sampled image's *second*-nearest image in the dataset under that evidence
+  (the nearest may be a real duplicate of it; the second rarely is). When the dataset is so
+  duplicated that second-nearest images are often as close as synthetic copies (more than 20% of
+  the sample) and it is labelled, the nearest image *with another label* instead (duplicates
+  across labels are rare). The rule and the measured share are recorded;
 * precision on balanced pairs: ``tpr / (tpr + fpr)``: of the images flagged, the share that are
   copies, when every image either has a copy or does not;
 * honesty: images are split in two halves by a hash of their path; thresholds are tuned on one
@@ -83,8 +84,9 @@ class EvidenceScores:
     """Scores of one evidence type: lower is closer for Hamming distances, higher for cosine."""
 
     positives: np.ndarray  # source vs its synthetic copy
-    negatives: np.ndarray  # source vs its second-nearest other image
+    negatives: np.ndarray  # source vs its hard negative (see choose_negatives)
     higher_is_closer: bool
+    other_label_negatives: np.ndarray | None = None  # source vs its nearest image with another label
 
 
 def _distances_to(words: np.ndarray, mirrored: np.ndarray | None, image_id: int) -> np.ndarray:
@@ -127,30 +129,44 @@ def nearest_cosine(sample: np.ndarray, embeddings: np.ndarray, exclude: Sequence
     return -np.partition(-similarity, rank, axis=1)[:, rank]
 
 
-@dataclass(frozen=True)
-class NegativeRule:
-    """Which image is a sampled image's hard negative."""
-
-    description: str
-    other_label_only: bool
-
-    @property
-    def rank(self) -> int:
-        return 0 if self.other_label_only else 1
+HEAVY_DUPLICATION = 0.2
+SECOND_NEAREST = "second-nearest image"
+NEAREST_OTHER_LABEL = "nearest image with another label"
 
 
-NEAREST_OTHER_LABEL = NegativeRule("nearest image with another label", other_label_only=True)
-SECOND_NEAREST = NegativeRule("second-nearest image", other_label_only=False)
-
-
-def negative_rule(labels: Sequence[str | None]) -> NegativeRule:
-    """With labels on (nearly) every image and at least two labels, the nearest image with another
-    label: robust even when most images have many duplicates. Otherwise the second-nearest image
-    (the nearest may be a real duplicate; with two or more duplicates the estimate is pessimistic)."""
+def labels_usable(labels: Sequence[str | None]) -> bool:
+    """Labels on (nearly) every image, and at least two of them."""
     present = [label for label in labels if label is not None]
-    if len(present) >= 0.9 * len(labels) and len(set(present)) >= 2:
-        return NEAREST_OTHER_LABEL
-    return SECOND_NEAREST
+    return len(present) >= 0.9 * len(labels) and len(set(present)) >= 2
+
+
+def copy_like_share(scores: dict[str, EvidenceScores]) -> float:
+    """Share of sampled images whose second-nearest image is, on every evidence type, at least as
+    close as their median synthetic copy: how often the 'negatives' are probably duplicates."""
+    close = [
+        within(s.negatives, float(np.median(s.positives)), s.higher_is_closer)
+        for s in scores.values()
+        if len(s.positives)
+    ]
+    return float(np.all(close, axis=0).mean()) if close else 0.0
+
+
+def choose_negatives(tune: dict[str, EvidenceScores]) -> tuple[str, float]:
+    """Second-nearest images are the hard negatives, unless the dataset is so duplicated that they
+    are often copies themselves and labels offer a cleaner choice: the nearest image with another
+    label (duplicates across labels are rare). Decided on the tuning half; returns the rule and the
+    measured copy-like share."""
+    share = copy_like_share(tune)
+    labelled = all(s.other_label_negatives is not None for s in tune.values())
+    return (NEAREST_OTHER_LABEL if share > HEAVY_DUPLICATION and labelled else SECOND_NEAREST), share
+
+
+def with_negatives(scores: dict[str, EvidenceScores], rule: str) -> dict[str, EvidenceScores]:
+    if rule == SECOND_NEAREST:
+        return scores
+    return {
+        name: EvidenceScores(s.positives, s.other_label_negatives, s.higher_is_closer) for name, s in scores.items()
+    }
 
 
 def within(scores: np.ndarray, threshold: float, higher_is_closer: bool) -> np.ndarray:
@@ -201,8 +217,7 @@ def score_sample(
     hashes: dict[str, np.ndarray],
     embeddings: np.ndarray | None,
     exact_keys: np.ndarray,
-    labels: np.ndarray,
-    rule: NegativeRule,
+    labels: np.ndarray | None,
     hash_size: int,
     embedder: Embedder | None,
     transforms_per_image: int,
@@ -210,7 +225,8 @@ def score_sample(
     """Positive and hard-negative scores of every evidence type for the sampled images.
 
     ``pictures[k]`` is the canonical decode of image ``sample[k]``; ``exact_keys`` (one per image)
-    marks exact copies, which are never hard negatives; ``labels`` (one per image) serve ``rule``.
+    marks exact copies, which are never hard negatives. With ``labels`` (one per image), the nearest
+    image with another label is scored too, for :func:`choose_negatives`.
     """
     copies: list[Image.Image] = []
     owners: list[int] = []
@@ -219,10 +235,12 @@ def score_sample(
             copies.append(transform_named(name).apply(picture))
             owners.append(image_id)
     owner = np.array(owners, dtype=np.int64)
-    exclude = [
-        np.flatnonzero((exact_keys == exact_keys[image_id]) | (rule.other_label_only & (labels == labels[image_id])))
-        for image_id in sample.tolist()
-    ]
+    exclude = [np.flatnonzero(exact_keys == exact_keys[image_id]) for image_id in sample.tolist()]
+    exclude_label = (
+        None
+        if labels is None
+        else [np.flatnonzero((exact_keys == exact_keys[k]) | (labels == labels[k])) for k in sample.tolist()]
+    )
 
     scores: dict[str, EvidenceScores] = {}
     names = [name for name in hashes if not name.endswith(MIRROR_SUFFIX)]
@@ -243,8 +261,14 @@ def score_sample(
                     np.bitwise_count(copy_words(mirror_key(name)) ^ words[owner]).sum(axis=1),
                 ]
             )
-        negatives = nearest_hamming(sample, words, exclude, rule.rank, mirrored)
-        scores[name] = EvidenceScores(positives.astype(np.int64), negatives, higher_is_closer=False)
+        scores[name] = EvidenceScores(
+            positives.astype(np.int64),
+            nearest_hamming(sample, words, exclude, 1, mirrored),
+            higher_is_closer=False,
+            other_label_negatives=None
+            if exclude_label is None
+            else nearest_hamming(sample, words, exclude_label, 0, mirrored),
+        )
     if embedder is not None and embeddings is not None and copies:
         size = (embedder.image_size, embedder.image_size)
         batches = [
@@ -260,8 +284,14 @@ def score_sample(
         ]
         copy_vectors = np.concatenate(batches)
         positives = np.einsum("nd,nd->n", copy_vectors, embeddings[owner])
-        negatives = nearest_cosine(sample, embeddings, exclude, rule.rank)
-        scores[EMBEDDING] = EvidenceScores(positives, negatives, higher_is_closer=True)
+        scores[EMBEDDING] = EvidenceScores(
+            positives,
+            nearest_cosine(sample, embeddings, exclude, 1),
+            higher_is_closer=True,
+            other_label_negatives=None
+            if exclude_label is None
+            else nearest_cosine(sample, embeddings, exclude_label, 0),
+        )
     return scores
 
 

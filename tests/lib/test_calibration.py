@@ -7,16 +7,19 @@ from dedup_pipeline.lib.calibration import (
     SECOND_NEAREST,
     EvidenceScores,
     calibrate,
+    choose_negatives,
     choose_threshold,
+    copy_like_share,
     half_of,
+    labels_usable,
     nearest_hamming,
-    negative_rule,
     per_evidence_target,
     precision_recall,
     sample_ids,
     score_sample,
     transforms_for,
     union_precision_recall,
+    with_negatives,
 )
 from dedup_pipeline.lib.hashing import perceptual_hashes
 from dedup_pipeline.lib.transforms import transform_named
@@ -74,10 +77,27 @@ def test_nearest_skips_excluded_images() -> None:
     assert nearest_hamming(np.array([0]), hashes, exclude, rank=0).tolist() == [1]
 
 
-def test_negative_rule_uses_labels_when_the_dataset_has_them() -> None:
-    assert negative_rule(["cat", "dog", "cat"]) == NEAREST_OTHER_LABEL
-    assert negative_rule(["cat", "cat"]) == SECOND_NEAREST
-    assert negative_rule([None, None, "dog"]) == SECOND_NEAREST
+def test_labels_are_usable_when_nearly_every_image_has_one_of_several() -> None:
+    assert labels_usable(["cat", "dog", "cat"])
+    assert not labels_usable(["cat", "cat"])
+    assert not labels_usable([None, None, "dog"])
+
+
+def test_negatives_switch_to_other_labels_only_when_the_data_is_heavily_duplicated() -> None:
+    copies = np.array([2, 3, 4, 5])
+    other = np.array([30, 31, 32, 33])
+    clean = {"phash": EvidenceScores(copies, np.array([20, 25, 3, 40]), False, other)}  # 1 of 4 copy-like
+    duplicated = {"phash": EvidenceScores(copies, np.array([1, 2, 3, 40]), False, other)}  # 3 of 4
+    assert copy_like_share(clean) == 0.25 and copy_like_share(duplicated) == 0.75
+    assert choose_negatives({"phash": EvidenceScores(copies, np.array([20, 25, 30, 40]), False, other)}) == (
+        SECOND_NEAREST,
+        0.0,
+    )
+    rule, share = choose_negatives(duplicated)
+    assert rule == NEAREST_OTHER_LABEL and share == 0.75
+    assert with_negatives(duplicated, rule)["phash"].negatives.tolist() == other.tolist()
+    unlabelled = {"phash": EvidenceScores(copies, np.array([1, 2, 3, 40]), False, None)}
+    assert choose_negatives(unlabelled)[0] == SECOND_NEAREST
 
 
 def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
@@ -91,17 +111,9 @@ def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
     sample = np.arange(0, 30, 3)
     labels = np.array([str(k % 3) for k in range(30)], dtype=object)
     scores = score_sample(
-        sample,
-        [pictures[k] for k in sample],
-        hashes,
-        embeddings,
-        np.arange(30),
-        labels,
-        NEAREST_OTHER_LABEL,
-        8,
-        embedder,
-        4,
+        sample, [pictures[k] for k in sample], hashes, embeddings, np.arange(30), labels, 8, embedder, 4
     )
+    assert scores["phash"].other_label_negatives is not None
     assert set(scores) == {"phash", EMBEDDING}
     assert len(scores["phash"].positives) == 40 and len(scores["phash"].negatives) == 10
     results, (precision, recall) = calibrate(scores, scores, ["phash"], 0.9)

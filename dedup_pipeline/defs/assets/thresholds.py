@@ -8,7 +8,15 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.calibration import EMBEDDING, calibrate, negative_rule, sample_ids, score_sample
+from dedup_pipeline.lib.calibration import (
+    EMBEDDING,
+    calibrate,
+    choose_negatives,
+    labels_usable,
+    sample_ids,
+    score_sample,
+    with_negatives,
+)
 from dedup_pipeline.lib.decoding import decode_image
 from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.sources import data_root
@@ -50,8 +58,7 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
         embedder = load_embedder(dedup.embedding_model, int(size))
     root = data_root(dedup.data)
     exact_keys = manifest["pixel_sha256"].to_numpy()
-    labels = manifest["label"].to_numpy()
-    rule = negative_rule(manifest["label"].to_list())
+    labels = manifest["label"].to_numpy() if labels_usable(manifest["label"].to_list()) else None
 
     def scores(ids: np.ndarray) -> dict:
         pictures = [
@@ -65,23 +72,25 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
             embeddings,
             exact_keys,
             labels,
-            rule,
             dedup.hash_size,
             embedder,
             dedup.calibration_transforms_per_image,
         )
 
     log.info(f"calibrating {evidences} on {len(tune_ids)} + {len(holdout_ids)} sampled images")
+    tune = scores(tune_ids)
+    rule, share = choose_negatives(tune)
     results, (union_precision, union_recall) = calibrate(
-        scores(tune_ids), scores(holdout_ids), evidences, dedup.target_precision
+        with_negatives(tune, rule), with_negatives(scores(holdout_ids), rule), evidences, dedup.target_precision
     )
+    negatives = f"negatives: {rule}; {share:.0%} of sampled images have a copy-like second-nearest image"
     rows = [
         _row(
             r.evidence,
             r.threshold,
-            f"calibrated (negatives: {rule.description})"
+            f"calibrated ({negatives})"
             if r.threshold is not None
-            else f"calibrated: target precision unreachable, not used (negatives: {rule.description})",
+            else f"calibrated: target precision unreachable, not used ({negatives})",
             dedup.target_precision,
             r.tune_precision,
             r.tune_recall,
