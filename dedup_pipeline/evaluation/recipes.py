@@ -21,7 +21,7 @@ class Recipe:
     hamming: dict[str, int] = field(default_factory=dict)
     cosine: float | None = None
     exact: bool = False  # identical bytes or pixels also match
-    mirror: bool = False  # hashes also match the mirrored picture (when the run stored mirror hashes)
+    mirrored: frozenset[str] = frozenset()  # hashes that also match the mirrored picture
 
 
 ANCHORS: tuple[Recipe, ...] = (
@@ -35,11 +35,20 @@ def evidence_recipes(thresholds: MatchThresholds) -> list[Recipe]:
     """Each criterion of the configured rule on its own, then the whole rule."""
     recipes = [Recipe("exact: identical bytes or pixels", exact=True)]
     recipes += [
-        Recipe(f"{name} <= {limit}", hamming={name: limit}, mirror=True) for name, limit in thresholds.hamming.items()
+        Recipe(
+            f"{name} <= {limit}{' (mirror-aware)' if name in thresholds.mirrored else ''}",
+            hamming={name: limit},
+            mirrored=thresholds.mirrored,
+        )
+        for name, limit in thresholds.hamming.items()
     ]
     if thresholds.cosine is not None:
         recipes.append(Recipe(f"embedding cosine >= {thresholds.cosine:.3f}", cosine=thresholds.cosine))
-    recipes.append(Recipe("combined default", dict(thresholds.hamming), thresholds.cosine, exact=True, mirror=True))
+    recipes.append(
+        Recipe(
+            "combined default", dict(thresholds.hamming), thresholds.cosine, exact=True, mirrored=thresholds.mirrored
+        )
+    )
     return recipes
 
 
@@ -51,7 +60,7 @@ def recipe_pairs(
     if recipe.exact:
         found += [np.stack(exact_pairs(manifest, column), axis=1) for column in EXACT_EVIDENCE.values()]
     for name, limit in recipe.hamming.items():
-        mirrored = hashes.get(mirror_key(name)) if recipe.mirror else None
+        mirrored = hashes.get(mirror_key(name)) if name in recipe.mirrored else None
         if mirrored is None:
             i, j, _ = hamming_pairs(hashes[name], limit)
         else:

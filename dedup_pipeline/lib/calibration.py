@@ -56,6 +56,11 @@ CALIBRATION_TRANSFORMS: tuple[str, ...] = (
 EMBEDDING = "embedding"
 
 
+def mirror_variant(name: str) -> str:
+    """Key of a hash's mirror-aware scores (smaller of direct and mirrored distance)."""
+    return f"{name} mirror-aware"
+
+
 def half_of(path: str) -> int:
     """0 or 1, stable across runs and machines."""
     return hashlib.blake2b(path.encode(), digest_size=1).digest()[0] & 1
@@ -222,7 +227,8 @@ def score_sample(
     embedder: Embedder | None,
     transforms_per_image: int,
 ) -> dict[str, EvidenceScores]:
-    """Positive and hard-negative scores of every evidence type for the sampled images.
+    """Positive and hard-negative scores of every evidence type for the sampled images; hashes
+    stored with mirror hashes are also scored mirror-aware, under :func:`mirror_variant` keys.
 
     ``pictures[k]`` is the canonical decode of image ``sample[k]``; ``exact_keys`` (one per image)
     marks exact copies, which are never hard negatives. With ``labels`` (one per image), the nearest
@@ -250,18 +256,8 @@ def score_sample(
     def copy_words(key: str) -> np.ndarray:
         return np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1)
 
-    for name in names:
-        words, mirrored = hashes[name], hashes.get(mirror_key(name))
-        positives = np.bitwise_count(copy_words(name) ^ words[owner]).sum(axis=1)
-        if mirrored is not None:
-            positives = np.minimum.reduce(
-                [
-                    positives,
-                    np.bitwise_count(copy_words(name) ^ mirrored[owner]).sum(axis=1),
-                    np.bitwise_count(copy_words(mirror_key(name)) ^ words[owner]).sum(axis=1),
-                ]
-            )
-        scores[name] = EvidenceScores(
+    def hash_scores(positives: np.ndarray, words: np.ndarray, mirrored: np.ndarray | None) -> EvidenceScores:
+        return EvidenceScores(
             positives.astype(np.int64),
             nearest_hamming(sample, words, exclude, 1, mirrored),
             higher_is_closer=False,
@@ -269,6 +265,20 @@ def score_sample(
             if exclude_label is None
             else nearest_hamming(sample, words, exclude_label, 0, mirrored),
         )
+
+    for name in names:
+        words, mirrored = hashes[name], hashes.get(mirror_key(name))
+        direct = np.bitwise_count(copy_words(name) ^ words[owner]).sum(axis=1)
+        scores[name] = hash_scores(direct, words, None)
+        if mirrored is not None:
+            either = np.minimum.reduce(
+                [
+                    direct,
+                    np.bitwise_count(copy_words(name) ^ mirrored[owner]).sum(axis=1),
+                    np.bitwise_count(copy_words(mirror_key(name)) ^ words[owner]).sum(axis=1),
+                ]
+            )
+            scores[mirror_variant(name)] = hash_scores(either, words, mirrored)
     if embedder is not None and embeddings is not None and copies:
         size = (embedder.image_size, embedder.image_size)
         batches = [
@@ -293,6 +303,30 @@ def score_sample(
             else nearest_cosine(sample, embeddings, exclude_label, 0),
         )
     return scores
+
+
+def recall_at_target(scores: EvidenceScores, target: float) -> float:
+    threshold = choose_threshold(scores, target)
+    return 0.0 if threshold is None else precision_recall(scores, threshold)[1]
+
+
+def choose_mirroring(tune: dict[str, EvidenceScores], evidences: Sequence[str], target: float) -> frozenset[str]:
+    """Hashes worth matching mirror-aware: those whose mirror-aware variant recalls more copies at
+    the target precision (mirroring finds flipped copies but also doubles the chances of a false
+    match, so on some data it costs more than it gains)."""
+    per_evidence = per_evidence_target(target, len(evidences))
+    return frozenset(
+        name
+        for name in evidences
+        if mirror_variant(name) in tune
+        and recall_at_target(tune[mirror_variant(name)], per_evidence) > recall_at_target(tune[name], per_evidence)
+    )
+
+
+def select_variants(scores: dict[str, EvidenceScores], mirrored: frozenset[str]) -> dict[str, EvidenceScores]:
+    """Scores keyed by evidence, the mirror-aware variant for the hashes in ``mirrored``."""
+    base = [name for name in scores if not name.endswith(" mirror-aware")]
+    return {name: scores[mirror_variant(name)] if name in mirrored else scores[name] for name in base}
 
 
 @dataclass(frozen=True)

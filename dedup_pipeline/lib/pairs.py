@@ -26,11 +26,17 @@ class MatchThresholds:
     """A pair matches when any configured criterion holds.
 
     ``hamming`` maps a hash algorithm to its largest accepted distance (inclusive); ``cosine`` is
-    the smallest accepted embedding similarity (inclusive), or None to not match on embeddings.
+    the smallest accepted embedding similarity (inclusive), or None to not match on embeddings;
+    hashes in ``mirrored`` count the smaller of the direct and the mirrored distance.
     """
 
     hamming: Mapping[str, int] = field(default_factory=dict)
     cosine: float | None = None
+    mirrored: frozenset[str] = frozenset()  # hashes that also match the mirrored picture
+
+    def mirror_hashes(self, algorithm: str, hashes: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """The mirrored-picture hashes to match ``algorithm`` with, if it matches mirror-aware."""
+        return hashes.get(mirror_key(algorithm)) if algorithm in self.mirrored else None
 
 
 def exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +55,7 @@ def find_similar_pairs(
     """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
 
     Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash (the
-    smaller of the direct and the mirrored distance when mirror hashes are given),
+    smaller of the direct and the mirrored distance for hashes matched mirror-aware),
     ``hamming`` (smallest distance over the configured hashes), ``cosine`` and ``evidence``
     (comma-separated criteria that hold, in a fixed order).
     """
@@ -57,7 +63,7 @@ def find_similar_pairs(
         exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
     ]
     for algorithm, limit in thresholds.hamming.items():
-        mirrored = hashes.get(mirror_key(algorithm))
+        mirrored = thresholds.mirror_hashes(algorithm, hashes)
         if mirrored is None:
             i, j, _ = hamming_pairs(hashes[algorithm], limit)
         else:
@@ -81,7 +87,7 @@ def find_similar_pairs(
     for algorithm, words in hashes.items():
         if algorithm.endswith(MIRROR_SUFFIX):
             continue
-        mirrored = hashes.get(mirror_key(algorithm))
+        mirrored = thresholds.mirror_hashes(algorithm, hashes)
         distances = pair_distances(words, i, j) if mirrored is None else mirror_aware_distances(words, mirrored, i, j)
         columns[algorithm] = distances
         if algorithm in thresholds.hamming:

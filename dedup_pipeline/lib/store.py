@@ -126,9 +126,14 @@ def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
 
 def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:
     """The thresholds the match_thresholds asset chose (rows without a threshold do not match)."""
-    table = connection.execute(
-        "SELECT evidence, threshold FROM match_thresholds WHERE threshold IS NOT NULL AND evidence <> 'combined'"
+    rows = connection.execute(
+        "SELECT evidence, threshold, coalesce(mirror_aware, false) FROM match_thresholds "
+        "WHERE threshold IS NOT NULL AND evidence <> 'combined'"
     ).fetchall()
-    chosen = dict(table)
+    chosen = {evidence: threshold for evidence, threshold, _ in rows}
     cosine = chosen.pop(EMBEDDING, None)
-    return MatchThresholds(hamming={name: int(value) for name, value in chosen.items()}, cosine=cosine)
+    return MatchThresholds(
+        hamming={name: int(value) for name, value in chosen.items()},
+        cosine=cosine,
+        mirrored=frozenset(evidence for evidence, _, mirror in rows if mirror and evidence != EMBEDDING),
+    )

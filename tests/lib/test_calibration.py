@@ -7,16 +7,19 @@ from dedup_pipeline.lib.calibration import (
     SECOND_NEAREST,
     EvidenceScores,
     calibrate,
+    choose_mirroring,
     choose_negatives,
     choose_threshold,
     copy_like_share,
     half_of,
     labels_usable,
+    mirror_variant,
     nearest_hamming,
     per_evidence_target,
     precision_recall,
     sample_ids,
     score_sample,
+    select_variants,
     transforms_for,
     union_precision_recall,
     with_negatives,
@@ -119,3 +122,17 @@ def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
     results, (precision, recall) = calibrate(scores, scores, ["phash"], 0.9)
     assert results[0].threshold is not None and results[0].tune_precision >= 0.9
     assert 0 < recall <= 1 and precision >= 0.9
+
+
+def test_mirror_matching_is_kept_only_where_it_recalls_more() -> None:
+    negatives = np.array([20] * 100)
+    helps = {
+        "phash": EvidenceScores(np.array([1, 1, 30, 30]), negatives, False),
+        mirror_variant("phash"): EvidenceScores(np.array([1, 1, 1, 30]), negatives, False),
+        "dhash": EvidenceScores(np.array([1, 1, 1, 1]), negatives, False),
+        mirror_variant("dhash"): EvidenceScores(np.array([1, 1, 1, 1]), np.array([1] + [20] * 99), False),
+    }
+    mirrored = choose_mirroring(helps, ["phash", "dhash"], 0.99)
+    assert mirrored == {"phash"}
+    chosen = select_variants(helps, mirrored)
+    assert set(chosen) == {"phash", "dhash"} and chosen["phash"] is helps[mirror_variant("phash")]

@@ -45,6 +45,8 @@ def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> 
         "phash": np.array([[0], [2**64 - 1], [0b1111]], dtype=np.uint64),
         "phash_mirror": np.array([[2**64 - 1], [0b1], [2**40 - 1]], dtype=np.uint64),
     }
-    pairs = find_similar_pairs(images, hashes, None, MatchThresholds(hamming={"phash": 2}))
+    thresholds = MatchThresholds(hamming={"phash": 2}, mirrored=frozenset({"phash"}))
+    pairs = find_similar_pairs(images, hashes, None, thresholds)
     assert pairs.select("image_id_a", "image_id_b", "phash").rows() == [(0, 1, 0)]  # 0 equals 1 mirrored
     assert "phash_mirror" not in pairs.columns
+    assert find_similar_pairs(images, hashes, None, MatchThresholds(hamming={"phash": 2})).height == 0

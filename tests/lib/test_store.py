@@ -51,7 +51,14 @@ def test_write_table_replaces() -> None:
 
 def test_match_thresholds_are_read_back_for_the_join() -> None:
     connection = duckdb.connect()
-    table = pl.DataFrame({"evidence": ["phash", "dhash", "embedding", "combined"], "threshold": [9.0, None, 0.8, None]})
+    table = pl.DataFrame(
+        {
+            "evidence": ["phash", "dhash", "ahash", "embedding", "combined"],
+            "threshold": [9.0, None, 3.0, 0.8, None],
+            "mirror_aware": [True, True, False, None, None],
+        }
+    )
     write_table(connection, "match_thresholds", table)
     thresholds = read_match_thresholds(connection)
-    assert thresholds.hamming == {"phash": 9} and thresholds.cosine == 0.8
+    assert thresholds.hamming == {"phash": 9, "ahash": 3} and thresholds.cosine == 0.8
+    assert thresholds.mirrored == {"phash"}

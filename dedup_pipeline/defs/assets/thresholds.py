@@ -11,10 +11,12 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.calibration import (
     EMBEDDING,
     calibrate,
+    choose_mirroring,
     choose_negatives,
     labels_usable,
     sample_ids,
     score_sample,
+    select_variants,
     with_negatives,
 )
 from dedup_pipeline.lib.decoding import decode_image
@@ -28,6 +30,7 @@ MIN_CALIBRATION_IMAGES = 50  # per half
 THRESHOLD_SCHEMA = {
     "evidence": pl.String,
     "threshold": pl.Float64,
+    "mirror_aware": pl.Boolean,
     "source": pl.String,
     "target_precision": pl.Float64,
     "tune_precision": pl.Float64,
@@ -37,9 +40,16 @@ THRESHOLD_SCHEMA = {
 }
 
 
-def _row(evidence: str, threshold: float | None, source: str, target: float, *estimates: float | None) -> dict:
+def _row(
+    evidence: str, threshold: float | None, mirror: bool, source: str, target: float, *estimates: float | None
+) -> dict:
     values = list(estimates) + [None] * (4 - len(estimates))
-    return dict(zip(THRESHOLD_SCHEMA, [evidence, threshold, source, target, *values], strict=True))
+    return dict(zip(THRESHOLD_SCHEMA, [evidence, threshold, mirror, source, target, *values], strict=True))
+
+
+def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
+    """Fixed and fallback thresholds match mirror-aware whenever mirror hashes are computed."""
+    return dedup.mirror_hashes and evidence != EMBEDDING
 
 
 def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: dg.DagsterLogManager) -> list[dict]:  # noqa: ANN001 - a DuckDB connection
@@ -47,7 +57,7 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
         reason = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
-        return [_row(e, FALLBACK_THRESHOLDS[e], reason, dedup.target_precision) for e in evidences]
+        return [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), reason, dedup.target_precision) for e in evidences]
 
     hash_names = [e for e in evidences if e != EMBEDDING]
     hashes = read_hashes(connection, hash_names) if hash_names else {}
@@ -79,15 +89,18 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
 
     log.info(f"calibrating {evidences} on {len(tune_ids)} + {len(holdout_ids)} sampled images")
     tune = scores(tune_ids)
-    rule, share = choose_negatives(tune)
+    rule, share = choose_negatives({name: tune[name] for name in evidences})
+    tune, holdout = with_negatives(tune, rule), with_negatives(scores(holdout_ids), rule)
+    mirrored = choose_mirroring(tune, evidences, dedup.target_precision)
     results, (union_precision, union_recall) = calibrate(
-        with_negatives(tune, rule), with_negatives(scores(holdout_ids), rule), evidences, dedup.target_precision
+        select_variants(tune, mirrored), select_variants(holdout, mirrored), evidences, dedup.target_precision
     )
     negatives = f"negatives: {rule}; {share:.0%} of sampled images have a copy-like second-nearest image"
     rows = [
         _row(
             r.evidence,
             r.threshold,
+            r.evidence in mirrored,
             f"calibrated ({negatives})"
             if r.threshold is not None
             else f"calibrated: target precision unreachable, not used ({negatives})",
@@ -100,7 +113,17 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
         for r in results
     ]
     rows.append(
-        _row("combined", None, "held-out estimate", dedup.target_precision, None, None, union_precision, union_recall)
+        _row(
+            "combined",
+            None,
+            None,
+            "held-out estimate",
+            dedup.target_precision,
+            None,
+            None,
+            union_precision,
+            union_recall,
+        )
     )
     return rows
 
@@ -122,14 +145,16 @@ def match_thresholds(
     evidences = dedup.matching_evidence()
     fixed = dedup.fixed_thresholds()
     to_calibrate = [e for e in evidences if e not in fixed]
-    rows = [_row(e, fixed[e], "configured", dedup.target_precision) for e in evidences if e in fixed]
+    rows = [
+        _row(e, fixed[e], _mirrors(dedup, e), "configured", dedup.target_precision) for e in evidences if e in fixed
+    ]
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         if to_calibrate and dedup.calibrate:
             rows += _calibrated_rows(dedup, connection, to_calibrate, context.log)
         else:
             rows += [
-                _row(e, FALLBACK_THRESHOLDS[e], "fallback: calibration off", dedup.target_precision)
+                _row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), "fallback: calibration off", dedup.target_precision)
                 for e in to_calibrate
             ]
         table = pl.DataFrame(rows, schema=THRESHOLD_SCHEMA)
