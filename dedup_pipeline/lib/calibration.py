@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.embedding import Embedder
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
 from dedup_pipeline.lib.transforms import transform_named
@@ -303,6 +305,21 @@ def score_sample(
             else nearest_cosine(sample, embeddings, exclude_label, 0),
         )
     return scores
+
+
+def decode_sample(
+    root: Path, paths: Sequence[str], ids: np.ndarray, max_pixels: int
+) -> tuple[np.ndarray, list[Image.Image]]:
+    """Decode the sampled images again (calibration needs their pixels); files that vanished or no
+    longer decode since the manifest was built are left out of the sample rather than failing."""
+    kept, pictures = [], []
+    for image_id in ids.tolist():
+        try:
+            pictures.append(decode_image((root / paths[image_id]).read_bytes(), max_pixels).rgb)
+        except (OSError, DecodeError):
+            continue
+        kept.append(image_id)
+    return np.array(kept, dtype=np.int64), pictures
 
 
 def recall_at_target(scores: EvidenceScores, target: float) -> float:

@@ -11,6 +11,7 @@ from dedup_pipeline.lib.calibration import (
     choose_negatives,
     choose_threshold,
     copy_like_share,
+    decode_sample,
     half_of,
     labels_usable,
     mirror_variant,
@@ -136,3 +137,12 @@ def test_mirror_matching_is_kept_only_where_it_recalls_more() -> None:
     assert mirrored == {"phash"}
     chosen = select_variants(helps, mirrored)
     assert set(chosen) == {"phash", "dhash"} and chosen["phash"] is helps[mirror_variant("phash")]
+
+
+def test_sampled_files_that_vanished_or_broke_are_left_out(tmp_path) -> None:
+    paths = ["a.png", "gone.png", "broken.png", "b.png"]
+    for name in ("a.png", "b.png"):
+        smooth_picture(len(name)).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"not an image any more")
+    ids, pictures = decode_sample(tmp_path, paths, np.arange(4), 10**7)
+    assert ids.tolist() == [0, 3] and len(pictures) == 2

@@ -13,13 +13,13 @@ from dedup_pipeline.lib.calibration import (
     calibrate,
     choose_mirroring,
     choose_negatives,
+    decode_sample,
     labels_usable,
     sample_ids,
     score_sample,
     select_variants,
     with_negatives,
 )
-from dedup_pipeline.lib.decoding import decode_image
 from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.sources import data_root
 from dedup_pipeline.lib.store import read_embeddings, read_hashes, read_manifest, write_table
@@ -70,11 +70,10 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
     exact_keys = manifest["pixel_sha256"].to_numpy()
     labels = manifest["label"].to_numpy() if labels_usable(manifest["label"].to_list()) else None
 
+    paths = manifest["path"].to_list()
+
     def scores(ids: np.ndarray) -> dict:
-        pictures = [
-            decode_image((root / path).read_bytes(), dedup.max_image_pixels).rgb
-            for path in manifest["path"].gather(ids).to_list()
-        ]
+        ids, pictures = decode_sample(root, paths, ids, dedup.max_image_pixels)
         return score_sample(
             ids,
             pictures,
