@@ -32,6 +32,13 @@ from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.embedding import Embedder
+from dedup_pipeline.lib.extraction import embedding_input
+from dedup_pipeline.lib.hamming_join import (
+    cross_distances,
+    mirror_aware_cross_distances,
+    mirror_aware_distances,
+    pair_distances,
+)
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
 from dedup_pipeline.lib.transforms import transform_named
 
@@ -96,20 +103,6 @@ class EvidenceScores:
     other_label_negatives: np.ndarray | None = None  # source vs its nearest image with another label
 
 
-def _distances_to(words: np.ndarray, mirrored: np.ndarray | None, image_id: int) -> np.ndarray:
-    """Hamming distance from one image to every image, mirror-aware when mirror hashes are given."""
-    distance = np.bitwise_count(words ^ words[image_id]).sum(axis=1)
-    if mirrored is not None:
-        distance = np.minimum.reduce(
-            [
-                distance,
-                np.bitwise_count(mirrored ^ words[image_id]).sum(axis=1),
-                np.bitwise_count(words ^ mirrored[image_id]).sum(axis=1),
-            ]
-        )
-    return distance.astype(np.int64)
-
-
 def nearest_hamming(
     sample: np.ndarray,
     hashes: np.ndarray,
@@ -119,11 +112,15 @@ def nearest_hamming(
 ) -> np.ndarray:
     """For each sampled image, the ``rank``-th smallest (0 = smallest) Hamming distance to an image
     not in ``exclude[k]``."""
-    words = np.ascontiguousarray(hashes, dtype=np.uint64)
-    mirror = None if mirrored is None else np.ascontiguousarray(mirrored, dtype=np.uint64)
+    everyone = np.arange(len(hashes))
     result = np.empty(len(sample), dtype=np.int64)
     for row, image_id in enumerate(sample):
-        distance = _distances_to(words, mirror, image_id)
+        this = np.full(len(hashes), image_id)
+        distance = (
+            pair_distances(hashes, this, everyone)
+            if mirrored is None
+            else mirror_aware_distances(hashes, mirrored, this, everyone)
+        )
         distance[exclude[row]] = np.iinfo(np.int64).max
         result[row] = np.partition(distance, rank)[rank]
     return result
@@ -268,30 +265,18 @@ def score_sample(
             else nearest_hamming(sample, words, exclude_label, 0, mirrored),
         )
 
+    each_copy = np.arange(len(copies))
     for name in names:
         words, mirrored = hashes[name], hashes.get(mirror_key(name))
-        direct = np.bitwise_count(copy_words(name) ^ words[owner]).sum(axis=1)
-        scores[name] = hash_scores(direct, words, None)
+        scores[name] = hash_scores(cross_distances(copy_words(name), words, each_copy, owner), words, None)
         if mirrored is not None:
-            either = np.minimum.reduce(
-                [
-                    direct,
-                    np.bitwise_count(copy_words(name) ^ mirrored[owner]).sum(axis=1),
-                    np.bitwise_count(copy_words(mirror_key(name)) ^ words[owner]).sum(axis=1),
-                ]
+            either = mirror_aware_cross_distances(
+                copy_words(name), copy_words(mirror_key(name)), words, mirrored, each_copy, owner
             )
             scores[mirror_variant(name)] = hash_scores(either, words, mirrored)
     if embedder is not None and embeddings is not None and copies:
-        size = (embedder.image_size, embedder.image_size)
         batches = [
-            embedder.embed(
-                np.stack(
-                    [
-                        np.asarray(c.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
-                        for c in copies[k : k + 64]
-                    ]
-                )
-            )
+            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + 64]]))
             for k in range(0, len(copies), 64)
         ]
         copy_vectors = np.concatenate(batches)

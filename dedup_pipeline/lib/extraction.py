@@ -83,10 +83,6 @@ def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFea
     except Exception as error:  # a decoder bug on one file must not stop the run: record it
         return ImageFailure(f"decoder error: {type(error).__name__}: {error}")
     rgb = decoded.rgb
-    embedding_input = None
-    if settings.embedding_size:
-        size = (settings.embedding_size, settings.embedding_size)
-        embedding_input = np.asarray(rgb.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
     return ImageFeatures(
         bytes=len(data),
         width=decoded.width,
@@ -100,8 +96,15 @@ def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFea
         hashes=perceptual_hashes(
             rgb.convert("L"), settings.hash_size, settings.hash_algorithms, settings.mirrored_algorithms
         ),
-        embedding_input=embedding_input,
+        embedding_input=embedding_input(rgb, settings.embedding_size) if settings.embedding_size else None,
     )
+
+
+def embedding_input(picture: Image.Image, size: int) -> np.ndarray:
+    """The model's (size, size, 3) uint8 input for a picture: the whole picture, squashed (a crop
+    would lose the borders copies differ in). Calibration prepares its synthetic copies with this
+    too, so their embeddings compare with the stored ones."""
+    return np.asarray(picture.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0))
 
 
 def _extract_many(

@@ -88,8 +88,26 @@ def mirror_aware_pairs(
 
 
 def mirror_aware_distances(hashes: np.ndarray, mirrored: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Mirror-aware distance of given pairs of images of one hash array."""
+    return mirror_aware_cross_distances(hashes, mirrored, hashes, mirrored, i, j)
+
+
+def mirror_aware_cross_distances(
+    left: np.ndarray,
+    left_mirrored: np.ndarray,
+    right: np.ndarray,
+    right_mirrored: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+) -> np.ndarray:
+    """The smaller of the direct distance between ``left[i]`` and ``right[j]`` and the distance with
+    either side mirrored (mirroring both sides is the direct distance again, up to hash rounding)."""
     return np.minimum.reduce(
-        [pair_distances(hashes, i, j), cross_distances(hashes, mirrored, i, j), cross_distances(hashes, mirrored, j, i)]
+        [
+            cross_distances(left, right, i, j),
+            cross_distances(left, right_mirrored, i, j),
+            cross_distances(left_mirrored, right, i, j),
+        ]
     )
 
 
@@ -104,5 +122,4 @@ def cross_distances(left: np.ndarray, right: np.ndarray, i: np.ndarray, j: np.nd
 
 def pair_distances(hashes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Hamming distance of given pairs (for evidence found by another criterion)."""
-    words = np.asarray(hashes, dtype=np.uint64)
-    return np.bitwise_count(words[i] ^ words[j]).sum(axis=1).astype(np.int64)
+    return cross_distances(hashes, hashes, i, j)
