@@ -11,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from dedup_pipeline.lib.calibration import EMBEDDING
 from dedup_pipeline.lib.embedding import NO_EMBEDDING
 from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
 
 DUCKDB_POOL = "duckdb"
@@ -120,12 +120,12 @@ class DedupConfig(dg.ConfigurableResource):
         embeddings = self.embedding_model != NO_EMBEDDING and (
             self.match_embeddings or self.cosine_threshold is not None
         )
-        return hashes + ([EMBEDDING] if embeddings else [])
+        return hashes + ([EMBEDDING_EVIDENCE] if embeddings else [])
 
     def fixed_thresholds(self) -> dict[str, float]:
         fixed: dict[str, float] = {name: float(limit) for name, limit in self.hamming_thresholds.items()}
         if self.cosine_threshold is not None:
-            fixed[EMBEDDING] = self.cosine_threshold
+            fixed[EMBEDDING_EVIDENCE] = self.cosine_threshold
         return fixed
 
     def worker_count(self) -> int:

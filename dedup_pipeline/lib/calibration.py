@@ -40,6 +40,7 @@ from dedup_pipeline.lib.hamming_join import (
     pair_distances,
 )
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.transforms import transform_named
 
 CALIBRATION_TRANSFORMS: tuple[str, ...] = (
@@ -62,7 +63,6 @@ CALIBRATION_TRANSFORMS: tuple[str, ...] = (
     "text overlay 10%",
     "screenshot chain 2 rounds",
 )
-EMBEDDING = "embedding"
 
 
 def mirror_variant(name: str) -> str:
@@ -281,7 +281,7 @@ def score_sample(
         ]
         copy_vectors = np.concatenate(batches)
         positives = np.einsum("nd,nd->n", copy_vectors, embeddings[owner])
-        scores[EMBEDDING] = EvidenceScores(
+        scores[EMBEDDING_EVIDENCE] = EvidenceScores(
             positives,
             nearest_cosine(sample, embeddings, exclude, 1),
             higher_is_closer=True,

@@ -16,9 +16,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dedup_pipeline.lib.calibration import EMBEDDING
 from dedup_pipeline.lib.hashing import mirror_key
-from dedup_pipeline.lib.pairs import MatchThresholds
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, MatchThresholds
 
 CONTRACT_VIEWS: dict[str, str] = {
     "image_errors": "SELECT path, split, reason FROM image_failures",
@@ -131,9 +130,9 @@ def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresho
         "WHERE threshold IS NOT NULL AND evidence <> 'combined'"
     ).fetchall()
     chosen = {evidence: threshold for evidence, threshold, _ in rows}
-    cosine = chosen.pop(EMBEDDING, None)
+    cosine = chosen.pop(EMBEDDING_EVIDENCE, None)
     return MatchThresholds(
         hamming={name: int(value) for name, value in chosen.items()},
         cosine=cosine,
-        mirrored=frozenset(evidence for evidence, _, mirror in rows if mirror and evidence != EMBEDDING),
+        mirrored=frozenset(evidence for evidence, _, mirror in rows if mirror and evidence != EMBEDDING_EVIDENCE),
     )

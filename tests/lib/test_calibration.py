@@ -2,7 +2,6 @@ import numpy as np
 
 from dedup_pipeline.lib.calibration import (
     CALIBRATION_TRANSFORMS,
-    EMBEDDING,
     NEAREST_OTHER_LABEL,
     SECOND_NEAREST,
     EvidenceScores,
@@ -26,6 +25,7 @@ from dedup_pipeline.lib.calibration import (
     with_negatives,
 )
 from dedup_pipeline.lib.hashing import perceptual_hashes
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.transforms import transform_named
 from tests.conftest import smooth_picture
 from tests.lib.test_extraction import MeanColourEmbedder
@@ -118,7 +118,7 @@ def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
         sample, [pictures[k] for k in sample], hashes, embeddings, np.arange(30), labels, 8, embedder, 4
     )
     assert scores["phash"].other_label_negatives is not None
-    assert set(scores) == {"phash", EMBEDDING}
+    assert set(scores) == {"phash", EMBEDDING_EVIDENCE}
     assert len(scores["phash"].positives) == 40 and len(scores["phash"].negatives) == 10
     results, (precision, recall) = calibrate(scores, scores, ["phash"], 0.9)
     assert results[0].threshold is not None and results[0].tune_precision >= 0.9

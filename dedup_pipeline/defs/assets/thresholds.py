@@ -2,6 +2,7 @@
 fallbacks when the dataset is too small to calibrate."""
 
 import dagster as dg
+import duckdb
 import numpy as np
 import polars as pl
 from dagster_duckdb import DuckDBResource
@@ -9,7 +10,6 @@ from dagster_duckdb import DuckDBResource
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.calibration import (
-    EMBEDDING,
     calibrate,
     choose_mirroring,
     choose_negatives,
@@ -21,11 +21,12 @@ from dedup_pipeline.lib.calibration import (
     with_negatives,
 )
 from dedup_pipeline.lib.embedding import load_embedder
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.sources import data_root
 from dedup_pipeline.lib.store import read_embeddings, read_hashes, read_manifest, write_table
 
 # Used when calibration is off or the dataset is too small to calibrate.
-FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING: 0.85}
+FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING_EVIDENCE: 0.85}
 MIN_CALIBRATION_IMAGES = 50  # per half
 THRESHOLD_SCHEMA = {
     "evidence": pl.String,
@@ -49,19 +50,21 @@ def _row(
 
 def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
     """Fixed and fallback thresholds match mirror-aware whenever mirror hashes are computed."""
-    return dedup.mirror_hashes and evidence != EMBEDDING
+    return dedup.mirror_hashes and evidence != EMBEDDING_EVIDENCE
 
 
-def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: dg.DagsterLogManager) -> list[dict]:  # noqa: ANN001 - a DuckDB connection
+def _calibrated_rows(
+    dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, evidences: list[str], log: dg.DagsterLogManager
+) -> list[dict]:
     manifest = read_manifest(connection)
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
         reason = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
         return [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), reason, dedup.target_precision) for e in evidences]
 
-    hash_names = [e for e in evidences if e != EMBEDDING]
+    hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
     hashes = read_hashes(connection, hash_names) if hash_names else {}
-    embeddings = read_embeddings(connection) if EMBEDDING in evidences else None
+    embeddings = read_embeddings(connection) if EMBEDDING_EVIDENCE in evidences else None
     embedder = None
     if embeddings is not None:
         size = connection.execute("SELECT max(image_size) FROM image_embeddings").fetchone()[0]
@@ -131,9 +134,11 @@ def _calibrated_rows(dedup: DedupConfig, connection, evidences: list[str], log: 
     deps=["image_manifest", "image_hashes", "image_embeddings"],
     description=(
         "The threshold of each evidence type used by the similarity join, and where it came from: "
-        "fixed in config, calibrated on this dataset (synthetic copies of sampled images against "
-        "their second-nearest images, tuned on one half of the images, precision and recall "
-        "estimated on the other half), or a fallback when the dataset is too small to calibrate."
+        "fixed in config, calibrated on this dataset (synthetic copies of sampled images against hard "
+        "negatives: their second-nearest images, or in heavily duplicated labelled data their nearest "
+        "image with another label; tuned on one half of the images, precision and recall estimated on "
+        "the other half), or a fallback when the dataset is too small to calibrate. Also whether each "
+        "hash matches mirror-aware."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
