@@ -9,10 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.cosine_join import cosine_pairs
-from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_pairs
-from dedup_pipeline.lib.hashing import mirror_key
-from dedup_pipeline.lib.pairs import EXACT_EVIDENCE, MatchThresholds, exact_pairs
+from dedup_pipeline.lib.pairs import MatchThresholds, candidate_pairs
 
 
 @dataclass(frozen=True)
@@ -56,17 +53,5 @@ def recipe_pairs(
     manifest: pl.DataFrame, hashes: dict[str, np.ndarray], embeddings: np.ndarray | None, recipe: Recipe
 ) -> np.ndarray:
     """Unique pairs ``(i, j)``, ``i < j``, that the recipe matches, as an (n, 2) array."""
-    found = [np.zeros((0, 2), dtype=np.int64)]
-    if recipe.exact:
-        found += [np.stack(exact_pairs(manifest, column), axis=1) for column in EXACT_EVIDENCE.values()]
-    for name, limit in recipe.hamming.items():
-        mirrored = hashes.get(mirror_key(name)) if name in recipe.mirrored else None
-        if mirrored is None:
-            i, j, _ = hamming_pairs(hashes[name], limit)
-        else:
-            i, j, _ = mirror_aware_pairs(hashes[name], mirrored, limit)
-        found.append(np.stack([i, j], axis=1))
-    if recipe.cosine is not None and embeddings is not None:
-        i, j, _ = cosine_pairs(embeddings, recipe.cosine)
-        found.append(np.stack([i, j], axis=1))
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0)
+    thresholds = MatchThresholds(hamming=recipe.hamming, cosine=recipe.cosine, mirrored=recipe.mirrored)
+    return candidate_pairs(manifest, hashes, embeddings, thresholds, exact=recipe.exact)[0]

@@ -46,6 +46,33 @@ def exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.nda
     return joined["image_id"].to_numpy(), joined["image_id_b"].to_numpy()
 
 
+def candidate_pairs(
+    manifest: pl.DataFrame,
+    hashes: Mapping[str, np.ndarray],
+    embeddings: np.ndarray | None,
+    thresholds: MatchThresholds,
+    exact: bool = True,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Unique pairs ``(i, j)``, ``i < j``, that any criterion matches, as an (n, 2) array sorted by
+    ``(i, j)``, and the cosine join's own ``(i, j, similarity)`` when it ran. ``exact`` adds pairs
+    with identical file bytes or decoded pixels."""
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    if exact:
+        found += [np.stack(exact_pairs(manifest, column), axis=1) for column in EXACT_EVIDENCE.values()]
+    for algorithm, limit in thresholds.hamming.items():
+        mirrored = thresholds.mirror_hashes(algorithm, hashes)
+        if mirrored is None:
+            i, j, _ = hamming_pairs(hashes[algorithm], limit)
+        else:
+            i, j, _ = mirror_aware_pairs(hashes[algorithm], mirrored, limit)
+        found.append(np.stack([i, j], axis=1))
+    cosine_found = None
+    if thresholds.cosine is not None and embeddings is not None:
+        cosine_found = cosine_pairs(embeddings, thresholds.cosine)
+        found.append(np.stack(cosine_found[:2], axis=1))
+    return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
+
+
 def find_similar_pairs(
     manifest: pl.DataFrame,
     hashes: Mapping[str, np.ndarray],
@@ -59,25 +86,8 @@ def find_similar_pairs(
     ``hamming`` (smallest distance over the configured hashes), ``cosine`` and ``evidence``
     (comma-separated criteria that hold, in a fixed order).
     """
-    candidates: list[tuple[np.ndarray, np.ndarray]] = [
-        exact_pairs(manifest, column) for column in EXACT_EVIDENCE.values()
-    ]
-    for algorithm, limit in thresholds.hamming.items():
-        mirrored = thresholds.mirror_hashes(algorithm, hashes)
-        if mirrored is None:
-            i, j, _ = hamming_pairs(hashes[algorithm], limit)
-        else:
-            i, j, _ = mirror_aware_pairs(hashes[algorithm], mirrored, limit)
-        candidates.append((i, j))
-    cosine_found = None
-    if thresholds.cosine is not None and embeddings is not None:
-        cosine_found = cosine_pairs(embeddings, thresholds.cosine)
-        candidates.append(cosine_found[:2])
-
-    stacked = np.unique(
-        np.concatenate([np.stack([i, j], axis=1).astype(np.int64) for i, j in candidates]).reshape(-1, 2), axis=0
-    )
-    i, j = stacked[:, 0], stacked[:, 1]
+    pairs, cosine_found = candidate_pairs(manifest, hashes, embeddings, thresholds)
+    i, j = pairs[:, 0], pairs[:, 1]
 
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
     criteria: dict[str, np.ndarray] = {}

@@ -1,7 +1,7 @@
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.pairs import MatchThresholds, directed_pairs, find_similar_pairs
+from dedup_pipeline.lib.pairs import MatchThresholds, candidate_pairs, directed_pairs, find_similar_pairs
 
 
 def manifest(content: list[str], pixels: list[str]) -> pl.DataFrame:
@@ -50,3 +50,13 @@ def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> 
     assert pairs.select("image_id_a", "image_id_b", "phash").rows() == [(0, 1, 0)]  # 0 equals 1 mirrored
     assert "phash_mirror" not in pairs.columns
     assert find_similar_pairs(images, hashes, None, MatchThresholds(hamming={"phash": 2})).height == 0
+
+
+def test_candidate_pairs_without_exact_evidence() -> None:
+    images = manifest(["a", "a", "b"], ["p", "p", "q"])
+    hashes = {"phash": np.array([[0], [2**64 - 1], [1]], dtype=np.uint64)}
+    thresholds = MatchThresholds(hamming={"phash": 1})
+    with_exact, _ = candidate_pairs(images, hashes, None, thresholds)
+    without_exact, cosine_found = candidate_pairs(images, hashes, None, thresholds, exact=False)
+    assert with_exact.tolist() == [[0, 1], [0, 2]] and without_exact.tolist() == [[0, 2]]
+    assert cosine_found is None
