@@ -18,6 +18,7 @@ from dedup_pipeline.evaluation.suite import SuiteScore, best_at_precision, build
 from dedup_pipeline.evaluation.suite import score_recipe as score_suite
 from dedup_pipeline.lib.demo_dataset import ORIGINALS, skimage_photo
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.transforms import TRANSFORMS
 
 TARGET_PRECISION = 0.99
@@ -115,7 +116,7 @@ def suite_section(title: str, run: StoredRun) -> list[str]:
         "",
     ]
     hashes = [name for name in run.hashes if not name.endswith(MIRROR_SUFFIX)]
-    points = [best_at_precision(run, evidence, TARGET_PRECISION) for evidence in [*hashes, "embedding"]]
+    points = [best_at_precision(run, evidence, TARGET_PRECISION) for evidence in [*hashes, EMBEDDING_EVIDENCE]]
     lines += _table(
         ["evidence", "threshold", "recall", "precision"],
         [(p.evidence, p.threshold, p.recall, p.precision) for p in points if p is not None],

@@ -23,6 +23,7 @@ from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.cosine_join import cosine_pairs
 from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_pairs
 from dedup_pipeline.lib.hashing import mirror_key
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.transforms import TRANSFORMS, Transform
 
 ORIGINAL = "original"
@@ -101,7 +102,7 @@ class SweepPoint:
 
 def best_at_precision(run: StoredRun, evidence: str, target: float) -> SweepPoint | None:
     """The loosest threshold of one evidence type whose suite precision is >= ``target``."""
-    if evidence == "embedding":
+    if evidence == EMBEDDING_EVIDENCE:
         if run.embeddings is None:
             return None
         i, j, similarity = cosine_pairs(run.embeddings, 0.5)
