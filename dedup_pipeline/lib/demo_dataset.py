@@ -7,7 +7,6 @@ compare what was planted with what the pipeline found.
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import skimage
 from PIL import Image, ImageEnhance, ImageOps
+
+from dedup_pipeline.lib.transforms import centre_crop, jpeg
 
 PLANTED_PAIRS_FILE = "planted_pairs.csv"
 
@@ -54,17 +55,6 @@ class PlantedCopy:
     make: Callable[[Image.Image], Image.Image]
 
 
-def _reencode(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return Image.open(io.BytesIO(buffer.getvalue()))
-
-
-def _crop(image: Image.Image, keep: float) -> Image.Image:
-    margin_x, margin_y = int(image.width * (1 - keep) / 2), int(image.height * (1 - keep) / 2)
-    return image.crop((margin_x, margin_y, image.width - margin_x, image.height - margin_y))
-
-
 PLANTED: tuple[PlantedCopy, ...] = (
     PlantedCopy(
         "astronaut.png",
@@ -72,7 +62,7 @@ PLANTED: tuple[PlantedCopy, ...] = (
         "person",
         "astronaut_q30.jpg",
         "JPEG re-encode, quality 30",
-        lambda im: _reencode(im, 30),
+        lambda im: jpeg(im, 30),
     ),
     PlantedCopy(
         "chelsea.png",
@@ -83,7 +73,7 @@ PLANTED: tuple[PlantedCopy, ...] = (
         lambda im: im.resize((im.width // 2, im.height // 2), Image.Resampling.BICUBIC),
     ),
     PlantedCopy(
-        "coffee.png", "test", "object", "coffee_crop.png", "centre crop keeping 90%", lambda im: _crop(im, 0.9)
+        "coffee.png", "test", "object", "coffee_crop.png", "centre crop keeping 90%", lambda im: centre_crop(im, 0.9)
     ),
     PlantedCopy(
         "rocket.jpg",
@@ -100,7 +90,7 @@ PLANTED: tuple[PlantedCopy, ...] = (
         "texture",
         "hubble_relabelled.jpg",
         "JPEG re-encode, other label (label conflict)",
-        lambda im: _reencode(im, 85),
+        lambda im: jpeg(im, 85),
     ),
 )
 

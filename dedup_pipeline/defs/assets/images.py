@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from dedup_pipeline.defs.metadata import ProgressLogger, table_metadata, timed
+from dedup_pipeline.defs.metadata import ProgressLogger, preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
@@ -97,7 +97,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
             **table_metadata(extracted.manifest, duckdb.database, "image_manifest"),
             "data_root": str(sources.root),
             "failures": failures.height,
-            "failure_preview": table_metadata(failures, duckdb.database, "image_failures")["preview"],
+            "failure_preview": preview(failures),
             **timings,
         },
     )
