@@ -60,6 +60,11 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         "--no-calibration", action="store_true", help="use fixed fallback thresholds instead of calibrating"
     )
     parser.add_argument(
+        "--no-verification",
+        action="store_true",
+        help="match on the calibrated thresholds alone instead of training a pair verifier",
+    )
+    parser.add_argument(
         "--target-precision",
         type=float,
         default=defaults["target_precision"].default,
@@ -91,6 +96,7 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
     options: dict[str, object] = {
         "data": str(Path(data).expanduser().resolve()),
         "calibrate": not args.no_calibration,
+        "verify": not args.no_verification,
         "target_precision": args.target_precision,
         "embedding_model": args.embedding_model,
         "embedding_image_size": args.embedding_image_size,

@@ -74,6 +74,12 @@ class DedupConfig(dg.ConfigurableResource):
         description="Choose thresholds not fixed above from the dataset itself: synthetic copies of sampled "
         "images versus their second-nearest images, tuned on one half of the images, reported on the other.",
     )
+    verify: bool = Field(
+        default=True,
+        description="With calibration: train a pair verifier on the dataset's own synthetic copies and let it judge "
+        "candidate pairs (each image's nearest look-alikes and the calibrated threshold matches) by aligning their "
+        "thumbnails; exact copies always count.",
+    )
     target_precision: float = Field(default=0.99, description="Precision the calibrated thresholds aim for.")
     calibration_images: int = Field(default=200, description="Images sampled per half for calibration.")
     calibration_transforms_per_image: int = Field(default=6, description="Synthetic copies per sampled image.")

@@ -60,7 +60,7 @@ def _found(matched: set[tuple[int, int]], wanted: np.ndarray) -> float:
 
 
 def score_recipe(run: StoredRun, recipe: Recipe, test_train: pl.DataFrame, test_test: pl.DataFrame) -> CifarScore:
-    pairs = recipe_pairs(run.manifest, run.hashes, run.embeddings, recipe)
+    pairs = recipe_pairs(run, recipe)
     matched = {tuple(pair) for pair in pairs.tolist()}
     split = run.manifest["split"].to_numpy()
     cross = pairs[split[pairs[:, 0]] != split[pairs[:, 1]]]

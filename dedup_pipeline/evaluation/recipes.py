@@ -1,6 +1,7 @@
 """Matching recipes to compare: each evidence type alone, the pipeline's combined default, and the
 anchor recipes other tools ship. A recipe is an OR of criteria, evaluated on the hashes and
-embeddings a pipeline run stored."""
+embeddings a pipeline run stored, or a selection of the pairs the run itself stored (the combined
+default is always exactly what the pipeline wrote to ``similar_pairs``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.pairs import MatchThresholds, candidate_pairs
+from dedup_pipeline.evaluation.runs import StoredRun
+from dedup_pipeline.lib.pairs import VERIFIED_EVIDENCE, MatchThresholds, candidate_pairs
+
+STORED_ALL = "all"
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class Recipe:
     cosine: float | None = None
     exact: bool = False  # identical bytes or pixels also match
     mirrored: frozenset[str] = frozenset()  # hashes that also match the mirrored picture
+    stored: str | None = None  # the run's own pairs: STORED_ALL, or those with this evidence
 
 
 ANCHORS: tuple[Recipe, ...] = (
@@ -41,17 +46,28 @@ def evidence_recipes(thresholds: MatchThresholds) -> list[Recipe]:
     ]
     if thresholds.cosine is not None:
         recipes.append(Recipe(f"embedding cosine >= {thresholds.cosine:.3f}", cosine=thresholds.cosine))
-    recipes.append(
-        Recipe(
-            "combined default", dict(thresholds.hamming), thresholds.cosine, exact=True, mirrored=thresholds.mirrored
+    if thresholds.verifier is not None:
+        union = Recipe(
+            "thresholds' union (exact or any threshold, no verifier)",
+            dict(thresholds.hamming),
+            thresholds.cosine,
+            exact=True,
+            mirrored=thresholds.mirrored,
         )
-    )
+        verified = Recipe(
+            f"pair verifier, probability >= {thresholds.verifier.threshold:.3f}", stored=VERIFIED_EVIDENCE
+        )
+        recipes += [union, verified]
+    recipes.append(Recipe("combined default", stored=STORED_ALL))
     return recipes
 
 
-def recipe_pairs(
-    manifest: pl.DataFrame, hashes: dict[str, np.ndarray], embeddings: np.ndarray | None, recipe: Recipe
-) -> np.ndarray:
+def recipe_pairs(run: StoredRun, recipe: Recipe) -> np.ndarray:
     """Unique pairs ``(i, j)``, ``i < j``, that the recipe matches, as an (n, 2) array."""
+    if recipe.stored is not None:
+        pairs = run.pairs
+        if recipe.stored != STORED_ALL:
+            pairs = pairs.filter(pl.col("evidence").str.split(",").list.contains(recipe.stored))
+        return pairs.select("image_id_a", "image_id_b").to_numpy().astype(np.int64).reshape(-1, 2)
     thresholds = MatchThresholds(hamming=recipe.hamming, cosine=recipe.cosine, mirrored=recipe.mirrored)
-    return candidate_pairs(manifest, hashes, embeddings, thresholds, exact=recipe.exact)[0]
+    return candidate_pairs(run.manifest, run.hashes, run.embeddings, thresholds, exact=recipe.exact)[0]

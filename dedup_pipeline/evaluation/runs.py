@@ -24,6 +24,7 @@ class StoredRun:
     embeddings: np.ndarray | None
     thresholds: MatchThresholds  # what the run used (calibrated or fixed)
     threshold_table: pl.DataFrame
+    pairs: pl.DataFrame  # the run's similar_pairs
     seconds: float
 
 
@@ -50,5 +51,6 @@ def run_pipeline(data: Path, database: Path, **options: object) -> StoredRun:
             embeddings=read_embeddings(connection),
             thresholds=read_match_thresholds(connection),
             threshold_table=read_table(connection, "match_thresholds"),
+            pairs=read_table(connection, "similar_pairs", order_by="image_id_a, image_id_b"),
             seconds=seconds,
         )

@@ -89,7 +89,7 @@ def score_pairs(run: StoredRun, pairs: np.ndarray, recipe: str) -> SuiteScore:
 
 
 def score_recipe(run: StoredRun, recipe: Recipe) -> SuiteScore:
-    return score_pairs(run, recipe_pairs(run.manifest, run.hashes, run.embeddings, recipe), recipe.name)
+    return score_pairs(run, recipe_pairs(run, recipe), recipe.name)
 
 
 @dataclass

@@ -41,7 +41,9 @@ from dedup_pipeline.lib.hamming_join import (
 )
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.transforms import transform_named
+from dedup_pipeline.lib.verification import ImageSignals
 
 CALIBRATION_TRANSFORMS: tuple[str, ...] = (
     "jpeg q50",
@@ -215,45 +217,73 @@ def union_precision_recall(scores: dict[str, EvidenceScores], thresholds: dict[s
     return (tpr / (tpr + fpr) if tpr + fpr else 1.0), tpr
 
 
-def score_sample(
+@dataclass(frozen=True)
+class SyntheticCopies:
+    """Transformed copies of sampled images: ``owner[k]`` is the image id copy ``k`` was made from;
+    ``signals`` holds their thumbnails, hashes (with mirror hashes) and embeddings, computed
+    exactly as for stored images."""
+
+    owner: np.ndarray
+    signals: ImageSignals
+
+
+def synthesize_copies(
     sample: np.ndarray,
     pictures: Sequence[Image.Image],
-    hashes: dict[str, np.ndarray],
-    embeddings: np.ndarray | None,
-    exact_keys: np.ndarray,
-    labels: np.ndarray | None,
+    hash_names: Sequence[str],
+    mirrored_names: Sequence[str],
     hash_size: int,
     embedder: Embedder | None,
     transforms_per_image: int,
-) -> dict[str, EvidenceScores]:
-    """Positive and hard-negative scores of every evidence type for the sampled images; hashes
-    stored with mirror hashes are also scored mirror-aware, under :func:`mirror_variant` keys.
-
-    ``pictures[k]`` is the canonical decode of image ``sample[k]``; ``exact_keys`` (one per image)
-    marks exact copies, which are never hard negatives. With ``labels`` (one per image), the nearest
-    image with another label is scored too, for :func:`choose_negatives`.
-    """
+) -> SyntheticCopies:
+    """``transforms_per_image`` copies of each sampled image (``pictures[k]`` is the canonical
+    decode of image ``sample[k]``)."""
     copies: list[Image.Image] = []
     owners: list[int] = []
     for image_id, picture in zip(sample.tolist(), pictures, strict=True):
         for name in transforms_for(image_id, transforms_per_image):
             copies.append(transform_named(name).apply(picture))
             owners.append(image_id)
-    owner = np.array(owners, dtype=np.int64)
+    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, hash_names, mirrored_names) for copy in copies]
+    keys = [*hash_names, *map(mirror_key, mirrored_names)]
+    hashes = {key: np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1) for key in keys}
+    embeddings = None
+    if embedder is not None:
+        batches = [
+            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + 64]]))
+            for k in range(0, len(copies), 64)
+        ]
+        embeddings = np.concatenate(batches) if batches else np.zeros((0, embedder.dimension), dtype=np.float32)
+    thumbnails = (
+        np.stack([thumbnail(copy) for copy in copies])
+        if copies
+        else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), np.uint8)
+    )
+    return SyntheticCopies(np.array(owners, dtype=np.int64), ImageSignals(thumbnails, hashes, embeddings))
+
+
+def score_sample(
+    sample: np.ndarray,
+    copies: SyntheticCopies,
+    hashes: dict[str, np.ndarray],
+    embeddings: np.ndarray | None,
+    exact_keys: np.ndarray,
+    labels: np.ndarray | None,
+) -> dict[str, EvidenceScores]:
+    """Positive and hard-negative scores of every evidence type for the sampled images; hashes
+    stored with mirror hashes are also scored mirror-aware, under :func:`mirror_variant` keys.
+
+    ``copies`` are synthetic copies of the sampled images; ``exact_keys`` (one per image) marks
+    exact copies, which are never hard negatives. With ``labels`` (one per image), the nearest image
+    with another label is scored too, for :func:`choose_negatives`.
+    """
+    owner = copies.owner
     exclude = [np.flatnonzero(exact_keys == exact_keys[image_id]) for image_id in sample.tolist()]
     exclude_label = (
         None
         if labels is None
         else [np.flatnonzero((exact_keys == exact_keys[k]) | (labels == labels[k])) for k in sample.tolist()]
     )
-
-    scores: dict[str, EvidenceScores] = {}
-    names = [name for name in hashes if not name.endswith(MIRROR_SUFFIX)]
-    with_mirror = [name for name in names if mirror_key(name) in hashes]
-    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, names, with_mirror) for copy in copies]
-
-    def copy_words(key: str) -> np.ndarray:
-        return np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1)
 
     def hash_scores(positives: np.ndarray, words: np.ndarray, mirrored: np.ndarray | None) -> EvidenceScores:
         return EvidenceScores(
@@ -265,22 +295,19 @@ def score_sample(
             else nearest_hamming(sample, words, exclude_label, 0, mirrored),
         )
 
-    each_copy = np.arange(len(copies))
-    for name in names:
+    scores: dict[str, EvidenceScores] = {}
+    copy_hashes = copies.signals.hashes
+    each_copy = np.arange(len(owner))
+    for name in [name for name in hashes if not name.endswith(MIRROR_SUFFIX)]:
         words, mirrored = hashes[name], hashes.get(mirror_key(name))
-        scores[name] = hash_scores(cross_distances(copy_words(name), words, each_copy, owner), words, None)
+        scores[name] = hash_scores(cross_distances(copy_hashes[name], words, each_copy, owner), words, None)
         if mirrored is not None:
             either = mirror_aware_cross_distances(
-                copy_words(name), copy_words(mirror_key(name)), words, mirrored, each_copy, owner
+                copy_hashes[name], copy_hashes[mirror_key(name)], words, mirrored, each_copy, owner
             )
             scores[mirror_variant(name)] = hash_scores(either, words, mirrored)
-    if embedder is not None and embeddings is not None and copies:
-        batches = [
-            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + 64]]))
-            for k in range(0, len(copies), 64)
-        ]
-        copy_vectors = np.concatenate(batches)
-        positives = np.einsum("nd,nd->n", copy_vectors, embeddings[owner])
+    if copies.signals.embeddings is not None and embeddings is not None and len(owner):
+        positives = np.einsum("nd,nd->n", copies.signals.embeddings, embeddings[owner])
         scores[EMBEDDING_EVIDENCE] = EvidenceScores(
             positives,
             nearest_cosine(sample, embeddings, exclude, 1),

@@ -43,3 +43,30 @@ def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> n
     """Cosine similarity of given pairs (for evidence found by another criterion)."""
     vectors = np.asarray(embeddings, dtype=np.float32)
     return np.clip(np.einsum("nd,nd->n", vectors[i], vectors[j]), -1.0, 1.0)
+
+
+def nearest_neighbour_pairs(vectors: np.ndarray, neighbours: int, reduced_dimension: int = 64) -> np.ndarray:
+    """Unique pairs ``(i, j)``, ``i < j``, where either is among the other's ``neighbours`` most
+    similar rows (inner product), as an (n, 2) array sorted by ``(i, j)``.
+
+    Exact search over a PCA projection to ``reduced_dimension`` (fit on at most 20,000 rows):
+    ranking look-alikes does not need every dimension, and the search costs a tenth.
+    """
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    count = data.shape[0]
+    if count < 2 or neighbours < 1:
+        return np.zeros((0, 2), dtype=np.int64)
+    if data.shape[1] > reduced_dimension and count > reduced_dimension:
+        projection = faiss.PCAMatrix(data.shape[1], reduced_dimension)
+        projection.train(data[:: max(1, count // 20_000)])
+        data = projection.apply(data)
+        faiss.normalize_L2(data)
+    index = faiss.IndexFlatIP(data.shape[1])
+    index.add(data)
+    k = min(count, neighbours + 1)  # + 1: a row finds itself
+    _, found = index.search(data, k)
+    queries = np.repeat(np.arange(count), k)
+    found = found.ravel()
+    keep = (found >= 0) & (found != queries)
+    pairs = np.stack([np.minimum(queries, found)[keep], np.maximum(queries, found)[keep]], axis=1)
+    return np.unique(pairs.astype(np.int64), axis=0)

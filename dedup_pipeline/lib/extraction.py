@@ -1,8 +1,8 @@
 """Per-image work: read the file once, decode it once, and derive everything from that decode.
 
-Each image yields its manifest facts, its content and pixel digests, its perceptual hashes and,
-when an embedder is configured, its embedding input (resized once, in the worker that decoded
-it). Workers are separate processes; embeddings are computed in the parent in batches as results
+Each image yields its manifest facts, its content and pixel digests, its perceptual hashes, its
+thumbnail and, when an embedder is configured, its embedding input (resized once, in the worker
+that decoded it). Workers are separate processes; embeddings are computed in the parent in batches as results
 stream in, so memory stays bounded by one batch of model inputs.
 
 The unit of work is a list of :class:`ImageSource`, so a shard or a data drop is just a smaller
@@ -25,6 +25,7 @@ from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.hashing import content_digest, mirror_key, perceptual_hashes, pixel_digest, words_per_hash
 from dedup_pipeline.lib.parallel import WorkerCrash, ordered_map
 from dedup_pipeline.lib.sources import ImageSource
+from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE, thumbnail
 
 if TYPE_CHECKING:  # workers import this module: keep torch out of them
     from dedup_pipeline.lib.embedding import Embedder
@@ -53,6 +54,7 @@ class ImageFeatures:
     pixel_sha256: str
     notes: str | None
     hashes: dict[str, tuple[int, ...]]
+    thumbnail: np.ndarray
     embedding_input: np.ndarray | None
 
 
@@ -68,6 +70,7 @@ class ExtractionResult:
     manifest: pl.DataFrame
     failures: pl.DataFrame
     hashes: dict[str, np.ndarray]  # algorithm (or its mirror_key) -> (n_images, words) uint64
+    thumbnails: np.ndarray  # (n_images, side, side, 3) uint8
     embeddings: np.ndarray | None  # (n_images, dimension) float32, unit rows
 
 
@@ -96,6 +99,7 @@ def extract_image(source: ImageSource, settings: ExtractionSettings) -> ImageFea
         hashes=perceptual_hashes(
             rgb.convert("L"), settings.hash_size, settings.hash_algorithms, settings.mirrored_algorithms
         ),
+        thumbnail=thumbnail(rgb),
         embedding_input=embedding_input(rgb, settings.embedding_size) if settings.embedding_size else None,
     )
 
@@ -136,6 +140,7 @@ def extract(
     hash_words: dict[str, list[tuple[int, ...]]] = {
         name: [] for name in [*settings.hash_algorithms, *map(mirror_key, settings.mirrored_algorithms)]
     }
+    thumbnails: list[np.ndarray] = []
     embeddings: list[np.ndarray] = []
     pending: list[np.ndarray] = []
 
@@ -153,6 +158,7 @@ def extract(
             manifest_rows.append(_manifest_row(len(manifest_rows), source, result))
             for name, words in result.hashes.items():
                 hash_words[name].append(words)
+            thumbnails.append(result.thumbnail)
             if result.embedding_input is not None:
                 pending.append(result.embedding_input)
                 if len(pending) >= batch_size:
@@ -168,6 +174,9 @@ def extract(
         hashes={
             name: np.array(words, dtype=np.uint64).reshape(len(words), word_count) for name, words in hash_words.items()
         },
+        thumbnails=np.stack(thumbnails)
+        if thumbnails
+        else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), dtype=np.uint8),
         embeddings=_stack_embeddings(embeddings, embedder, len(manifest_rows)),
     )
 

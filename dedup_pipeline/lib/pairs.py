@@ -1,8 +1,13 @@
-"""Similar pairs: the union of every kind of evidence, each pair once with all its distances.
+"""Similar pairs, each pair once with all its distances.
 
 Candidates come from identical file bytes, identical decoded pixels, a Hamming join per
 configured hash, and a cosine join on embeddings. Every candidate pair then gets every distance
 (not only the one that found it), so a reader can see how strong the case is on each criterion.
+
+Without a trained verifier, a candidate is a duplicate when any criterion holds. With one (see
+``verification``), each image's nearest look-alikes join the candidates and the verifier is the
+judge: a pair is a duplicate when it is an exact copy or the verifier's probability reaches its
+threshold; the other criteria stay in ``evidence`` as supporting facts.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.cosine_join import cosine_pairs, pair_similarities
+from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs, pair_similarities
 from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_distances, mirror_aware_pairs, pair_distances
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
+from dedup_pipeline.lib.pair_scorer import PairScorer
+from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
+from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, pair_features, scorer_inputs
 
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
+VERIFIED_EVIDENCE = "verified"
 
 
 @dataclass(frozen=True)
@@ -27,12 +36,14 @@ class MatchThresholds:
 
     ``hamming`` maps a hash algorithm to its largest accepted distance (inclusive); ``cosine`` is
     the smallest accepted embedding similarity (inclusive), or None to not match on embeddings;
-    hashes in ``mirrored`` count the smaller of the direct and the mirrored distance.
+    hashes in ``mirrored`` count the smaller of the direct and the mirrored distance. With a
+    ``verifier``, the verifier decides instead (the thresholds then only nominate candidates).
     """
 
     hamming: Mapping[str, int] = field(default_factory=dict)
     cosine: float | None = None
     mirrored: frozenset[str] = frozenset()  # hashes that also match the mirrored picture
+    verifier: PairScorer | None = None
 
     def mirror_hashes(self, algorithm: str, hashes: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """The mirrored-picture hashes to match ``algorithm`` with, if it matches mirror-aware."""
@@ -78,15 +89,24 @@ def find_similar_pairs(
     hashes: Mapping[str, np.ndarray],
     embeddings: np.ndarray | None,
     thresholds: MatchThresholds,
+    thumbnails: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
 
     Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash (the
     smaller of the direct and the mirrored distance for hashes matched mirror-aware),
-    ``hamming`` (smallest distance over the configured hashes), ``cosine`` and ``evidence``
-    (comma-separated criteria that hold, in a fixed order).
+    ``hamming`` (smallest distance over the configured hashes), ``cosine``,
+    ``verification_score`` (the verifier's probability; null without a verifier) and
+    ``evidence`` (comma-separated criteria that hold, in a fixed order). ``thumbnails`` are
+    required when ``thresholds`` has a verifier.
     """
     pairs, cosine_found = candidate_pairs(manifest, hashes, embeddings, thresholds)
+    verifier = thresholds.verifier
+    if verifier is not None:
+        if thumbnails is None:
+            raise ValueError("the verifier needs the images' thumbnails")
+        look_alikes = nearest_neighbour_pairs(thumbnail_descriptors(thumbnails), CANDIDATE_NEIGHBOURS)
+        pairs = np.unique(np.concatenate([pairs, look_alikes]), axis=0)
     i, j = pairs[:, 0], pairs[:, 1]
 
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
@@ -116,6 +136,16 @@ def find_similar_pairs(
         similarity[position] = found_similarity
         criteria[EMBEDDING_EVIDENCE] = np.zeros(len(i), dtype=bool)
         criteria[EMBEDDING_EVIDENCE][position] = True
+    columns["verification_score"] = None
+    keep = np.ones(len(i), dtype=bool)
+    if verifier is not None:
+        verifier_hashes, _ = scorer_inputs(verifier.features)
+        signals = ImageSignals(thumbnails, hashes, embeddings)
+        columns["verification_score"] = score = verifier.probability(
+            pair_features(signals, i, j, verifier_hashes, thresholds.mirrored)
+        )
+        criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold
+        keep = criteria["content"] | criteria["pixels"] | criteria[VERIFIED_EVIDENCE]
 
     frame = pl.DataFrame(
         [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]
@@ -126,8 +156,14 @@ def find_similar_pairs(
             [pl.when(pl.col(name)).then(pl.lit(name)) for name in criteria], separator=",", ignore_nulls=True
         ).alias("evidence")
     )
-    return pl.concat([frame, evidence], how="horizontal").with_columns(
-        pl.col("hamming").cast(pl.Int64), pl.col("cosine").cast(pl.Float32)
+    return (
+        pl.concat([frame, evidence], how="horizontal")
+        .with_columns(
+            pl.col("hamming").cast(pl.Int64),
+            pl.col("cosine").cast(pl.Float32),
+            pl.col("verification_score").cast(pl.Float32),
+        )
+        .filter(pl.Series(keep))
     )
 
 

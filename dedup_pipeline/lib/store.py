@@ -17,7 +17,8 @@ import polars as pl
 import pyarrow as pa
 
 from dedup_pipeline.lib.hashing import mirror_key
-from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, MatchThresholds
+from dedup_pipeline.lib.pair_scorer import PairScorer
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 
 CONTRACT_VIEWS: dict[str, str] = {
     "image_errors": "SELECT path, split, reason FROM image_failures",
@@ -123,11 +124,48 @@ def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
     return column.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
 
 
+def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray) -> pa.Table:
+    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side."""
+    side = thumbnails.shape[1]
+    flat = np.ascontiguousarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), side * side * 3)
+    return pa.table(
+        {
+            "image_id": pa.array(manifest["image_id"].to_numpy()),
+            "side": pa.array([side] * len(flat), type=pa.int32()),
+            "thumbnail": pa.array([row.tobytes() for row in flat], type=pa.binary()),
+        }
+    )
+
+
+def read_thumbnails(connection: duckdb.DuckDBPyConnection) -> np.ndarray:
+    """(n_images, side, side, 3) uint8 in image_id order."""
+    table = connection.execute("SELECT side, thumbnail FROM image_thumbnails ORDER BY image_id").fetch_arrow_table()
+    if table.num_rows == 0:
+        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    side = table.column("side")[0].as_py()
+    raw = b"".join(value.as_py() for value in table.column("thumbnail"))
+    return np.frombuffer(raw, dtype=np.uint8).reshape(table.num_rows, side, side, 3)
+
+
+def write_verifier(connection: duckdb.DuckDBPyConnection, scorer: PairScorer | None) -> None:
+    """The trained pair verifier as JSON (no row when there is none)."""
+    rows = [] if scorer is None else [{"model": scorer.to_json(), "threshold": scorer.threshold}]
+    write_table(connection, "pair_verifier", pl.DataFrame(rows, schema={"model": pl.String, "threshold": pl.Float64}))
+
+
+def read_verifier(connection: duckdb.DuckDBPyConnection) -> PairScorer | None:
+    tables = {name for (name,) in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "pair_verifier" not in tables:
+        return None
+    row = connection.execute("SELECT model FROM pair_verifier").fetchone()
+    return None if row is None else PairScorer.from_json(row[0])
+
+
 def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:
     """The thresholds the match_thresholds asset chose (rows without a threshold do not match)."""
     rows = connection.execute(
         "SELECT evidence, threshold, coalesce(mirror_aware, false) FROM match_thresholds "
-        "WHERE threshold IS NOT NULL AND evidence <> 'combined'"
+        f"WHERE threshold IS NOT NULL AND evidence NOT IN ('combined', '{VERIFIED_EVIDENCE}')"
     ).fetchall()
     chosen = {evidence: threshold for evidence, threshold, _ in rows}
     cosine = chosen.pop(EMBEDDING_EVIDENCE, None)
@@ -135,4 +173,5 @@ def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresho
         hamming={name: int(value) for name, value in chosen.items()},
         cosine=cosine,
         mirrored=frozenset(evidence for evidence, _, mirror in rows if mirror and evidence != EMBEDDING_EVIDENCE),
+        verifier=read_verifier(connection),
     )

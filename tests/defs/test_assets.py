@@ -151,9 +151,20 @@ def test_thresholds_are_calibrated_on_a_large_enough_dataset(tmp_path: Path) -> 
         }
     assert rows["dhash"][:2] == ("configured", 5.0)  # explicit config wins over calibration
     assert rows["phash"][0].startswith("calibrated") and rows["embedding"][0].startswith("calibrated")
-    assert rows["combined"][0] == "held-out estimate" and rows["combined"][2] is not None
+    assert rows["combined"][0].startswith("held-out estimate") and rows["combined"][2] is not None
+    # The verifier is trained (or says why not) and, when trained, judges the pairs.
+    assert rows["verified"][0].startswith("trained pair verifier"), rows["verified"]
+    with duckdb.connect(str(database), read_only=True) as connection:
+        stored_threshold = connection.execute("SELECT threshold FROM pair_verifier").fetchone()[0]
+        scores = connection.execute(
+            "SELECT verification_score, evidence, content_equal OR pixels_equal FROM similar_pairs"
+        ).fetchall()
+    assert stored_threshold == rows["verified"][1]
+    assert all(exact or score >= stored_threshold for score, _, exact in scores)
+    assert all(("verified" in evidence) == (score >= stored_threshold) for score, evidence, _ in scores)
     metadata = result.asset_materializations_for_node("similar_pairs")[0].metadata
     assert metadata["hamming_thresholds"].value["dhash"] == 5
+    assert metadata["verifier_threshold"].value == stored_threshold
 
 
 def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:

@@ -15,6 +15,7 @@ def test_definitions_load_with_descriptions_checks_and_the_duckdb_pool() -> None
     assert keys == {
         "image_manifest",
         "image_hashes",
+        "image_thumbnails",
         "image_embeddings",
         "match_thresholds",
         "similar_pairs",

@@ -20,6 +20,7 @@ from dedup_pipeline.lib.calibration import (
     sample_ids,
     score_sample,
     select_variants,
+    synthesize_copies,
     transforms_for,
     union_precision_recall,
     with_negatives,
@@ -114,9 +115,9 @@ def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
     embeddings = embedder.embed(np.stack([np.asarray(p.resize((16, 16))) for p in pictures]))
     sample = np.arange(0, 30, 3)
     labels = np.array([str(k % 3) for k in range(30)], dtype=object)
-    scores = score_sample(
-        sample, [pictures[k] for k in sample], hashes, embeddings, np.arange(30), labels, 8, embedder, 4
-    )
+    copies = synthesize_copies(sample, [pictures[k] for k in sample], ["phash"], [], 8, embedder, 4)
+    assert copies.signals.thumbnails.shape == (40, 32, 32, 3) and copies.signals.embeddings.shape == (40, 3)
+    scores = score_sample(sample, copies, hashes, embeddings, np.arange(30), labels)
     assert scores["phash"].other_label_negatives is not None
     assert set(scores) == {"phash", EMBEDDING_EVIDENCE}
     assert len(scores["phash"].positives) == 40 and len(scores["phash"].negatives) == 10

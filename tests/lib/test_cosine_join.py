@@ -1,6 +1,6 @@
 import numpy as np
 
-from dedup_pipeline.lib.cosine_join import cosine_pairs, pair_similarities
+from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs, pair_similarities
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -26,3 +26,19 @@ def test_pair_similarities_and_tiny_inputs() -> None:
     vectors = unit_rows(np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
     assert np.allclose(pair_similarities(vectors, np.array([0]), np.array([2])), [0.0], atol=1e-6)
     assert len(cosine_pairs(vectors[:1], 0.5)[0]) == 0
+
+
+def test_nearest_neighbour_pairs_match_brute_force_and_find_planted_copies() -> None:
+    rng = np.random.default_rng(1)
+    small = unit_rows(rng.normal(size=(50, 8)))
+    pairs = nearest_neighbour_pairs(small, neighbours=3)
+    ranked = np.argsort(-(small @ small.T), axis=1)[:, 1:4]
+    expected = {(min(a, b), max(a, b)) for a in range(50) for b in ranked[a].tolist()}
+    assert {tuple(p) for p in pairs.tolist()} == expected
+    assert (pairs[:, 0] < pairs[:, 1]).all()
+
+    base = rng.normal(size=(400, 200))
+    base[300:] = base[:100] + rng.normal(scale=0.05, size=(100, 200))  # copies of rows 0..99
+    found = {tuple(p) for p in nearest_neighbour_pairs(unit_rows(base), neighbours=2).tolist()}  # PCA path
+    assert all((k, 300 + k) in found for k in range(100))
+    assert nearest_neighbour_pairs(small[:1], neighbours=3).shape == (0, 2)

@@ -1,7 +1,12 @@
 import numpy as np
 import polars as pl
+from PIL import Image
 
+from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.pairs import MatchThresholds, candidate_pairs, directed_pairs, find_similar_pairs
+from dedup_pipeline.lib.thumbnails import thumbnail
+from dedup_pipeline.lib.verification import feature_names
+from tests.conftest import smooth_picture
 
 
 def manifest(content: list[str], pixels: list[str]) -> pl.DataFrame:
@@ -60,3 +65,38 @@ def test_candidate_pairs_without_exact_evidence() -> None:
     without_exact, cosine_found = candidate_pairs(images, hashes, None, thresholds, exact=False)
     assert with_exact.tolist() == [[0, 1], [0, 2]] and without_exact.tolist() == [[0, 2]]
     assert cosine_found is None
+
+
+def descriptor_only_scorer(hash_names: list[str], threshold: float) -> PairScorer:
+    """A verifier that looks at the descriptor cosine only: probability 0.5 at cosine 0.95."""
+    names = feature_names(hash_names, with_embedding=False)
+    return PairScorer(
+        names,
+        mean=np.zeros(len(names)),
+        scale=np.ones(len(names)),
+        powers=np.eye(len(names), dtype=np.int64),
+        weights=np.r_[200.0, np.zeros(len(names) - 1)],
+        intercept=-190.0,
+        threshold=threshold,
+    )
+
+
+def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them() -> None:
+    pictures = [smooth_picture(seed, size=(64, 64)) for seed in range(6)]
+    pictures.append(pictures[0].copy())  # 6: pixel-identical to 0
+    pictures.append(Image.fromarray(np.clip(np.asarray(pictures[1], dtype=np.int16) + 3, 0, 255).astype(np.uint8)))
+    thumbnails = np.stack([thumbnail(p) for p in pictures])
+    images = manifest([f"c{k}" for k in range(8)], ["p0", "p1", "p2", "p3", "p4", "p5", "p0", "p7"])
+    hashes = {"phash": np.array([[0], [1], [2], [3], [4], [5], [0], [14]], dtype=np.uint64)}
+    # phash <= 1 nominates many pairs; the verifier accepts only real look-alikes.
+    thresholds = MatchThresholds(hamming={"phash": 1}, verifier=descriptor_only_scorer(["phash"], 0.5))
+    pairs = find_similar_pairs(images, hashes, None, thresholds, thumbnails)
+    rows = {(r["image_id_a"], r["image_id_b"]): r for r in pairs.iter_rows(named=True)}
+    assert set(rows) == {(0, 6), (1, 7)}
+    assert rows[(0, 6)]["evidence"] == "pixels,phash,verified"
+    assert rows[(1, 7)]["evidence"] == "verified"  # found as a look-alike, not by its hash
+    assert rows[(1, 7)]["verification_score"] > 0.5
+
+    strict = MatchThresholds(hamming={"phash": 1}, verifier=descriptor_only_scorer(["phash"], 1.01))
+    exact_only = find_similar_pairs(images, hashes, None, strict, thumbnails)
+    assert exact_only.select("image_id_a", "image_id_b").rows() == [(0, 6)]  # exact copies always count

@@ -10,7 +10,7 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import discover
-from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, write_table
+from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, thumbnails_table, write_table
 
 DECODE_CHECK = "decode_failure_rate"
 
@@ -32,6 +32,14 @@ DECODE_CHECK = "decode_failure_rate"
             description=(
                 "pHash, dHash, aHash and wHash of each image (imagehash's semantics on the canonical "
                 "decode), as 64-bit integers (lists of 64-bit words when hash_size > 8)."
+            ),
+            kinds={"duckdb"},
+        ),
+        dg.AssetSpec(
+            "image_thumbnails",
+            description=(
+                "A 32 x 32 RGB thumbnail of each image (the whole picture squashed to a square, raw bytes): "
+                "the pixels the pair verifier aligns and compares."
             ),
             kinds={"duckdb"},
         ),
@@ -83,6 +91,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
         write_table(connection, "image_manifest", extracted.manifest)
         write_table(connection, "image_failures", failures)
         write_table(connection, "image_hashes", hashes_table(extracted.manifest, extracted.hashes, dedup.hash_size))
+        write_table(connection, "image_thumbnails", thumbnails_table(extracted.manifest, extracted.thumbnails))
         write_table(
             connection,
             "image_embeddings",
@@ -108,6 +117,10 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
             "hash_size": dedup.hash_size,
             "algorithms": ", ".join(dedup.hash_algorithms),
         },
+    )
+    yield dg.MaterializeResult(
+        asset_key="image_thumbnails",
+        metadata={"dagster/row_count": extracted.manifest.height, "side": int(extracted.thumbnails.shape[1])},
     )
     yield dg.MaterializeResult(
         asset_key="image_embeddings",

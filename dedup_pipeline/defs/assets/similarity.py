@@ -15,17 +15,20 @@ from dedup_pipeline.lib.store import (
     read_manifest,
     read_match_thresholds,
     read_table,
+    read_thumbnails,
     write_table,
 )
 
 
 @dg.asset(
-    deps=["image_manifest", "image_hashes", "image_embeddings", "match_thresholds"],
+    deps=["image_manifest", "image_hashes", "image_thumbnails", "image_embeddings", "match_thresholds"],
     description=(
-        "Every pair of images that are duplicates on at least one criterion: identical file bytes, "
-        "identical decoded pixels, a Hamming distance within the threshold on a configured hash, or "
-        "an embedding cosine similarity at or above the threshold. Each pair once (image_id_a < "
-        "image_id_b) with every distance and the evidence. Contract views: duplicate_pairs, leaks."
+        "Every pair of duplicate images. Candidates: identical file bytes or decoded pixels, a Hamming "
+        "distance within the threshold on a configured hash, an embedding cosine similarity at or above "
+        "the threshold and, when a pair verifier was trained, each image's nearest look-alikes. With a "
+        "verifier, exact copies and the pairs it accepts are duplicates; without one, any criterion "
+        "suffices. Each pair once (image_id_a < image_id_b) with every distance, the verifier's "
+        "probability and the evidence. Contract views: duplicate_pairs, leaks."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -39,8 +42,9 @@ def similar_pairs(
         manifest = read_manifest(connection)
         hashes = read_hashes(connection, list(dedup.hash_algorithms))
         embeddings = read_embeddings(connection)
+        thumbnails = read_thumbnails(connection) if thresholds.verifier is not None else None
         with timed(metadata, "join_seconds"):
-            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds)
+            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds, thumbnails)
         write_table(connection, "similar_pairs", pairs)
         create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
@@ -52,6 +56,7 @@ def similar_pairs(
             **table_metadata(named, duckdb.database, "similar_pairs (view duplicate_pairs)", row_count=pairs.height),
             "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
+            "verifier_threshold": thresholds.verifier.threshold if thresholds.verifier is not None else "off",
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
             **metadata,
         }

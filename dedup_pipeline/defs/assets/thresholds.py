@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.calibration import (
+    SyntheticCopies,
     calibrate,
     choose_mirroring,
     choose_negatives,
@@ -18,12 +19,24 @@ from dedup_pipeline.lib.calibration import (
     sample_ids,
     score_sample,
     select_variants,
+    synthesize_copies,
     with_negatives,
 )
 from dedup_pipeline.lib.embedding import load_embedder
-from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.hashing import mirror_key
+from dedup_pipeline.lib.pair_scorer import PairScorer
+from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
 from dedup_pipeline.lib.sources import data_root
-from dedup_pipeline.lib.store import read_embeddings, read_hashes, read_manifest, write_table
+from dedup_pipeline.lib.store import (
+    read_embeddings,
+    read_hashes,
+    read_manifest,
+    read_thumbnails,
+    write_table,
+    write_verifier,
+)
+from dedup_pipeline.lib.verification import ImageSignals
+from dedup_pipeline.lib.verifier_training import calibrate_verifier
 
 # Used when calibration is off or the dataset is too small to calibrate.
 FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING_EVIDENCE: 0.85}
@@ -55,12 +68,13 @@ def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
 
 def _calibrated_rows(
     dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, evidences: list[str], log: dg.DagsterLogManager
-) -> list[dict]:
+) -> tuple[list[dict], PairScorer | None]:
     manifest = read_manifest(connection)
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
         reason = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
-        return [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), reason, dedup.target_precision) for e in evidences]
+        rows = [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), reason, dedup.target_precision) for e in evidences]
+        return rows, None
 
     hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
     hashes = read_hashes(connection, hash_names) if hash_names else {}
@@ -72,27 +86,22 @@ def _calibrated_rows(
     root = data_root(dedup.data)
     exact_keys = manifest["pixel_sha256"].to_numpy()
     labels = manifest["label"].to_numpy() if labels_usable(manifest["label"].to_list()) else None
-
     paths = manifest["path"].to_list()
+    with_mirror = [name for name in hash_names if mirror_key(name) in hashes]
 
-    def scores(ids: np.ndarray) -> dict:
+    def sampled(ids: np.ndarray) -> tuple[np.ndarray, SyntheticCopies]:
         ids, pictures = decode_sample(root, paths, ids, dedup.max_image_pixels)
-        return score_sample(
-            ids,
-            pictures,
-            hashes,
-            embeddings,
-            exact_keys,
-            labels,
-            dedup.hash_size,
-            embedder,
-            dedup.calibration_transforms_per_image,
+        copies = synthesize_copies(
+            ids, pictures, hash_names, with_mirror, dedup.hash_size, embedder, dedup.calibration_transforms_per_image
         )
+        return ids, copies
 
     log.info(f"calibrating {evidences} on {len(tune_ids)} + {len(holdout_ids)} sampled images")
-    tune = scores(tune_ids)
+    tune_sample, holdout_sample = sampled(tune_ids), sampled(holdout_ids)
+    tune = score_sample(*tune_sample, hashes, embeddings, exact_keys, labels)
     rule, share = choose_negatives({name: tune[name] for name in evidences})
-    tune, holdout = with_negatives(tune, rule), with_negatives(scores(holdout_ids), rule)
+    tune = with_negatives(tune, rule)
+    holdout = with_negatives(score_sample(*holdout_sample, hashes, embeddings, exact_keys, labels), rule)
     mirrored = choose_mirroring(tune, evidences, dedup.target_precision)
     results, (union_precision, union_recall) = calibrate(
         select_variants(tune, mirrored), select_variants(holdout, mirrored), evidences, dedup.target_precision
@@ -119,7 +128,7 @@ def _calibrated_rows(
             "combined",
             None,
             None,
-            "held-out estimate",
+            "held-out estimate of the thresholds' union",
             dedup.target_precision,
             None,
             None,
@@ -127,18 +136,50 @@ def _calibrated_rows(
             union_recall,
         )
     )
-    return rows
+    if not dedup.verify:
+        return rows, None
+    log.info("training the pair verifier")
+    signals = ImageSignals(read_thumbnails(connection), hashes, embeddings)
+    verifier = calibrate_verifier(
+        signals, tune_sample, holdout_sample, exact_keys, labels, rule, hash_names, mirrored, dedup.target_precision
+    )
+    if verifier is None:
+        rows.append(
+            _row(
+                VERIFIED_EVIDENCE,
+                None,
+                None,
+                "verifier: target precision unreachable, not used",
+                dedup.target_precision,
+            )
+        )
+        return rows, None
+    rows.append(
+        _row(
+            VERIFIED_EVIDENCE,
+            verifier.scorer.threshold,
+            None,
+            f"trained pair verifier, the judge of candidate pairs ({negatives}; threshold on out-of-fold scores)",
+            dedup.target_precision,
+            verifier.tune_precision,
+            verifier.tune_recall,
+            verifier.holdout_precision,
+            verifier.holdout_recall,
+        )
+    )
+    return rows, verifier.scorer
 
 
 @dg.asset(
-    deps=["image_manifest", "image_hashes", "image_embeddings"],
+    deps=["image_manifest", "image_hashes", "image_thumbnails", "image_embeddings"],
     description=(
         "The threshold of each evidence type used by the similarity join, and where it came from: "
         "fixed in config, calibrated on this dataset (synthetic copies of sampled images against hard "
         "negatives: their second-nearest images, or in heavily duplicated labelled data their nearest "
         "image with another label; tuned on one half of the images, precision and recall estimated on "
         "the other half), or a fallback when the dataset is too small to calibrate. Also whether each "
-        "hash matches mirror-aware."
+        "hash matches mirror-aware and, when calibrated, the trained pair verifier (row 'verified': its "
+        "probability threshold and estimates; the model itself in table pair_verifier)."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -153,9 +194,11 @@ def match_thresholds(
         _row(e, fixed[e], _mirrors(dedup, e), "configured", dedup.target_precision) for e in evidences if e in fixed
     ]
     timings: dict[str, object] = {}
+    verifier = None
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         if to_calibrate and dedup.calibrate:
-            rows += _calibrated_rows(dedup, connection, to_calibrate, context.log)
+            calibrated, verifier = _calibrated_rows(dedup, connection, to_calibrate, context.log)
+            rows += calibrated
         else:
             rows += [
                 _row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), "fallback: calibration off", dedup.target_precision)
@@ -163,4 +206,5 @@ def match_thresholds(
             ]
         table = pl.DataFrame(rows, schema=THRESHOLD_SCHEMA)
         write_table(connection, "match_thresholds", table)
+        write_verifier(connection, verifier)
     return dg.MaterializeResult(metadata={**table_metadata(table, duckdb.database, "match_thresholds"), **timings})

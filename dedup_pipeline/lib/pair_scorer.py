@@ -1,0 +1,85 @@
+"""The pair verifier's model: logistic regression over standardised features and their pairwise
+products. Fit with scikit-learn; stored and applied as plain numbers (JSON), so reading a verdict
+back needs neither the library nor a pickle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PairScorer:
+    """Logistic model over standardised features and their pairwise products; ``threshold`` is the
+    smallest probability that counts as a copy. Plain numbers, so it is stored as JSON and read
+    back without the library that trained it."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    powers: np.ndarray  # (terms, features) exponents of each polynomial term
+    weights: np.ndarray  # (terms,)
+    intercept: float
+    threshold: float
+
+    def probability(self, values: np.ndarray) -> np.ndarray:
+        standardised = (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
+        terms = np.prod(standardised[:, None, :] ** self.powers[None, :, :], axis=2)
+        return 1.0 / (1.0 + np.exp(-(terms @ self.weights + self.intercept)))
+
+    def with_threshold(self, threshold: float) -> PairScorer:
+        return PairScorer(
+            self.features, self.mean, self.scale, self.powers, self.weights, self.intercept, float(threshold)
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "features": list(self.features),
+                "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(),
+                "powers": self.powers.tolist(),
+                "weights": self.weights.tolist(),
+                "intercept": self.intercept,
+                "threshold": self.threshold,
+            }
+        )
+
+    @staticmethod
+    def from_json(text: str) -> PairScorer:
+        data = json.loads(text)
+        return PairScorer(
+            tuple(data["features"]),
+            np.array(data["mean"]),
+            np.array(data["scale"]),
+            np.array(data["powers"], dtype=np.int64),
+            np.array(data["weights"]),
+            float(data["intercept"]),
+            float(data["threshold"]),
+        )
+
+
+def fit_scorer(features: Sequence[str], values: np.ndarray, is_copy: np.ndarray) -> PairScorer:
+    """Fit on labelled pairs (threshold 0.5 until calibration chooses one)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import PolynomialFeatures
+
+    values = np.asarray(values, dtype=np.float64)
+    mean = values.mean(axis=0)
+    scale = values.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    polynomial = PolynomialFeatures(degree=2, include_bias=False).fit((values - mean) / scale)
+    design = polynomial.transform((values - mean) / scale)
+    model = LogisticRegression(C=1.0, max_iter=3000).fit(design, is_copy.astype(np.int64))
+    return PairScorer(
+        tuple(features),
+        mean,
+        scale,
+        polynomial.powers_.astype(np.int64),
+        model.coef_[0].astype(np.float64),
+        float(model.intercept_[0]),
+        0.5,
+    )

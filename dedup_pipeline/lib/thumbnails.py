@@ -1,0 +1,34 @@
+"""Tiny thumbnails kept for every image: the pixels the pair verifier compares.
+
+Hashes and embeddings summarise a picture; to tell a re-processed copy from a different photo of
+the same scene the verifier needs pixels (does the detail line up after a small shift or zoom?).
+32 x 32 RGB (3 KB per image) is enough for that and for CIFAR-sized data it is the image itself.
+The whole picture is squashed to a square, so aspect-ratio changes between copies cancel out.
+Nothing here imports torch: extraction workers call :func:`thumbnail`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+THUMBNAIL_SIDE = 32
+DESCRIPTOR_SIDE = 16
+
+
+def thumbnail(picture: Image.Image, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The (side, side, 3) uint8 thumbnail of an RGB picture (box-filtered: every pixel counts)."""
+    return np.asarray(picture.convert("RGB").resize((side, side), Image.Resampling.BOX, reducing_gap=2.0))
+
+
+def thumbnail_descriptors(thumbnails: np.ndarray) -> np.ndarray:
+    """(n, 16*16*3) float32 unit vectors: the thumbnails averaged to 16 x 16, mean-centred per image.
+    Their cosine ranks look-alike candidates for verification (a near-duplicate's partner is
+    almost always among an image's ten nearest under it)."""
+    count, side = thumbnails.shape[0], thumbnails.shape[1]
+    factor = side // DESCRIPTOR_SIDE
+    small = thumbnails.reshape(count, DESCRIPTOR_SIDE, factor, DESCRIPTOR_SIDE, factor, 3).astype(np.float32)
+    vectors = small.mean(axis=(2, 4)).reshape(count, -1)
+    vectors -= vectors.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)

@@ -1,0 +1,172 @@
+"""Pair verification: is a candidate pair a re-processed copy, or two different pictures that merely
+look alike?
+
+Hashes and embeddings each see a summary; on small, class-structured data (CIFAR) different photos
+of the same kind of scene (a plane in blue sky) get as close under them as real copies do. The
+verifier looks at the thumbnails of both images: it aligns them over small shifts and zooms and
+measures how well the gray levels, the edges and the colours then agree. Copies agree in detail;
+look-alikes only in layout. These pixel measures, the descriptor cosine, the hash distances and the
+embedding cosine feed a logistic model with pairwise interactions that is trained per dataset on
+synthetic copies of its own images against its own look-alikes (see ``calibration``), so the
+thresholds need no hand tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dedup_pipeline.lib.cosine_join import pair_similarities
+from dedup_pipeline.lib.hamming_join import mirror_aware_distances, pair_distances
+from dedup_pipeline.lib.hashing import mirror_key
+from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
+
+CANDIDATE_NEIGHBOURS = 10  # look-alikes per image verified, besides the pairs thresholds match
+SHIFT = 3  # pixels (of a 32-pixel thumbnail) searched in each direction
+ZOOM = 1.12  # zoom searched in each direction
+PAIR_BLOCK = 1024
+PIXEL_FEATURES: tuple[str, ...] = (
+    "gray_correlation",
+    "edge_correlation_at_best",
+    "edge_correlation",
+    "colour_correlation_at_best",
+    "mean_abs_difference",
+)
+
+
+def _zoomed(images: torch.Tensor, factor: float) -> torch.Tensor:
+    side = images.shape[-1]
+    keep = round(side / factor)
+    margin = (side - keep) // 2
+    centre = images[:, :, margin : margin + keep, margin : margin + keep]
+    return F.interpolate(centre, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _edges(images: torch.Tensor) -> torch.Tensor:
+    gray = images.mean(dim=1, keepdim=True)
+    dx = F.pad(gray[:, :, :, 1:] - gray[:, :, :, :-1], (0, 1, 0, 0))
+    dy = F.pad(gray[:, :, 1:, :] - gray[:, :, :-1, :], (0, 0, 0, 1))
+    return torch.sqrt(dx * dx + dy * dy + 1e-6)
+
+
+def _correlation_surface(search: torch.Tensor, template_source: torch.Tensor) -> torch.Tensor:
+    """Zero-mean normalised cross-correlation of the centre of ``template_source`` with ``search``
+    at every shift up to SHIFT pixels: (pairs, (2*SHIFT+1)**2), channels pooled.
+
+    The products come from FFTs (the template fits inside the picture at every searched shift, so
+    the circular correlation never wraps); the window statistics from integral images."""
+    pairs, _, side, _ = search.shape
+    inner, span = side - 2 * SHIFT, 2 * SHIFT + 1
+    template = template_source[:, :, SHIFT : SHIFT + inner, SHIFT : SHIFT + inner]
+    template = template - template.mean(dim=(2, 3), keepdim=True)
+    template = template / (template.flatten(1).norm(dim=1).view(pairs, 1, 1, 1) + 1e-6)
+    spectrum = torch.fft.rfft2(search) * torch.conj(torch.fft.rfft2(template, s=(side, side)))
+    products = torch.fft.irfft2(spectrum, s=(side, side))[:, :, :span, :span].sum(dim=1).flatten(1)
+    total, squares = _window_sums(search, inner), _window_sums(search * search, inner)
+    variance = (squares - total * total / (inner * inner)).clamp(min=0).sum(dim=1).flatten(1)
+    return products / (variance.sqrt() + 1e-6)
+
+
+def _window_sums(images: torch.Tensor, window: int) -> torch.Tensor:
+    """Sum over every ``window`` x ``window`` square, from an integral image (a box filter this wide
+    is slow as a pooling kernel)."""
+    integral = F.pad(images.cumsum(dim=2).cumsum(dim=3), (1, 0, 1, 0))
+    return (
+        integral[:, :, window:, window:]
+        - integral[:, :, :-window, window:]
+        - integral[:, :, window:, :-window]
+        + integral[:, :, :-window, :-window]
+    )
+
+
+def _pixel_features_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    best: torch.Tensor | None = None
+    for search, template in ((a, b), (a, _zoomed(b, ZOOM)), (_zoomed(a, ZOOM), b)):
+        gray = _correlation_surface(search.mean(dim=1, keepdim=True), template.mean(dim=1, keepdim=True))
+        edges = _correlation_surface(_edges(search), _edges(template))
+        colour = _correlation_surface(search, template)
+        peak, where = gray.max(dim=1)
+        at = where[:, None]
+        values = torch.stack(
+            [peak, edges.gather(1, at)[:, 0], edges.max(dim=1).values, colour.gather(1, at)[:, 0]], dim=1
+        )
+        best = values if best is None else torch.where(values[:, :1] > best[:, :1], values, best)
+    assert best is not None
+    difference = (a - b).abs().mean(dim=(1, 2, 3))
+    return torch.cat([best, difference[:, None]], dim=1)
+
+
+def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """(len(i), len(PIXEL_FEATURES)) float32 for the pairs ``(i[k], j[k])`` of uint8 RGB thumbnails
+    (n, side, side, 3); computed in blocks, so memory does not grow with the number of pairs."""
+    out = np.empty((len(i), len(PIXEL_FEATURES)), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(i), PAIR_BLOCK):
+            stop = min(len(i), start + PAIR_BLOCK)
+            a = torch.from_numpy(thumbnails[i[start:stop]]).permute(0, 3, 1, 2).float() / 255
+            b = torch.from_numpy(thumbnails[j[start:stop]]).permute(0, 3, 1, 2).float() / 255
+            out[start:stop] = _pixel_features_block(a, b).numpy()
+    return out
+
+
+@dataclass(frozen=True)
+class ImageSignals:
+    """What the verifier knows of each image, rows by image id: thumbnails, the matching hashes
+    (and their mirror_key hashes where stored) and embeddings (None when off)."""
+
+    thumbnails: np.ndarray
+    hashes: Mapping[str, np.ndarray]
+    embeddings: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.thumbnails)
+
+    def appended(self, other: ImageSignals) -> ImageSignals:
+        """These images followed by ``other``'s (ids of ``other`` shift by ``len(self)``)."""
+        return ImageSignals(
+            np.concatenate([self.thumbnails, other.thumbnails]),
+            {name: np.concatenate([words, other.hashes[name]]) for name, words in self.hashes.items()},
+            None if self.embeddings is None else np.concatenate([self.embeddings, other.embeddings]),
+        )
+
+
+def feature_names(hash_names: Sequence[str], with_embedding: bool) -> tuple[str, ...]:
+    embedding = ("embedding_cosine",) if with_embedding else ()
+    return ("descriptor_cosine", *PIXEL_FEATURES, *(f"{name}_distance" for name in hash_names), *embedding)
+
+
+def pair_features(
+    signals: ImageSignals, i: np.ndarray, j: np.ndarray, hash_names: Sequence[str], mirrored: frozenset[str]
+) -> np.ndarray:
+    """The :func:`feature_names` columns for pairs ``(i[k], j[k])``; hashes in ``mirrored`` give the
+    smaller of the direct and mirrored distance."""
+    descriptor_cosine = np.empty(len(i), dtype=np.float32)
+    for start in range(0, len(i), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        left, right = (
+            thumbnail_descriptors(signals.thumbnails[i[block]]),
+            thumbnail_descriptors(signals.thumbnails[j[block]]),
+        )
+        descriptor_cosine[block] = np.einsum("nd,nd->n", left, right)
+    columns = [descriptor_cosine[:, None], pixel_features(signals.thumbnails, i, j)]
+    for name in hash_names:
+        words = signals.hashes[name]
+        distance = (
+            mirror_aware_distances(words, signals.hashes[mirror_key(name)], i, j)
+            if name in mirrored
+            else pair_distances(words, i, j)
+        )
+        columns.append(distance[:, None].astype(np.float32))
+    if signals.embeddings is not None:
+        columns.append(pair_similarities(signals.embeddings, i, j)[:, None])
+    return np.concatenate(columns, axis=1)
+
+
+def scorer_inputs(features: Sequence[str]) -> tuple[list[str], bool]:
+    """The hashes and whether the embedding a scorer trained on ``features`` needs."""
+    hashes = [name.removesuffix("_distance") for name in features if name.endswith("_distance")]
+    return hashes, "embedding_cosine" in features

@@ -1,0 +1,23 @@
+import numpy as np
+
+from dedup_pipeline.lib.pair_scorer import PairScorer, fit_scorer
+
+
+def test_fit_separates_and_survives_a_json_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    copies = rng.normal([0.9, 2.0], 0.05, size=(200, 2))
+    others = rng.normal([0.5, 20.0], 0.2, size=(800, 2))
+    values = np.concatenate([copies, others])
+    is_copy = np.arange(1000) < 200
+    scorer = fit_scorer(["correlation", "phash_distance"], values, is_copy)
+    probability = scorer.probability(values)
+    assert probability[is_copy].min() > 0.9 and probability[~is_copy].max() < 0.1
+    restored = PairScorer.from_json(scorer.with_threshold(0.7).to_json())
+    assert restored.threshold == 0.7 and restored.features == ("correlation", "phash_distance")
+    assert np.allclose(restored.probability(values), probability)
+
+
+def test_a_constant_feature_does_not_divide_by_zero() -> None:
+    values = np.stack([np.r_[np.ones(50), np.zeros(50)], np.full(100, 3.0)], axis=1)
+    scorer = fit_scorer(["a", "constant"], values, np.arange(100) < 50)
+    assert np.all(np.isfinite(scorer.probability(values)))

@@ -1,0 +1,60 @@
+import numpy as np
+
+from dedup_pipeline.lib.calibration import SECOND_NEAREST, synthesize_copies
+from dedup_pipeline.lib.hashing import perceptual_hashes
+from dedup_pipeline.lib.thumbnails import thumbnail, thumbnail_descriptors
+from dedup_pipeline.lib.verification import ImageSignals, feature_names
+from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes
+from tests.conftest import smooth_picture
+
+
+def test_look_alikes_rank_by_inner_product() -> None:
+    rng = np.random.default_rng(0)
+    dataset = rng.normal(size=(300, 5))
+    queries = rng.normal(size=(7, 5))
+    expected = np.argsort(-(queries @ dataset.T), axis=1)[:, :4]
+    assert look_alikes(queries, dataset, 4).tolist() == expected.tolist()
+    assert look_alikes(queries, dataset[:2], 4).shape == (7, 2)
+
+
+def dataset(count: int) -> tuple[list, ImageSignals]:
+    pictures = [smooth_picture(500 + k, size=(64, 64)) for k in range(count)]
+    hashes = {
+        "phash": np.array([perceptual_hashes(p.convert("L"), 8, ["phash"])["phash"] for p in pictures], np.uint64)
+    }
+    return pictures, ImageSignals(np.stack([thumbnail(p) for p in pictures]), hashes, None)
+
+
+def test_training_pairs_label_the_source_and_exclude_exact_copies() -> None:
+    pictures, signals = dataset(40)
+    exact_keys = np.arange(40)
+    exact_keys[39] = exact_keys[0]  # image 39 is an exact copy of image 0: never a negative of it
+    sample = np.array([0, 5])
+    copies = synthesize_copies(sample, [pictures[0], pictures[5]], ["phash"], [], 8, None, 3)
+    pairs = half_pairs(sample, copies, thumbnail_descriptors(signals.thumbnails), exact_keys, None, SECOND_NEAREST)
+    copy_ids, partners = pairs.copy_pairs[:, 0], pairs.copy_pairs[:, 1]
+    owners = copies.owner[copy_ids - 40]
+    assert (pairs.copy_labels == (partners == owners)).all()
+    assert pairs.copy_labels.sum() == 6  # every copy has its source, once
+    assert not np.any((owners == 0) & (partners == 39))
+    assert (
+        set(pairs.original_pairs[:, 0].tolist()) <= {0, 5}
+        and 39 not in pairs.original_pairs[pairs.original_pairs[:, 0] == 0, 1]
+    )
+
+
+def test_calibrated_verifier_finds_held_out_copies() -> None:
+    pictures, signals = dataset(160)
+    tune_ids, holdout_ids = np.arange(0, 80, 2), np.arange(1, 80, 2)
+
+    def half(ids: np.ndarray) -> tuple[np.ndarray, object]:
+        return ids, synthesize_copies(ids, [pictures[k] for k in ids], ["phash"], [], 8, None, 4)
+
+    result = calibrate_verifier(
+        signals, half(tune_ids), half(holdout_ids), np.arange(160), None, SECOND_NEAREST, ["phash"], frozenset(), 0.95
+    )
+    assert result is not None
+    assert result.scorer.features == feature_names(["phash"], with_embedding=False)
+    assert 0 < result.scorer.threshold < 1
+    assert result.tune_precision >= 0.95
+    assert result.holdout_recall > 0.5 and result.holdout_precision > 0.8
