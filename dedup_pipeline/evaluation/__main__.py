@@ -10,7 +10,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from dedup_pipeline.evaluation.cifar import contact_sheet, flagged_outside_cifair, load_cifair, prepare_cifar
+from dedup_pipeline.evaluation.cifar import (
+    contact_sheet,
+    flagged_outside_cifair,
+    load_cifair,
+    prepare_cifar,
+    verifier_operating_points,
+)
 from dedup_pipeline.evaluation.cifar import score_recipe as score_cifar
 from dedup_pipeline.evaluation.recipes import ANCHORS, evidence_recipes
 from dedup_pipeline.evaluation.runs import StoredRun, run_pipeline
@@ -24,6 +30,7 @@ from dedup_pipeline.lib.transforms import TRANSFORMS
 TARGET_PRECISION = 0.99
 CIFAR_SOURCES_PER_CLASS = 30
 SHEET_PAIRS = 24
+VERIFIER_OPERATING_POINTS = (0.3, 0.5, 0.7, 0.9)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
@@ -74,6 +81,22 @@ def cifar_section(run: StoredRun, cifair: Path, out: Path, data_root: Path) -> l
         ),
         "",
     ]
+    operating_points = verifier_operating_points(run, VERIFIER_OPERATING_POINTS, test_train, test_test)
+    if operating_points:
+        lines += [
+            f"The same trained verifier at other probability thresholds, on the same candidates (calibration "
+            f"chose {run.thresholds.verifier.threshold:.3f} for target precision {run.config.target_precision}; "
+            "a different `target_precision` picks another point of this trade-off):",
+            "",
+            *_table(
+                ["verifier threshold", f"recall 0/1 ({near})", f"recall 2 ({similar})", "recall test-test", "flagged"],
+                [
+                    (s.recipe, s.recall_near, s.recall_similar, s.recall_test_test, s.flagged_test_images)
+                    for s in operating_points
+                ],
+            ),
+            "",
+        ]
     default = next(s for s in scores if s.recipe == "combined default")
     outside = flagged_outside_cifair(run, default, test_train)
     sheet = out / "cifar_flagged_not_in_cifair.png"

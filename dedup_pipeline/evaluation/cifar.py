@@ -8,6 +8,7 @@ A ciFAIR pair counts as found by a recipe when the recipe matches that exact (te
 from __future__ import annotations
 
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from PIL import Image
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
+from dedup_pipeline.lib.pairs import EXACT_EVIDENCE, candidate_pairs, verifier_probability, with_look_alikes
+from dedup_pipeline.lib.verification import ImageSignals
 
 READY_MARKER = ".extracted"
 
@@ -60,7 +63,38 @@ def _found(matched: set[tuple[int, int]], wanted: np.ndarray) -> float:
 
 
 def score_recipe(run: StoredRun, recipe: Recipe, test_train: pl.DataFrame, test_test: pl.DataFrame) -> CifarScore:
-    pairs = recipe_pairs(run, recipe)
+    return score_pairs(run, recipe.name, recipe_pairs(run, recipe), test_train, test_test)
+
+
+def verifier_operating_points(
+    run: StoredRun, probabilities: Sequence[float], test_train: pl.DataFrame, test_test: pl.DataFrame
+) -> list[CifarScore]:
+    """The run's trained verifier at other probability thresholds, on the same candidates: the
+    recall / flagged trade-off the calibrated threshold picks one point of."""
+    verifier = run.thresholds.verifier
+    if verifier is None:
+        return []
+    candidates = with_look_alikes(
+        candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], run.thumbnails
+    )
+    i, j = candidates[:, 0], candidates[:, 1]
+    signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
+    probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j)
+    exact = np.zeros(len(i), dtype=bool)
+    for column in EXACT_EVIDENCE.values():
+        values = run.manifest[column].to_numpy()
+        exact |= values[i] == values[j]
+    return [
+        score_pairs(
+            run, f"verifier, probability >= {p:.3f}", candidates[exact | (probability >= p)], test_train, test_test
+        )
+        for p in probabilities
+    ]
+
+
+def score_pairs(
+    run: StoredRun, name: str, pairs: np.ndarray, test_train: pl.DataFrame, test_test: pl.DataFrame
+) -> CifarScore:
     matched = {tuple(pair) for pair in pairs.tolist()}
     split = run.manifest["split"].to_numpy()
     cross = pairs[split[pairs[:, 0]] != split[pairs[:, 1]]]
@@ -69,7 +103,7 @@ def score_recipe(run: StoredRun, recipe: Recipe, test_train: pl.DataFrame, test_
     near = test_train.filter(pl.col("judgment") <= 1)
     similar = test_train.filter(pl.col("judgment") == 2)
     return CifarScore(
-        recipe=recipe.name,
+        recipe=name,
         recall_near=_found(matched, _pair_ids(run, near, "test_path", "other_path")),
         recall_similar=_found(matched, _pair_ids(run, similar, "test_path", "other_path")),
         recall_test_test=_found(matched, _pair_ids(run, test_test, "test_path", "other_path")),

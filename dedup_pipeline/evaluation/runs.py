@@ -12,7 +12,14 @@ import polars as pl
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
 from dedup_pipeline.lib.pairs import MatchThresholds
-from dedup_pipeline.lib.store import read_embeddings, read_hashes, read_manifest, read_match_thresholds, read_table
+from dedup_pipeline.lib.store import (
+    read_embeddings,
+    read_hashes,
+    read_manifest,
+    read_match_thresholds,
+    read_table,
+    read_thumbnails,
+)
 
 
 @dataclass
@@ -24,6 +31,7 @@ class StoredRun:
     embeddings: np.ndarray | None
     thresholds: MatchThresholds  # what the run used (calibrated or fixed)
     threshold_table: pl.DataFrame
+    thumbnails: np.ndarray
     pairs: pl.DataFrame  # the run's similar_pairs
     seconds: float
 
@@ -51,6 +59,7 @@ def run_pipeline(data: Path, database: Path, **options: object) -> StoredRun:
             embeddings=read_embeddings(connection),
             thresholds=read_match_thresholds(connection),
             threshold_table=read_table(connection, "match_thresholds"),
+            thumbnails=read_thumbnails(connection),
             pairs=read_table(connection, "similar_pairs", order_by="image_id_a, image_id_b"),
             seconds=seconds,
         )

@@ -84,6 +84,20 @@ def candidate_pairs(
     return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
 
 
+def with_look_alikes(pairs: np.ndarray, thumbnails: np.ndarray) -> np.ndarray:
+    """``pairs`` (an (n, 2) array, ``i < j``) and each image's nearest look-alikes, unique and sorted."""
+    look_alikes = nearest_neighbour_pairs(thumbnail_descriptors(thumbnails), CANDIDATE_NEIGHBOURS)
+    return np.unique(np.concatenate([pairs, look_alikes]), axis=0)
+
+
+def verifier_probability(
+    verifier: PairScorer, signals: ImageSignals, mirrored: frozenset[str], i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """The verifier's probability that each pair ``(i[k], j[k])`` is a copy."""
+    hash_names, _ = scorer_inputs(verifier.features)
+    return verifier.probability(pair_features(signals, i, j, hash_names, mirrored))
+
+
 def find_similar_pairs(
     manifest: pl.DataFrame,
     hashes: Mapping[str, np.ndarray],
@@ -105,8 +119,7 @@ def find_similar_pairs(
     if verifier is not None:
         if thumbnails is None:
             raise ValueError("the verifier needs the images' thumbnails")
-        look_alikes = nearest_neighbour_pairs(thumbnail_descriptors(thumbnails), CANDIDATE_NEIGHBOURS)
-        pairs = np.unique(np.concatenate([pairs, look_alikes]), axis=0)
+        pairs = with_look_alikes(pairs, thumbnails)
     i, j = pairs[:, 0], pairs[:, 1]
 
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
@@ -139,10 +152,8 @@ def find_similar_pairs(
     columns["verification_score"] = None
     keep = np.ones(len(i), dtype=bool)
     if verifier is not None:
-        verifier_hashes, _ = scorer_inputs(verifier.features)
-        signals = ImageSignals(thumbnails, hashes, embeddings)
-        columns["verification_score"] = score = verifier.probability(
-            pair_features(signals, i, j, verifier_hashes, thresholds.mirrored)
+        columns["verification_score"] = score = verifier_probability(
+            verifier, ImageSignals(thumbnails, hashes, embeddings), thresholds.mirrored, i, j
         )
         criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold
         keep = criteria["content"] | criteria["pixels"] | criteria[VERIFIED_EVIDENCE]
