@@ -2,8 +2,8 @@
 
 Each image yields its manifest facts, its content and pixel digests, its perceptual hashes, its
 thumbnail and, when an embedder is configured, its embedding input (resized once, in the worker
-that decoded it). Workers are separate processes; embeddings are computed in the parent in batches as results
-stream in, so memory stays bounded by one batch of model inputs.
+that decoded it). Workers are separate processes; embeddings are computed in the parent in
+batches as results stream in, so memory stays bounded by one batch of model inputs.
 
 The unit of work is a list of :class:`ImageSource`, so a shard or a data drop is just a smaller
 list: nothing here depends on the rest of the dataset.

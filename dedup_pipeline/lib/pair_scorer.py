@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class PairScorer:
-    """Logistic model over standardised features and their pairwise products; ``threshold`` is the
-    smallest probability that counts as a copy. Plain numbers, so it is stored as JSON and read
-    back without the library that trained it."""
+    """``threshold`` is the smallest probability that counts as a copy."""
 
     features: tuple[str, ...]
     mean: np.ndarray
@@ -27,13 +25,16 @@ class PairScorer:
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         standardised = (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
-        terms = np.prod(standardised[:, None, :] ** self.powers[None, :, :], axis=2)
-        return 1.0 / (1.0 + np.exp(-(terms @ self.weights + self.intercept)))
+        logit = np.full(len(standardised), self.intercept)
+        for exponents, weight in zip(self.powers, self.weights, strict=True):  # one term at a time: O(pairs) memory
+            term = np.full(len(standardised), weight)
+            for feature in np.flatnonzero(exponents):
+                term *= standardised[:, feature] ** exponents[feature]
+            logit += term
+        return 0.5 * (1.0 + np.tanh(logit / 2))  # the logistic function, without exp overflow
 
     def with_threshold(self, threshold: float) -> PairScorer:
-        return PairScorer(
-            self.features, self.mean, self.scale, self.powers, self.weights, self.intercept, float(threshold)
-        )
+        return replace(self, threshold=float(threshold))
 
     def to_json(self) -> str:
         return json.dumps(
