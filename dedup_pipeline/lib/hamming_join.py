@@ -1,19 +1,41 @@
-"""Exact Hamming-distance self-join of packed binary hashes.
+"""Exact Hamming-distance joins of packed binary hashes.
 
-Blockwise brute force with ``numpy.bitwise_count``: each block of query rows is compared only with
-the rows after it (every unordered pair once), and a block's scratch space is bounded by
-``max_block_cells``, so memory stays O(N) whatever N is. No N x N matrix exists at any time.
+Two exact methods, chosen per join by estimated cost (``method="auto"``):
+
+- multi-index hashing (:mod:`multi_index_hashing`) for 64-bit hashes: sorts and equi-joins on
+  hash chunks, near-linear in N for the thresholds duplicate search uses;
+- blockwise brute force with ``numpy.bitwise_count`` otherwise (wider hashes, small inputs, large
+  thresholds): each block of query rows is compared only with the rows after it, and a block's
+  scratch space is bounded by ``max_block_cells``.
+
+Neither builds an N x N matrix; both return exactly the pairs within the threshold.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+from dedup_pipeline.lib.multi_index_hashing import Chunk, multi_index_pairs, plan_chunks
+
 DEFAULT_BLOCK_CELLS = 1 << 24
+JoinMethod = Literal["auto", "brute-force", "multi-index"]
+
+
+def _multi_index_plan(left: np.ndarray, right_count: int, threshold: int, method: JoinMethod) -> list[Chunk] | None:
+    if method == "brute-force" or left.shape[1] != 1:
+        if method == "multi-index":
+            raise ValueError("multi-index hashing joins 64-bit (one-word) hashes only")
+        return None
+    plan = plan_chunks(left.shape[0], right_count, threshold)
+    if plan is None and method == "multi-index":
+        raise ValueError(f"no multi-index plan for threshold {threshold}")
+    return plan
 
 
 def hamming_pairs(
-    hashes: np.ndarray, threshold: int, max_block_cells: int = DEFAULT_BLOCK_CELLS
+    hashes: np.ndarray, threshold: int, max_block_cells: int = DEFAULT_BLOCK_CELLS, method: JoinMethod = "auto"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` with Hamming distance <= ``threshold``.
 
@@ -23,6 +45,9 @@ def hamming_pairs(
     words = np.ascontiguousarray(hashes, dtype=np.uint64)
     if words.ndim != 2:
         raise ValueError(f"hashes must be (N, words), got shape {words.shape}")
+    plan = _multi_index_plan(words, words.shape[0], threshold, method)
+    if plan is not None:
+        return multi_index_pairs(words[:, 0], None, threshold, plan)
     count = words.shape[0]
     found_i, found_j, found_d = [], [], []
     block = max(1, max_block_cells // max(1, count * words.shape[1]))
@@ -49,12 +74,19 @@ def hamming_pairs(
 
 
 def hamming_pairs_between(
-    left: np.ndarray, right: np.ndarray, threshold: int, max_block_cells: int = DEFAULT_BLOCK_CELLS
+    left: np.ndarray,
+    right: np.ndarray,
+    threshold: int,
+    max_block_cells: int = DEFAULT_BLOCK_CELLS,
+    method: JoinMethod = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All ``(i, j)`` with Hamming distance between ``left[i]`` and ``right[j]`` <= ``threshold``
-    (a full rectangular join, blockwise like :func:`hamming_pairs`)."""
+    (a full rectangular join, by the same methods as :func:`hamming_pairs`), sorted by ``(i, j)``."""
     a = np.ascontiguousarray(left, dtype=np.uint64)
     b = np.ascontiguousarray(right, dtype=np.uint64)
+    plan = _multi_index_plan(a, b.shape[0], threshold, method)
+    if plan is not None:
+        return multi_index_pairs(a[:, 0], b[:, 0], threshold, plan)
     found_i, found_j, found_d = (
         [np.zeros(0, dtype=np.int64)],
         [np.zeros(0, dtype=np.int64)],

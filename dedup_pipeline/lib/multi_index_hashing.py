@@ -1,0 +1,145 @@
+"""Exact Hamming range join of 64-bit hashes by multi-index hashing, as sorts and equi-joins.
+
+Split the 64 bits into ``m`` chunks. If two hashes differ in at most ``t`` bits, then for any
+radii ``r_1..r_m`` with ``sum(r_c + 1) >= t + 1`` some chunk ``c`` differs in at most ``r_c``
+bits (generalised pigeonhole). So every pair within ``t`` shares, in some chunk, a key from a
+small set of bit-flip variants, and the candidates are equal-key groups of a sort:
+
+- radius 0: the chunk itself on both sides;
+- radius 1: every one-bit variant on one side (role "query") against the chunk on the other;
+- radius 2: every one-bit variant on both sides (two differing bits meet half way).
+
+Candidates are checked on all 64 bits, so the result is exact: the same pairs as brute force.
+For N random hashes the work is about N * (chunk bits) entries and a few candidates per entry,
+against N^2 / 2 comparisons for brute force; :func:`plan_chunks` estimates both and callers fall
+back to brute force where it is cheaper (small N, large thresholds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+HASH_BITS = 64
+MAX_CHUNKS = 8
+SMALL_GROUP = 64  # equal-key groups up to this size are paired by offset passes over the sort
+CANDIDATE_COST = 8.0  # a checked candidate costs about this many brute-force comparisons
+
+
+@dataclass(frozen=True)
+class Chunk:
+    low: int  # first bit
+    bits: int
+    radius: int  # 0, 1 or 2
+
+
+def _chunks(count: int, radii_total: int) -> list[Chunk] | None:
+    if radii_total > 2 * count:
+        return None
+    widths = [HASH_BITS // count + (1 if c < HASH_BITS % count else 0) for c in range(count)]
+    radii = [radii_total // count + (1 if c < radii_total % count else 0) for c in range(count)]
+    lows = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
+    return [Chunk(int(low), width, radius) for low, width, radius in zip(lows, widths, radii, strict=True)]
+
+
+def _estimated_cost(chunks: list[Chunk], left: int, right: int) -> float:
+    """Sort entries plus expected random-collision candidates (uniform hashes), in comparisons."""
+    cost = 0.0
+    for chunk in chunks:
+        keys = 2.0**chunk.bits
+        variants = chunk.bits + 1.0
+        if chunk.radius == 0:
+            entries, candidates = left + right, left * right / keys
+        elif chunk.radius == 1:
+            entries, candidates = left * variants + right, left * variants * right / keys
+        else:
+            entries, candidates = (left + right) * variants, left * right * variants * variants / keys
+        cost += entries * np.log2(max(entries, 2.0)) / 4 + candidates * CANDIDATE_COST
+    return cost
+
+
+def plan_chunks(left: int, right: int, threshold: int) -> list[Chunk] | None:
+    """The cheapest chunking for joining ``left`` hashes with ``right`` at ``threshold``, or None
+    when brute force (``left * right`` comparisons) is expected to be cheaper."""
+    best, best_cost = None, float(left) * right
+    for count in range(1, MAX_CHUNKS + 1):
+        chunks = _chunks(count, max(0, threshold + 1 - count))
+        if chunks is not None and (cost := _estimated_cost(chunks, left, right)) < best_cost:
+            best, best_cost = chunks, cost
+    return best
+
+
+def _entries(values: np.ndarray, ids: np.ndarray, chunk: Chunk, expand: bool) -> tuple[np.ndarray, np.ndarray]:
+    part = (values >> np.uint64(chunk.low)) & np.uint64((1 << chunk.bits) - 1)
+    if not expand:
+        return part, ids
+    flips = np.concatenate([[0], np.left_shift(1, np.arange(chunk.bits))]).astype(np.uint64)
+    return (part[:, None] ^ flips[None, :]).ravel(), np.repeat(ids, chunk.bits + 1)
+
+
+def _group_candidates(keys: np.ndarray, ids: np.ndarray, roles: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of entry pairs with equal keys and different roles, from sorted ``keys``.
+
+    Small groups are paired by comparing the sorted arrays with themselves shifted by 1, 2, ...
+    positions; the few large groups (many hashes sharing a chunk) member by member."""
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [len(keys)]]))
+    small = np.repeat(sizes <= SMALL_GROUP, sizes)
+    keys_s, ids_s, roles_s = keys[small], ids[small], roles[small]
+    for offset in range(1, SMALL_GROUP):
+        equal = keys_s[offset:] == keys_s[:-offset]
+        if not equal.any():
+            break
+        hit = np.flatnonzero(equal & (roles_s[offset:] != roles_s[:-offset]))
+        yield ids_s[hit], ids_s[hit + offset]
+    for start, size in zip(starts[sizes > SMALL_GROUP].tolist(), sizes[sizes > SMALL_GROUP].tolist(), strict=True):
+        group_ids, group_roles = ids[start : start + size], roles[start : start + size]
+        for member in range(size - 1):
+            later = slice(member + 1, size)
+            partners = group_ids[later][group_roles[later] != group_roles[member]]
+            yield np.full(len(partners), group_ids[member]), partners
+
+
+def multi_index_pairs(
+    left: np.ndarray, right: np.ndarray | None, threshold: int, chunks: list[Chunk]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, distance)`` of every pair within ``threshold``, sorted by ``(i, j)``: ``i < j`` in
+    ``left`` when ``right`` is None (a self-join), else ``left[i]`` against ``right[j]``.
+    ``left`` and ``right`` are 1-D uint64."""
+    self_join = right is None
+    values = left if self_join else np.concatenate([left, right])
+    values = np.ascontiguousarray(values, dtype=np.uint64)
+    ids = np.arange(len(values), dtype=np.int32 if len(values) < 2**31 else np.int64)  # entries are many: keep small
+    side = np.zeros(len(values), dtype=np.int8)
+    if not self_join:
+        side[len(left) :] = 1
+    found: list[np.ndarray] = [np.zeros((0, 2), dtype=np.int64)]
+    for chunk in chunks:
+        if chunk.radius == 1:
+            # queries (role 0) are one-bit variants; in a self-join every row is also a key (role 1)
+            queries = ids if self_join else ids[side == 0]
+            keys = ids if self_join else ids[side == 1]
+            query_keys, query_ids = _entries(values[queries], queries, chunk, expand=True)
+            key_keys, key_ids = _entries(values[keys], keys, chunk, expand=False)
+            all_keys = np.concatenate([query_keys, key_keys])
+            all_ids = np.concatenate([query_ids, key_ids])
+            roles = np.concatenate([np.zeros(len(query_ids), np.int8), np.ones(len(key_ids), np.int8)])
+        else:
+            all_keys, all_ids = _entries(values, ids, chunk, expand=chunk.radius == 2)
+            # self-join: every entry its own role (ids differ within a key group); else the side
+            roles = all_ids if self_join else side[all_ids]
+        order = np.argsort(all_keys)
+        for a, b in _group_candidates(all_keys[order], all_ids[order], roles[order]):
+            keep = (np.bitwise_count(values[a] ^ values[b]) <= threshold) & (a != b)
+            a, b = a[keep], b[keep]
+            if self_join:
+                a, b = np.minimum(a, b), np.maximum(a, b)
+            else:
+                a, b = np.where(side[a] == 0, a, b), np.where(side[a] == 0, b, a) - len(left)
+            found.append(np.stack([a, b], axis=1).astype(np.int64))
+    pairs = np.unique(np.concatenate(found), axis=0)
+    i, j = pairs[:, 0], pairs[:, 1]
+    other = values if self_join else values[len(left) :]
+    return i, j, np.bitwise_count(values[i] ^ other[j]).astype(np.int64)
