@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs, pair_similarities
 
@@ -7,19 +8,35 @@ def unit_rows(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_join_equals_brute_force() -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_join_equals_brute_force(precision: str) -> None:
     rng = np.random.default_rng(0)
     base = rng.normal(size=(900, 24))
     base[600:] = base[:300] + rng.normal(scale=0.3, size=(300, 24))  # planted near-duplicates
     vectors = unit_rows(base)
-    similarity = vectors @ vectors.T
-    for threshold in (0.6, 0.9):
-        expected_i, expected_j = np.nonzero(np.triu(similarity >= threshold, k=1))
-        i, j, s = cosine_pairs(vectors, threshold, query_block=128)
+    similarity = pair_similarities(vectors, *np.triu_indices(900, k=1))
+    for threshold in (0.6, 0.9, float(np.sort(similarity)[-200])):  # the last: a pair exactly at it
+        expected = np.flatnonzero(similarity >= threshold)
+        i, j, s = cosine_pairs(vectors, threshold, query_block=128, precision=precision)
+        expected_i, expected_j = (axis[expected] for axis in np.triu_indices(900, k=1))
         assert list(zip(i.tolist(), j.tolist(), strict=True)) == list(
             zip(expected_i.tolist(), expected_j.tolist(), strict=True)
         )
-        assert np.allclose(s, similarity[i, j], atol=1e-5)
+        assert (s == similarity[expected]).all()
+
+
+def test_bfloat16_margin_keeps_pairs_its_rounding_puts_below_the_threshold() -> None:
+    # Worst case for bfloat16: every entry is rounded down by almost half a unit in the last place,
+    # so the low-precision product of this pair is about 0.004 below its float32 value.
+    threshold = 0.90625  # exact in bfloat16
+    entry = (1 + 0.49 * 2.0**-7) * 2.0**-4
+    anchor = np.full(256, entry, dtype=np.float32)
+    partner = anchor.copy()
+    partner[231:] = 0.0  # float32 similarity 231 * entry**2 = 0.9093, just above the threshold
+    vectors = np.stack([anchor, partner, -anchor])
+    assert pair_similarities(vectors, np.array([0]), np.array([1]))[0] >= threshold
+    i, j, _ = cosine_pairs(vectors, threshold, precision="bfloat16")
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]
 
 
 def test_pair_similarities_and_tiny_inputs() -> None:
