@@ -101,7 +101,9 @@ class DedupConfig(dg.ConfigurableResource):
         default=PILLOW_BOMB_LIMIT, description="Images with more pixels are refused as decompression bombs."
     )
     workers: int = Field(default=0, description="Decode/hash processes (0: one per CPU).")
-    embedding_batch_size: int = Field(default=64, description="Images per embedding batch.")
+    embedding_batch_size: int = Field(
+        default=0, description="Images per embedding batch (0: chosen from the input size, as measured fastest)."
+    )
 
     def extraction_settings(self, embedding_size: int | None) -> ExtractionSettings:
         validate_hash_settings(self.hash_size, self.hash_algorithms)

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
-from dedup_pipeline.lib.embedding import Embedder
+from dedup_pipeline.lib.embedding import Embedder, preferred_batch_size
 from dedup_pipeline.lib.extraction import embedding_input
 from dedup_pipeline.lib.hamming_join import (
     cross_distances,
@@ -249,9 +249,10 @@ def synthesize_copies(
     hashes = {key: np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1) for key in keys}
     embeddings = None
     if embedder is not None:
+        batch = preferred_batch_size(embedder.image_size)
         batches = [
-            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + 64]]))
-            for k in range(0, len(copies), 64)
+            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + batch]]))
+            for k in range(0, len(copies), batch)
         ]
         embeddings = np.concatenate(batches) if batches else np.zeros((0, embedder.dimension), dtype=np.float32)
     thumbnails = (

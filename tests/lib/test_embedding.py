@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.embedding import load_embedder
+from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
 from tests.conftest import smooth_picture
 
 
@@ -34,3 +34,14 @@ def test_unknown_and_disabled_models() -> None:
 def test_import_path_plugs_in_a_model() -> None:
     embedder = load_embedder("tests.lib.test_extraction:plugin_factory")
     assert embedder.name == "mean-colour"
+
+
+def test_embedding_does_not_depend_on_the_batch(model) -> None:
+    pictures = np.stack([np.asarray(smooth_picture(seed, size=(96, 96))) for seed in range(5)])
+    together = model.embed(pictures)
+    alone = np.concatenate([model.embed(pictures[k : k + 1]) for k in range(5)])
+    assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_preferred_batch_size_shrinks_with_the_input() -> None:
+    assert [preferred_batch_size(side) for side in (32, 64, 224, 1024)] == [128, 64, 8, 1]

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import ProgressLogger, preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.embedding import load_embedder
+from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
 from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import discover
 from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, thumbnails_table, write_table
@@ -78,7 +78,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
             settings,
             embedder,
             workers=dedup.worker_count(),
-            batch_size=dedup.embedding_batch_size,
+            batch_size=dedup.embedding_batch_size or preferred_batch_size(settings.embedding_size or 64),
             progress=ProgressLogger(context.log),
         )
     problems = pl.DataFrame(
