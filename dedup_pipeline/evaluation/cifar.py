@@ -79,7 +79,7 @@ def verifier_operating_points(
     )
     i, j = candidates[:, 0], candidates[:, 1]
     signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
-    probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j)
+    probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j, screen=False)
     exact = np.zeros(len(i), dtype=bool)
     for column in EXACT_EVIDENCE.values():
         values = run.manifest[column].to_numpy()

@@ -1,6 +1,10 @@
 """The pair verifier's model: logistic regression over standardised features and their pairwise
 products. Fit with scikit-learn; stored and applied as plain numbers (JSON), so reading a verdict
-back needs neither the library nor a pickle."""
+back needs neither the library nor a pickle.
+
+A verifier may carry a ``screen``: a model of the same kind over the cheap features only, with a
+threshold that passes nearly every copy the verifier accepts. Pairs the screen rejects are not
+aligned at all, which is where the verifier's time goes."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class PairScorer:
     weights: np.ndarray  # (terms,)
     intercept: float
     threshold: float
+    screen: PairScorer | None = None
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         standardised = (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
@@ -36,22 +41,31 @@ class PairScorer:
     def with_threshold(self, threshold: float) -> PairScorer:
         return replace(self, threshold=float(threshold))
 
+    def with_screen(self, screen: PairScorer | None) -> PairScorer:
+        return replace(self, screen=screen)
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "features": list(self.features),
-                "mean": self.mean.tolist(),
-                "scale": self.scale.tolist(),
-                "powers": self.powers.tolist(),
-                "weights": self.weights.tolist(),
-                "intercept": self.intercept,
-                "threshold": self.threshold,
-            }
-        )
+        return json.dumps(self._as_dict())
+
+    def _as_dict(self) -> dict[str, object]:
+        return {
+            "features": list(self.features),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "powers": self.powers.tolist(),
+            "weights": self.weights.tolist(),
+            "intercept": self.intercept,
+            "threshold": self.threshold,
+            "screen": None if self.screen is None else self.screen._as_dict(),
+        }
 
     @staticmethod
     def from_json(text: str) -> PairScorer:
-        data = json.loads(text)
+        return PairScorer._from_dict(json.loads(text))
+
+    @staticmethod
+    def _from_dict(data: dict) -> PairScorer:
+        screen = data.get("screen")  # absent in verifiers stored before screens existed
         return PairScorer(
             tuple(data["features"]),
             np.array(data["mean"]),
@@ -60,6 +74,7 @@ class PairScorer:
             np.array(data["weights"]),
             float(data["intercept"]),
             float(data["threshold"]),
+            None if screen is None else PairScorer._from_dict(screen),
         )
 
 

@@ -23,7 +23,13 @@ from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_distance
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
-from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, pair_features, scorer_inputs
+from dedup_pipeline.lib.verification import (
+    CANDIDATE_NEIGHBOURS,
+    ImageSignals,
+    scorer_inputs,
+    screen_features,
+    with_pixel_features,
+)
 
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
@@ -91,11 +97,29 @@ def with_look_alikes(pairs: np.ndarray, thumbnails: np.ndarray) -> np.ndarray:
 
 
 def verifier_probability(
-    verifier: PairScorer, signals: ImageSignals, mirrored: frozenset[str], i: np.ndarray, j: np.ndarray
+    verifier: PairScorer,
+    signals: ImageSignals,
+    mirrored: frozenset[str],
+    i: np.ndarray,
+    j: np.ndarray,
+    always: np.ndarray | None = None,
+    screen: bool = True,
 ) -> np.ndarray:
-    """The verifier's probability that each pair ``(i[k], j[k])`` is a copy."""
+    """The verifier's probability that each pair ``(i[k], j[k])`` is a copy: NaN where its screen
+    rejected the pair without aligning it (pairs in ``always`` are scored regardless; ``screen``
+    False scores every pair)."""
     hash_names, _ = scorer_inputs(verifier.features)
-    return verifier.probability(pair_features(signals, i, j, hash_names, mirrored))
+    screened = screen_features(signals, i, j, hash_names, mirrored)
+    passed = np.ones(len(i), dtype=bool)
+    if screen and verifier.screen is not None:
+        passed = verifier.screen.probability(screened) >= verifier.screen.threshold
+        if always is not None:
+            passed |= always
+    probability = np.full(len(i), np.nan)
+    probability[passed] = verifier.probability(
+        with_pixel_features(signals.thumbnails, i[passed], j[passed], screened[passed])
+    )
+    return probability
 
 
 def find_similar_pairs(
@@ -152,11 +176,12 @@ def find_similar_pairs(
     columns["verification_score"] = None
     keep = np.ones(len(i), dtype=bool)
     if verifier is not None:
+        exact = criteria["content"] | criteria["pixels"]
         columns["verification_score"] = score = verifier_probability(
-            verifier, ImageSignals(thumbnails, hashes, embeddings), thresholds.mirrored, i, j
+            verifier, ImageSignals(thumbnails, hashes, embeddings), thresholds.mirrored, i, j, always=exact
         )
-        criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold
-        keep = criteria["content"] | criteria["pixels"] | criteria[VERIFIED_EVIDENCE]
+        criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold  # False where screened out (NaN)
+        keep = exact | criteria[VERIFIED_EVIDENCE]
 
     frame = pl.DataFrame(
         [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]

@@ -135,15 +135,22 @@ class ImageSignals:
 
 
 def feature_names(hash_names: Sequence[str], with_embedding: bool) -> tuple[str, ...]:
+    """The verifier's features: the screen's, with the aligned pixel measures after the first."""
+    first, *rest = screen_feature_names(hash_names, with_embedding)
+    return (first, *PIXEL_FEATURES, *rest)
+
+
+def screen_feature_names(hash_names: Sequence[str], with_embedding: bool) -> tuple[str, ...]:
+    """The cheap features (no alignment): what the screen in front of the verifier sees."""
     embedding = ("embedding_cosine",) if with_embedding else ()
-    return ("descriptor_cosine", *PIXEL_FEATURES, *(f"{name}_distance" for name in hash_names), *embedding)
+    return ("descriptor_cosine", *(f"{name}_distance" for name in hash_names), *embedding)
 
 
-def pair_features(
+def screen_features(
     signals: ImageSignals, i: np.ndarray, j: np.ndarray, hash_names: Sequence[str], mirrored: frozenset[str]
 ) -> np.ndarray:
-    """The :func:`feature_names` columns for pairs ``(i[k], j[k])``; hashes in ``mirrored`` give the
-    smaller of the direct and mirrored distance."""
+    """The :func:`screen_feature_names` columns for pairs ``(i[k], j[k])``; hashes in ``mirrored``
+    give the smaller of the direct and mirrored distance."""
     descriptor_cosine = np.empty(len(i), dtype=np.float32)
     for start in range(0, len(i), PAIR_BLOCK):
         block = slice(start, start + PAIR_BLOCK)
@@ -152,7 +159,7 @@ def pair_features(
             thumbnail_descriptors(signals.thumbnails[j[block]]),
         )
         descriptor_cosine[block] = np.einsum("nd,nd->n", left, right)
-    columns = [descriptor_cosine[:, None], pixel_features(signals.thumbnails, i, j)]
+    columns = [descriptor_cosine[:, None]]
     for name in hash_names:
         words = signals.hashes[name]
         distance = (
@@ -164,6 +171,18 @@ def pair_features(
     if signals.embeddings is not None:
         columns.append(pair_similarities(signals.embeddings, i, j)[:, None])
     return np.concatenate(columns, axis=1)
+
+
+def with_pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, screened: np.ndarray) -> np.ndarray:
+    """The :func:`feature_names` columns from the pairs' screen features and their thumbnails."""
+    return np.concatenate([screened[:, :1], pixel_features(thumbnails, i, j), screened[:, 1:]], axis=1)
+
+
+def pair_features(
+    signals: ImageSignals, i: np.ndarray, j: np.ndarray, hash_names: Sequence[str], mirrored: frozenset[str]
+) -> np.ndarray:
+    """The :func:`feature_names` columns for pairs ``(i[k], j[k])``."""
+    return with_pixel_features(signals.thumbnails, i, j, screen_features(signals, i, j, hash_names, mirrored))
 
 
 def scorer_inputs(features: Sequence[str]) -> tuple[list[str], bool]:

@@ -14,6 +14,10 @@ at least the target, chosen on out-of-fold scores of the tuning half (two folds 
 precision and recall are then measured on the held-out half with the model fit on the whole tuning
 half. A copy whose source is not among its look-alikes counts as missed: the estimate includes the
 candidate stage's misses.
+
+The screen (a model on the cheap features) is fit on the same pairs; its threshold passes all but
+``SCREEN_LOSS`` of the tuning copies the verifier accepts out of fold, itself judged out of fold.
+The held-out estimates apply the screen too, so they include what it loses.
 """
 
 from __future__ import annotations
@@ -32,9 +36,16 @@ from dedup_pipeline.lib.calibration import (
 )
 from dedup_pipeline.lib.pair_scorer import PairScorer, fit_scorer
 from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
-from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, feature_names, pair_features
+from dedup_pipeline.lib.verification import (
+    CANDIDATE_NEIGHBOURS,
+    ImageSignals,
+    feature_names,
+    pair_features,
+    screen_feature_names,
+)
 
 QUERY_BLOCK = 1024
+SCREEN_LOSS = 0.005  # share of accepted copies the screen may reject
 
 
 def look_alikes(queries: np.ndarray, dataset: np.ndarray, count: int) -> np.ndarray:
@@ -172,7 +183,10 @@ def calibrate_verifier(
     tune_pairs, tune_copy_features, tune_original_features, tune_count = prepared(tune)
     if tune_pairs.copy_labels.sum() == 0 or tune_pairs.copy_labels.all():
         return None
+    screen_names = screen_feature_names(hash_names, signals.embeddings is not None)
+    screen_columns = [names.index(name) for name in screen_names]
     copy_oof = np.zeros(len(tune_copy_features))
+    screen_oof = np.zeros(len(tune_copy_features))
     original_oof = np.zeros(len(tune_original_features))
     for fold in (0, 1):
         train = tune_pairs.copy_fold != fold
@@ -183,17 +197,31 @@ def calibrate_verifier(
         copy_oof[~train] = model.probability(tune_copy_features[~train])
         held = tune_pairs.original_fold == fold
         original_oof[held] = model.probability(tune_original_features[held])
+        screen = fit_scorer(screen_names, tune_copy_features[train][:, screen_columns], labels_in_fold)
+        screen_oof[~train] = screen.probability(tune_copy_features[~train][:, screen_columns])
     tune_scores = half_scores(tune_pairs, copy_oof, original_oof, tune_count)
     threshold = choose_threshold(tune_scores, target_precision)
     if threshold is None:
         return None
     scorer = fit_scorer(names, tune_copy_features, tune_pairs.copy_labels).with_threshold(threshold)
+    accepted = np.sort(screen_oof[tune_pairs.copy_labels & (copy_oof >= threshold)])
+    if len(accepted):
+        screen = fit_scorer(screen_names, tune_copy_features[:, screen_columns], tune_pairs.copy_labels)
+        scorer = scorer.with_screen(screen.with_threshold(accepted[int(SCREEN_LOSS * len(accepted))]))
 
     holdout_pairs, holdout_copy_features, holdout_original_features, holdout_count = prepared(holdout)
+
+    def screened_probability(features: np.ndarray) -> np.ndarray:
+        probability = scorer.probability(features)
+        if scorer.screen is not None:
+            rejected = scorer.screen.probability(features[:, screen_columns]) < scorer.screen.threshold
+            probability[rejected] = 0.0
+        return probability
+
     holdout_scores = half_scores(
         holdout_pairs,
-        scorer.probability(holdout_copy_features),
-        scorer.probability(holdout_original_features),
+        screened_probability(holdout_copy_features),
+        screened_probability(holdout_original_features),
         holdout_count,
     )
     return VerifierCalibration(

@@ -12,9 +12,12 @@ def test_fit_separates_and_survives_a_json_round_trip() -> None:
     scorer = fit_scorer(["correlation", "phash_distance"], values, is_copy)
     probability = scorer.probability(values)
     assert probability[is_copy].min() > 0.9 and probability[~is_copy].max() < 0.1
-    restored = PairScorer.from_json(scorer.with_threshold(0.7).to_json())
+    screen = fit_scorer(["correlation"], values[:, :1], is_copy).with_threshold(0.2)
+    restored = PairScorer.from_json(scorer.with_threshold(0.7).with_screen(screen).to_json())
     assert restored.threshold == 0.7 and restored.features == ("correlation", "phash_distance")
     assert np.allclose(restored.probability(values), probability)
+    assert restored.screen is not None and restored.screen.threshold == 0.2 and restored.screen.screen is None
+    assert np.allclose(restored.screen.probability(values[:, :1]), screen.probability(values[:, :1]))
 
 
 def test_a_constant_feature_does_not_divide_by_zero() -> None:

@@ -1,11 +1,18 @@
 import numpy as np
 import polars as pl
+import pytest
 from PIL import Image
 
 from dedup_pipeline.lib.pair_scorer import PairScorer
-from dedup_pipeline.lib.pairs import MatchThresholds, candidate_pairs, directed_pairs, find_similar_pairs
+from dedup_pipeline.lib.pairs import (
+    MatchThresholds,
+    candidate_pairs,
+    directed_pairs,
+    find_similar_pairs,
+    verifier_probability,
+)
 from dedup_pipeline.lib.thumbnails import thumbnail
-from dedup_pipeline.lib.verification import feature_names
+from dedup_pipeline.lib.verification import ImageSignals, feature_names, screen_feature_names
 from tests.conftest import smooth_picture
 
 
@@ -69,7 +76,10 @@ def test_candidate_pairs_without_exact_evidence() -> None:
 
 def descriptor_only_scorer(hash_names: list[str], threshold: float) -> PairScorer:
     """A verifier that looks at the descriptor cosine only: probability 0.5 at cosine 0.95."""
-    names = feature_names(hash_names, with_embedding=False)
+    return first_feature_scorer(feature_names(hash_names, with_embedding=False), threshold)
+
+
+def first_feature_scorer(names: tuple[str, ...], threshold: float) -> PairScorer:
     return PairScorer(
         names,
         mean=np.zeros(len(names)),
@@ -100,3 +110,17 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them() -> Non
     strict = MatchThresholds(hamming={"phash": 1}, verifier=descriptor_only_scorer(["phash"], 1.01))
     exact_only = find_similar_pairs(images, hashes, None, strict, thumbnails)
     assert exact_only.select("image_id_a", "image_id_b").rows() == [(0, 6)]  # exact copies always count
+
+    # a screen that rejects every pair: nothing is aligned or verified, exact copies still count
+    verifier = descriptor_only_scorer(["phash"], 0.5)
+    closed = verifier.with_screen(first_feature_scorer(screen_feature_names(["phash"], False), 1.01))
+    screened = find_similar_pairs(
+        images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
+    )
+    assert screened.select("image_id_a", "image_id_b", "evidence").rows() == [(0, 6, "pixels,phash,verified")]
+    signals = ImageSignals(thumbnails, hashes, None)
+    i, j = np.array([1, 2]), np.array([7, 3])
+    assert np.isnan(verifier_probability(closed, signals, frozenset(), i, j)).all()
+    assert verifier_probability(closed, signals, frozenset(), i, j, screen=False).tolist() == pytest.approx(
+        verifier_probability(verifier, signals, frozenset(), i, j).tolist()
+    )

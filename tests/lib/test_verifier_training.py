@@ -3,7 +3,7 @@ import numpy as np
 from dedup_pipeline.lib.calibration import SECOND_NEAREST, synthesize_copies
 from dedup_pipeline.lib.hashing import perceptual_hashes
 from dedup_pipeline.lib.thumbnails import thumbnail, thumbnail_descriptors
-from dedup_pipeline.lib.verification import ImageSignals, feature_names
+from dedup_pipeline.lib.verification import ImageSignals, feature_names, screen_feature_names
 from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes
 from tests.conftest import smooth_picture
 
@@ -55,6 +55,8 @@ def test_calibrated_verifier_finds_held_out_copies() -> None:
     )
     assert result is not None
     assert result.scorer.features == feature_names(["phash"], with_embedding=False)
+    assert result.scorer.screen is not None
+    assert result.scorer.screen.features == screen_feature_names(["phash"], with_embedding=False)
     assert 0 < result.scorer.threshold < 1
     assert result.tune_precision >= 0.95
     assert result.holdout_recall > 0.5 and result.holdout_precision > 0.8
