@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
 import polars as pl
+from tqdm import tqdm
+
+from dedup_pipeline.lib.memory import PeakMemory
 
 PREVIEW_ROWS = 20
 
@@ -43,20 +47,33 @@ def table_metadata(frame: pl.DataFrame, database: str, table: str, row_count: in
 
 @contextmanager
 def timed(metadata: dict[str, object], key: str) -> Iterator[None]:
+    """Record the block's wall time under ``key`` (``..._seconds``) and its peak resident memory,
+    this process and its workers, under ``..._peak_rss_mb``."""
     start = time.perf_counter()
-    yield
+    with PeakMemory() as peak:
+        yield
     metadata[key] = round(time.perf_counter() - start, 3)
+    metadata[key.removesuffix("seconds") + "peak_rss_mb"] = round(peak.bytes / 2**20, 1)
 
 
 class ProgressLogger:
-    """Log extraction progress every ``every`` seconds (and at the end) to the run log."""
+    """Log extraction progress every ``every`` seconds (and at the end) to the run log and, in a
+    terminal (the CLI), also draw a progress bar on stderr."""
 
-    def __init__(self, log: dg.DagsterLogManager, every: float = 15.0) -> None:
+    def __init__(self, log: dg.DagsterLogManager, every: float = 15.0, bar: bool | None = None) -> None:
         self._log, self._every = log, every
         self._start = self._last = time.perf_counter()
+        self._bar: tqdm | None = None
+        self._show_bar = sys.stderr.isatty() if bar is None else bar
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
+        if self._show_bar:
+            if self._bar is None:
+                self._bar = tqdm(total=total, unit="image", desc="images", smoothing=0.05, dynamic_ncols=True)
+            self._bar.update(done - self._bar.n)
+            if done == total:
+                self._bar.close()
         if done == total or now - self._last >= self._every:
             self._last = now
             rate = done / max(now - self._start, 1e-9)
