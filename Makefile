@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(abspath dagster_home)
 DEMO_DIR := demo_data
 
-.PHONY: install demo test lint eval dev validate clean
+.PHONY: install demo test lint eval bench dev validate clean
 
 install: $(INSTALLED)
 
@@ -31,6 +31,11 @@ lint: $(INSTALLED)
 # Accuracy evaluation on ../shared (CIFAR-10 + ciFAIR, transformation suite): writes eval/results.md.
 eval: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.evaluation --shared ../shared --work build/eval --out eval
+
+# Speed and memory benchmarks on ../shared (CIFAR-10) and synthetic data, with imagededup measured
+# side by side in its own venv: writes bench/results.md and bench/results.json. About 20 minutes.
+bench: $(INSTALLED)
+	$(VENV)/bin/python -m dedup_pipeline.benchmarks --shared ../shared --work build/bench --out bench
 
 validate: $(INSTALLED)
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
