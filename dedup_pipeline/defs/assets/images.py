@@ -31,7 +31,8 @@ DECODE_CHECK = "decode_failure_rate"
             "image_hashes",
             description=(
                 "pHash, dHash, aHash and wHash of each image (imagehash's semantics on the canonical "
-                "decode), as 64-bit integers (lists of 64-bit words when hash_size > 8)."
+                "decode; wHash from Haar block sums, equal to imagehash's but for exact ties), as 64-bit "
+                "integers (lists of 64-bit words when hash_size > 8)."
             ),
             kinds={"duckdb"},
         ),
