@@ -2,6 +2,8 @@
 
 ``dedup-pipeline run --data DIR [--db PATH]`` exits 0 when every check passed, 1 when a check
 failed (for example the leak budget: the dedup manifest is still written), 2 on bad input.
+``--resume`` skips the stages an earlier run into the same database finished with the same
+settings and data (an interrupted run picks up where it stopped).
 ``dedup-pipeline demo`` builds the embedded demo dataset, runs, and compares planted leaks with
 found ones.
 """
@@ -21,7 +23,8 @@ import polars as pl
 from dedup_pipeline.defs import ASSETS
 from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
 from dedup_pipeline.lib.demo_dataset import build_demo_dataset
-from dedup_pipeline.lib.sources import DatasetError
+from dedup_pipeline.lib.sources import DatasetError, discover
+from dedup_pipeline.lib.stages import dataset_signature, done_stages, stages_to_run
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_DIR = Path("demo_data")
@@ -114,19 +117,31 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
     return DedupConfig(**options)
 
 
-def materialize(config: DedupConfig, database: Path) -> dg.ExecuteInProcessResult:
-    """Materialize every asset (and its checks) in this process."""
+def materialize(config: DedupConfig, database: Path, stages: Sequence[str] | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize every asset (and its checks) in this process, or only those of ``stages``."""
     from dagster_duckdb import DuckDBResource
 
     database.parent.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    selected = [asset for asset in ASSETS if stages is None or asset.op.name in stages]
     return dg.materialize(
         ASSETS,
+        selection=dg.AssetSelection.assets(*(key for asset in selected for key in asset.keys)),
         resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
         instance=instance,
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
+
+
+def unfinished_stages(config: DedupConfig, database: Path) -> list[str]:
+    """The stages a resumed run must still materialize, upstream first."""
+    order = [asset.op.name for asset in ASSETS]
+    if not database.exists():
+        return order
+    signature = dataset_signature(discover(config.data).images)
+    with duckdb.connect(str(database), read_only=True) as connection:
+        return stages_to_run(order, done_stages(connection, config.fingerprint(), signature))
 
 
 def _print_frame(title: str, frame: pl.DataFrame) -> None:
@@ -135,9 +150,10 @@ def _print_frame(title: str, frame: pl.DataFrame) -> None:
         print(frame)
 
 
-def summarize(result: dg.ExecuteInProcessResult, database: Path) -> int:
-    """Print row counts, the leak report and check outcomes; return the exit code."""
-    if not result.success:
+def summarize(result: dg.ExecuteInProcessResult | None, database: Path) -> int:
+    """Print row counts, the leak report and check outcomes (``result`` None: nothing was run);
+    return the exit code."""
+    if result is not None and not result.success:
         failure = next((event for event in result.all_events if event.is_step_failure), None)
         error = failure.step_failure_data.error if failure else None
         while error is not None and error.cause is not None:  # Dagster wraps the user's exception
@@ -165,6 +181,9 @@ def summarize(result: dg.ExecuteInProcessResult, database: Path) -> int:
     _print_frame("tables", pl.DataFrame(counts, schema=["table", "rows"], orient="row"))
     _print_frame("leak report", report)
     _print_frame("dedup manifest", kept)
+    if result is None:
+        print(f"\nevery stage was already done for these settings and data; results in {database}")
+        return EXIT_OK
     checks = [
         (str(e.asset_key.to_user_string()), e.check_name, "passed" if e.passed else f"FAILED ({e.severity.value})")
         for e in result.get_asset_check_evaluations()
@@ -204,7 +223,14 @@ def _run(args: argparse.Namespace) -> int:
     if not Path(config.data).exists():
         print(f"error: dataset not found: {config.data}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return summarize(materialize(config, database), database)
+    stages = None
+    if args.resume:
+        stages = unfinished_stages(config, database)
+        skipped = [asset.op.name for asset in ASSETS if asset.op.name not in stages]
+        print(f"resuming: {', '.join(skipped) or 'no stage'} already done")
+        if not stages:
+            return summarize(None, database)
+    return summarize(materialize(config, database, stages), database)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -236,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", required=True, help="dataset folder <root>/<split>/<label>/... or a CSV/Parquet manifest"
     )
     _add_config_options(run)
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip stages an earlier run into the same database finished with the same settings and data",
+    )
     run.set_defaults(handler=_run)
     demo = commands.add_parser("demo", help="build the demo dataset, scan it, compare with the planted leaks")
     demo.add_argument("--dir", default=str(DEMO_DIR), help="where to build the demo (default: %(default)s)")

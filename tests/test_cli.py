@@ -52,3 +52,19 @@ def test_an_error_inside_the_run_is_reported_with_its_cause(tmp_path: Path, caps
     manifest.write_text("file,split\na.jpg,train\n")
     assert main(["run", "--data", str(manifest), "--db", str(tmp_path / "x.duckdb"), "--embedding-model", "none"]) == 2
     assert "lacks column(s) ['path']" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_resume_skips_the_stages_already_done(leaky_dataset: Path, tmp_path: Path, capsys) -> None:
+    database = tmp_path / "out.duckdb"
+    arguments = ["run", "--data", str(leaky_dataset), "--db", str(database), "--embedding-model", "none"]
+    assert main([*arguments, "--workers", "1"]) == EXIT_CHECK_FAILED
+    capsys.readouterr()
+    assert main([*arguments, "--workers", "2", "--resume"]) == EXIT_OK  # worker count: not a result setting
+    output = capsys.readouterr().out
+    assert "already done for these settings and data" in output and "leak report" in output
+    with duckdb.connect(str(database)) as connection:  # as if the run had stopped during similar_pairs
+        connection.execute("DELETE FROM pipeline_stages WHERE stage = 'similar_pairs'")
+    assert main([*arguments, "--resume"]) == EXIT_CHECK_FAILED
+    assert "resuming: image_features, match_thresholds already done" in capsys.readouterr().out
+    assert main([*arguments, "--resume", "--max-leaked-fraction", "0.5"]) == EXIT_OK  # other settings: all rerun
+    assert "resuming: no stage already done" in capsys.readouterr().out

@@ -16,10 +16,12 @@ from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
+from dedup_pipeline.lib.stages import config_fingerprint
 
 DUCKDB_POOL = "duckdb"
 DUCKDB_RESOURCE_KEY = "duckdb"
 DEFAULT_DATABASE = "dedup.duckdb"
+RUN_ONLY_SETTINGS = frozenset({"workers", "embedding_batch_size"})  # speed only, not the results
 PILLOW_BOMB_LIMIT = 2 * 89_478_485  # Pillow's own error threshold (twice MAX_IMAGE_PIXELS)
 
 
@@ -138,6 +140,11 @@ class DedupConfig(dg.ConfigurableResource):
 
     def worker_count(self) -> int:
         return self.workers or default_workers()
+
+    def fingerprint(self) -> str:
+        """Changes when a setting that decides some stage's output changes (not worker or batch counts)."""
+        settings = {name: getattr(self, name) for name in type(self).model_fields if name not in RUN_ONLY_SETTINGS}
+        return config_fingerprint(settings)
 
 
 def default_database() -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 DEFAULT_QUERY_BLOCK = 2048
+PAIR_BLOCK = 16_384
 # bfloat16 keeps 8 significant bits: rounding both inputs moves a dot product of unit vectors by
 # at most 2**-8, rounding the result by at most 2**-8 more; the margin doubles that.
 BFLOAT16_MARGIN = 2.0**-6
@@ -60,9 +61,14 @@ def cosine_pairs(
 
 
 def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Cosine similarity of given pairs (for evidence found by another criterion)."""
+    """Cosine similarity of given pairs (for evidence found by another criterion), in blocks of
+    pairs: gathering both rows of 500k pairs of 1280-d vectors at once would take 5 GB."""
     vectors = np.asarray(embeddings, dtype=np.float32)
-    return np.clip(np.einsum("nd,nd->n", vectors[i], vectors[j]), -1.0, 1.0)
+    similarity = np.empty(len(i), dtype=np.float32)
+    for start in range(0, len(i), PAIR_BLOCK):
+        block = slice(start, start + PAIR_BLOCK)
+        similarity[block] = np.einsum("nd,nd->n", vectors[i[block]], vectors[j[block]])
+    return np.clip(similarity, -1.0, 1.0)
 
 
 def nearest_neighbour_pairs(vectors: np.ndarray, neighbours: int, reduced_dimension: int = 64) -> np.ndarray:

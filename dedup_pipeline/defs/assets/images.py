@@ -10,6 +10,7 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
 from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import discover
+from dedup_pipeline.lib.stages import FIRST_STAGE, dataset_signature, record_stage
 from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, thumbnails_table, write_table
 
 DECODE_CHECK = "decode_failure_rate"
@@ -99,6 +100,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
             embeddings_table(extracted.manifest, extracted.embeddings, model, settings.embedding_size or 0),
         )
         create_views(connection, ["image_errors"])
+        record_stage(connection, FIRST_STAGE, dedup.fingerprint(), dataset_signature(sources.images))
 
     inputs = extracted.manifest.height + failures.height
     yield dg.MaterializeResult(

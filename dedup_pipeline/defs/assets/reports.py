@@ -10,6 +10,7 @@ from dedup_pipeline.lib.reports import label_conflicts as find_label_conflicts
 from dedup_pipeline.lib.reports import leak_report as build_leak_report
 from dedup_pipeline.lib.reports import leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.splits import split_ranks
+from dedup_pipeline.lib.stages import record_stage
 from dedup_pipeline.lib.store import create_views, read_manifest, read_table, write_table
 
 LEAK_CHECK = "leak_budget"
@@ -45,6 +46,7 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
         leaked = leaked_images(manifest, pairs, ranks)
         report = build_leak_report(manifest, leaked, ranks)
         write_table(connection, "leak_report", report)
+        record_stage(connection, "leak_report", dedup.fingerprint())
     per_split = leaked_fraction_by_split(manifest, leaked, ranks)
     worst = float(per_split["leaked_fraction"].max() or 0.0)
     yield dg.MaterializeResult(
@@ -75,11 +77,12 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
+def label_conflicts(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         conflicts = find_label_conflicts(read_manifest(connection), read_table(connection, "similar_pairs"))
         write_table(connection, "label_conflicts", conflicts)
+        record_stage(connection, "label_conflicts", dedup.fingerprint())
     return dg.MaterializeResult(metadata={**table_metadata(conflicts, duckdb.database, "label_conflicts"), **timings})
 
 
@@ -114,6 +117,7 @@ def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
         decisions = decide(manifest, clusters)
         write_table(connection, "dedup_decisions", decisions)
         create_views(connection, ["dedup_manifest"])
+        record_stage(connection, "dedup_manifest", dedup.fingerprint())
     counts = decisions.group_by("split", "reason").len().sort("split", "reason")
     violations = guarantee_violations(decisions, pairs)
     yield dg.MaterializeResult(

@@ -8,6 +8,7 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.clustering import build_clusters
 from dedup_pipeline.lib.pairs import find_similar_pairs
 from dedup_pipeline.lib.splits import split_ranks
+from dedup_pipeline.lib.stages import record_stage
 from dedup_pipeline.lib.store import (
     create_views,
     read_embeddings,
@@ -47,6 +48,7 @@ def similar_pairs(
             pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds, thumbnails)
         write_table(connection, "similar_pairs", pairs)
         create_views(connection, ["duplicate_pairs", "leaks"])
+        record_stage(connection, "similar_pairs", dedup.fingerprint())
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
     if embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
@@ -83,6 +85,7 @@ def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.Materia
         pairs = read_table(connection, "similar_pairs")
         clusters = build_clusters(manifest, pairs, split_ranks(manifest["split"], dedup.split_priority))
         write_table(connection, "duplicate_clusters", clusters)
+        record_stage(connection, "duplicate_clusters", dedup.fingerprint())
     representatives = clusters.filter("is_representative")
     return dg.MaterializeResult(
         metadata={

@@ -27,6 +27,7 @@ from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
 from dedup_pipeline.lib.sources import data_root
+from dedup_pipeline.lib.stages import record_stage
 from dedup_pipeline.lib.store import (
     read_embeddings,
     read_hashes,
@@ -207,4 +208,5 @@ def match_thresholds(
         table = pl.DataFrame(rows, schema=THRESHOLD_SCHEMA)
         write_table(connection, "match_thresholds", table)
         write_verifier(connection, verifier)
+        record_stage(connection, "match_thresholds", dedup.fingerprint())
     return dg.MaterializeResult(metadata={**table_metadata(table, duckdb.database, "match_thresholds"), **timings})
