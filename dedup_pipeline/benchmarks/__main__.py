@@ -233,16 +233,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Written by `make bench` on {results['date']}; every figure from this one session.",
         "",
     ]
-    lines += machine_section(results)
-    pipeline_lines, database = pipeline_section(results, cifar, args.work)
-    lines += pipeline_lines
-    lines += hamming_section(results, database, args.repeats)
-    lines += cosine_section(results, database, 0.862, args.repeats)
-    lines += embedding_section(results, results["machine"]["fp32_matmul_gflops"])
-    lines += decode_section(results, cifar, args.work)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+
+    def save(section: list[str]) -> None:  # after every section: a crash later keeps what was measured
+        lines.extend(section)
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (args.out / "results.md").write_text("\n".join(lines) + "\n")
+
+    save(machine_section(results))
+    pipeline_lines, database = pipeline_section(results, cifar, args.work)
+    save(pipeline_lines)
+    save(hamming_section(results, database, args.repeats))
+    save(cosine_section(results, database, 0.862, args.repeats))
+    save(embedding_section(results, results["machine"]["fp32_matmul_gflops"]))
+    save(decode_section(results, cifar, args.work))
     print("\n".join(lines))
     return 0
 

@@ -69,7 +69,7 @@ def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, fl
         pairs = 0
         for block in range(0, len(vectors), 4096):
             limits, _, found = index.range_search(vectors[block : block + 4096], threshold)
-            queries = np.repeat(np.arange(block, block + len(limits) - 1), np.diff(limits))
+            queries = np.repeat(np.arange(block, block + len(limits) - 1), np.diff(limits).astype(np.int64))
             pairs += int((found > queries).sum())
     else:
         pairs = len(cosine_pairs(vectors, threshold, precision=method)[0])
