@@ -27,9 +27,11 @@ MAX_BATCH = 128
 
 def preferred_batch_size(image_size: int) -> int:
     """Images per batch for square inputs of ``image_size``: the power of two nearest to
-    BATCH_PIXELS / image_size**2, at most MAX_BATCH. Measured on EfficientNet-Lite0 (2 cores,
-    channels-last): 8 at 224 px (106 images/s against 78 at batch 4 and 66 at batch 16), 64 at 64 px,
-    128 at 32 px."""
+    BATCH_PIXELS / image_size**2, at most MAX_BATCH: 8 at 224 px, 64 at 64 px, 128 at 32 px.
+
+    Measured on EfficientNet-Lite0 (2 cores, channels-last): at 64 px batch 64 gave 1,653 images/s
+    against 883 at 128; at 32 px batch 128 gave 3,456 against 1,488 at 512. At 224 px the runs
+    disagree (batch 8: 106 images/s in one, 56 in ``make bench`` where batch 1 gave 72)."""
     return int(min(MAX_BATCH, 2 ** round(np.log2(max(1.0, BATCH_PIXELS / image_size**2)))))
 
 
