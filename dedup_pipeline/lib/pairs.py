@@ -34,6 +34,7 @@ from dedup_pipeline.lib.verification import (
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
 VERIFIED_EVIDENCE = "verified"
+SCREEN_MIN_PAIRS = 200_000  # candidates; aligning a pair takes about 0.25 ms on 2 cores
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,12 @@ def verifier_probability(
 ) -> np.ndarray:
     """The verifier's probability that each pair ``(i[k], j[k])`` is a copy: NaN where its screen
     rejected the pair without aligning it (pairs in ``always`` are scored regardless; ``screen``
-    False scores every pair)."""
+    False scores every pair). The screen is used only from SCREEN_MIN_PAIRS candidates on: below
+    that, aligning them all takes under a minute and the screen's small recall loss buys nothing."""
     hash_names, _ = scorer_inputs(verifier.features)
     screened = screen_features(signals, i, j, hash_names, mirrored)
     passed = np.ones(len(i), dtype=bool)
-    if screen and verifier.screen is not None:
+    if screen and verifier.screen is not None and len(i) >= SCREEN_MIN_PAIRS:
         passed = verifier.screen.probability(screened) >= verifier.screen.threshold
         if always is not None:
             passed |= always

@@ -3,6 +3,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from dedup_pipeline.lib import pairs as pairs_module
 from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.pairs import (
     MatchThresholds,
@@ -91,7 +92,7 @@ def first_feature_scorer(names: tuple[str, ...], threshold: float) -> PairScorer
     )
 
 
-def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them() -> None:
+def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them(monkeypatch: pytest.MonkeyPatch) -> None:
     pictures = [smooth_picture(seed, size=(64, 64)) for seed in range(6)]
     pictures.append(pictures[0].copy())  # 6: pixel-identical to 0
     pictures.append(Image.fromarray(np.clip(np.asarray(pictures[1], dtype=np.int16) + 3, 0, 255).astype(np.uint8)))
@@ -111,9 +112,15 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them() -> Non
     exact_only = find_similar_pairs(images, hashes, None, strict, thumbnails)
     assert exact_only.select("image_id_a", "image_id_b").rows() == [(0, 6)]  # exact copies always count
 
-    # a screen that rejects every pair: nothing is aligned or verified, exact copies still count
+    # a screen that rejects every pair: not used on few candidates, else nothing is aligned or
+    # verified and exact copies still count
     verifier = descriptor_only_scorer(["phash"], 0.5)
     closed = verifier.with_screen(first_feature_scorer(screen_feature_names(["phash"], False), 1.01))
+    unscreened = find_similar_pairs(
+        images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
+    )
+    assert unscreened.select("image_id_a", "image_id_b").rows() == [(0, 6), (1, 7)]
+    monkeypatch.setattr(pairs_module, "SCREEN_MIN_PAIRS", 1)
     screened = find_similar_pairs(
         images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
     )
