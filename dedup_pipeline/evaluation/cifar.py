@@ -74,11 +74,11 @@ def verifier_operating_points(
     verifier = run.thresholds.verifier
     if verifier is None:
         return []
+    signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
     candidates = with_look_alikes(
-        candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], run.thumbnails
+        candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], signals.descriptors
     )
     i, j = candidates[:, 0], candidates[:, 1]
-    signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
     probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j, screen=False)
     exact = np.zeros(len(i), dtype=bool)
     for column in EXACT_EVIDENCE.values():

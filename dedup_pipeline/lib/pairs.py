@@ -22,7 +22,6 @@ from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs
 from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_distances, mirror_aware_pairs, pair_distances
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
-from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
 from dedup_pipeline.lib.verification import (
     CANDIDATE_NEIGHBOURS,
     ImageSignals,
@@ -91,9 +90,10 @@ def candidate_pairs(
     return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
 
 
-def with_look_alikes(pairs: np.ndarray, thumbnails: np.ndarray) -> np.ndarray:
-    """``pairs`` (an (n, 2) array, ``i < j``) and each image's nearest look-alikes, unique and sorted."""
-    look_alikes = nearest_neighbour_pairs(thumbnail_descriptors(thumbnails), CANDIDATE_NEIGHBOURS)
+def with_look_alikes(pairs: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
+    """``pairs`` (an (n, 2) array, ``i < j``) and each image's nearest look-alikes by thumbnail
+    descriptor, unique and sorted."""
+    look_alikes = nearest_neighbour_pairs(descriptors, CANDIDATE_NEIGHBOURS)
     return np.unique(np.concatenate([pairs, look_alikes]), axis=0)
 
 
@@ -145,7 +145,8 @@ def find_similar_pairs(
     if verifier is not None:
         if thumbnails is None:
             raise ValueError("the verifier needs the images' thumbnails")
-        pairs = with_look_alikes(pairs, thumbnails)
+        signals = ImageSignals(thumbnails, hashes, embeddings)
+        pairs = with_look_alikes(pairs, signals.descriptors)
     i, j = pairs[:, 0], pairs[:, 1]
 
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
@@ -180,7 +181,7 @@ def find_similar_pairs(
     if verifier is not None:
         exact = criteria["content"] | criteria["pixels"]
         columns["verification_score"] = score = verifier_probability(
-            verifier, ImageSignals(thumbnails, hashes, embeddings), thresholds.mirrored, i, j, always=exact
+            verifier, signals, thresholds.mirrored, i, j, always=exact
         )
         criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold  # False where screened out (NaN)
         keep = exact | criteria[VERIFIED_EVIDENCE]

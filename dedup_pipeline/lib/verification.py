@@ -116,11 +116,17 @@ def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.n
 @dataclass(frozen=True)
 class ImageSignals:
     """What the verifier knows of each image, rows by image id: thumbnails, the matching hashes
-    (and their mirror_key hashes where stored) and embeddings (None when off)."""
+    (and their mirror_key hashes where stored), embeddings (None when off) and the thumbnails'
+    descriptors (computed here when not given: once per image, not once per pair)."""
 
     thumbnails: np.ndarray
     hashes: Mapping[str, np.ndarray]
     embeddings: np.ndarray | None
+    descriptors: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.descriptors is None:
+            object.__setattr__(self, "descriptors", thumbnail_descriptors(self.thumbnails))
 
     def __len__(self) -> int:
         return len(self.thumbnails)
@@ -131,6 +137,7 @@ class ImageSignals:
             np.concatenate([self.thumbnails, other.thumbnails]),
             {name: np.concatenate([words, other.hashes[name]]) for name, words in self.hashes.items()},
             None if self.embeddings is None else np.concatenate([self.embeddings, other.embeddings]),
+            np.concatenate([self.descriptors, other.descriptors]),
         )
 
 
@@ -151,15 +158,7 @@ def screen_features(
 ) -> np.ndarray:
     """The :func:`screen_feature_names` columns for pairs ``(i[k], j[k])``; hashes in ``mirrored``
     give the smaller of the direct and mirrored distance."""
-    descriptor_cosine = np.empty(len(i), dtype=np.float32)
-    for start in range(0, len(i), PAIR_BLOCK):
-        block = slice(start, start + PAIR_BLOCK)
-        left, right = (
-            thumbnail_descriptors(signals.thumbnails[i[block]]),
-            thumbnail_descriptors(signals.thumbnails[j[block]]),
-        )
-        descriptor_cosine[block] = np.einsum("nd,nd->n", left, right)
-    columns = [descriptor_cosine[:, None]]
+    columns = [pair_similarities(signals.descriptors, i, j)[:, None]]
     for name in hash_names:
         words = signals.hashes[name]
         distance = (

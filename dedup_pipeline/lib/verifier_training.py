@@ -35,7 +35,6 @@ from dedup_pipeline.lib.calibration import (
     precision_recall,
 )
 from dedup_pipeline.lib.pair_scorer import PairScorer, fit_scorer
-from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
 from dedup_pipeline.lib.verification import (
     CANDIDATE_NEIGHBOURS,
     ImageSignals,
@@ -106,7 +105,7 @@ def half_pairs(
     original_rank = np.concatenate(original_rows).astype(np.int64) if original_rows else np.zeros(0, np.int64)
     original_targets = np.concatenate(original_candidates) if original_candidates else np.zeros(0, np.int64)
 
-    copy_descriptors = thumbnail_descriptors(copies.signals.thumbnails)
+    copy_descriptors = copies.signals.descriptors
     neighbours = look_alikes(copy_descriptors, descriptors, CANDIDATE_NEIGHBOURS)
     pairs, pair_labels, folds, found = [], [], [], []
     for k, (source, candidates) in enumerate(zip(copies.owner.tolist(), neighbours, strict=True)):
@@ -167,7 +166,7 @@ def calibrate_verifier(
 ) -> VerifierCalibration | None:
     """Train on the tuning half's sample, threshold on its out-of-fold scores, measure on the
     held-out half. None when no threshold reaches the target precision."""
-    descriptors = thumbnail_descriptors(signals.thumbnails)
+    descriptors = signals.descriptors
     names = feature_names(hash_names, signals.embeddings is not None)
 
     def prepared(half: tuple[np.ndarray, SyntheticCopies]) -> tuple[HalfPairs, np.ndarray, np.ndarray, int]:
