@@ -32,8 +32,8 @@ lint: $(INSTALLED)
 eval: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.evaluation --shared ../shared --work build/eval --out eval
 
-# Speed and memory benchmarks on ../shared (CIFAR-10) and synthetic data, with imagededup measured
-# side by side in its own venv: writes bench/results.md and bench/results.json. About 20 minutes.
+# Speed and memory benchmarks on ../shared (CIFAR-10) and synthetic data, with imagededup and fastdup
+# measured side by side in their own venvs: writes bench/results.md and bench/results.json. About 25 minutes.
 bench: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.benchmarks --shared ../shared --work build/bench --out bench
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 IMAGEDEDUP_PACKAGES = ["numpy", "pillow", "PyWavelets", "scipy", "tqdm", "scikit-learn", "matplotlib"]
+FASTDUP_THRESHOLD = 0.9  # the setting the issue measured fastdup with
 
 # imagededup's package __init__ imports its CNN module (torch, torchvision); its hashing does not use
 # them, so the benchmark stubs those two modules and runs the hashing code unchanged.
@@ -35,7 +36,8 @@ def _venv(folder: Path, packages: list[str], no_deps: list[str]) -> Path | None:
             subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
             pip = [str(python), "-m", "pip", "install", "--quiet"]
             subprocess.run([*pip, *packages], check=True)
-            subprocess.run([*pip, "--no-deps", *no_deps], check=True)
+            if no_deps:
+                subprocess.run([*pip, "--no-deps", *no_deps], check=True)
         except subprocess.CalledProcessError:
             return None
     return python
@@ -48,5 +50,30 @@ def imagededup_phash(work: Path, root: Path, workers: int) -> dict[str, float] |
         return None
     completed = subprocess.run(
         [str(python), "-c", IMAGEDEDUP_SCRIPT, str(root), str(workers)], capture_output=True, text=True, check=True
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+# fastdup's licence is non-commercial: a benchmark peer only. Its default model ships in the wheel.
+FASTDUP_SCRIPT = """
+import json, resource, sys, time
+import fastdup
+root, work, threshold, threads = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+start = time.perf_counter()
+fastdup.create(work_dir=work, input_dir=root).run(threshold=threshold, num_threads=threads, overwrite=True)
+seconds = time.perf_counter() - start
+rss = [resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+print(json.dumps({"seconds": seconds, "peak_rss_mb": max(rss)}))
+"""
+
+
+def fastdup_run(work: Path, root: Path, threads: int) -> dict[str, float] | None:
+    """fastdup's whole run (decode, embed, kNN, components) on ``root`` (None when not installable)."""
+    python = _venv(work / "fastdup-venv", ["fastdup"], [])
+    if python is None:
+        return None
+    arguments = [str(root), str(work / "fastdup-work"), str(FASTDUP_THRESHOLD), str(threads)]
+    completed = subprocess.run(
+        [str(python), "-c", FASTDUP_SCRIPT, *arguments], capture_output=True, text=True, check=True
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
