@@ -39,7 +39,7 @@ from dedup_pipeline.lib.hamming_join import (
     mirror_aware_distances,
     pair_distances,
 )
-from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key, perceptual_hashes
+from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, batch_hashes, hash_base, mirror_key
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.transforms import transform_named
@@ -244,9 +244,7 @@ def synthesize_copies(
         for name in transforms_for(image_id, transforms_per_image):
             copies.append(transform_named(name).apply(picture))
             owners.append(image_id)
-    copy_hashes = [perceptual_hashes(copy.convert("L"), hash_size, hash_names, mirrored_names) for copy in copies]
-    keys = [*hash_names, *map(mirror_key, mirrored_names)]
-    hashes = {key: np.array([h[key] for h in copy_hashes], dtype=np.uint64).reshape(len(copies), -1) for key in keys}
+    hashes = batch_hashes([hash_base(copy, hash_size) for copy in copies], hash_size, hash_names, mirrored_names)
     embeddings = None
     if embedder is not None:
         batch = preferred_batch_size(embedder.image_size)

@@ -1,44 +1,110 @@
-"""Perceptual hashes (imagehash's semantics; whash up to exact ties, see :func:`haar_whash`) packed
-into 64-bit words, and exact content hashes.
+"""Perceptual hashes, computed in batches from one small grayscale picture per image, packed into
+64-bit words; and exact content hashes.
+
+Every perceptual hash starts from the same *hash base*: the picture in grayscale, Lanczos-resized
+to ``4 * hash_size`` square, which is exactly the input imagehash's pHash uses. A worker resizes
+each decoded picture once; a batch of bases is then hashed with a few matrix products:
+
+* pHash: imagehash's, bit for bit (the DCT as a matrix product; its low ``hash_size`` square above
+  its median);
+* aHash: a Lanczos resample of the base to ``hash_size`` square, above its mean;
+* wHash: the same block sums above their median (imagehash's Haar LL band, whose coefficients are
+  block sums; it removes the mean, which moves the median alike);
+* dHash: left-to-right increases along the rows of a Lanczos resample of the base to
+  ``hash_size + 1`` by ``hash_size``.
+
+imagehash resizes the full picture separately for aHash, wHash (to its largest power-of-two side)
+and dHash; deriving them from the base instead costs one resize rather than four and changes few
+bits (``tests/lib/test_hashing.py`` bounds how many). Mirrored hashes are the hashes of the
+left-right flipped base, which equals the base of the flipped picture (Lanczos is symmetric).
 
 A hash of ``hash_size**2`` bits is read as one big-endian integer, the way imagehash prints it in
 hex, and split into 64-bit words from the most significant end. With the default hash size 8 a
-hash is exactly one word whose value equals ``int(str(imagehash.phash(image)), 16)``.
+hash is exactly one word, and a pHash word equals ``int(str(imagehash.phash(image)), 16)``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 
-import imagehash
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from dedup_pipeline.lib.pictures import Picture, luma, resized, rgb_pixels
+
+BASE_FACTOR = 4  # imagehash's pHash "highfreq_factor": the base is 4 * hash_size pixels square
 
 
-def haar_whash(image: Image.Image, hash_size: int = 8) -> imagehash.ImageHash:
-    """imagehash's ``whash`` (Haar, largest LL removed) without its two full wavelet transforms.
-
-    imagehash resizes to a power-of-two square, removes the largest Haar LL band (the mean), and
-    thresholds the LL band ``hash_size`` wide at its median. A Haar LL coefficient is a block sum
-    scaled by a constant, and removing the mean shifts every coefficient and the median alike, so the
-    bits are the block sums above their median: the same bits, about 10x faster. They can differ
-    only where coefficients tie exactly (a flat picture), where imagehash's come from rounding noise.
-    """
-    scale = max(2 ** int(np.log2(min(image.size))), hash_size)
-    if hash_size & (hash_size - 1) or hash_size > scale:
-        raise ValueError(f"whash needs a power-of-two hash_size at most {scale}, got {hash_size}")
-    pixels = np.asarray(image.convert("L").resize((scale, scale), Image.Resampling.LANCZOS), dtype=np.float64)
-    block = scale // hash_size
-    low = pixels.reshape(hash_size, block, hash_size, block).sum(axis=(1, 3))
-    return imagehash.ImageHash(low > np.median(low))
+def hash_base_side(hash_size: int) -> int:
+    return BASE_FACTOR * hash_size
 
 
-PERCEPTUAL_HASHES: Mapping[str, Callable[..., imagehash.ImageHash]] = {
-    "phash": imagehash.phash,
-    "dhash": imagehash.dhash,
-    "ahash": imagehash.average_hash,
-    "whash": haar_whash,
+def hash_base(picture: Picture, hash_size: int) -> np.ndarray:
+    """The (side, side) uint8 grayscale picture every perceptual hash of ``picture`` is computed from."""
+    return resized(luma(rgb_pixels(picture)), hash_base_side(hash_size), Image.Resampling.LANCZOS)
+
+
+@cache
+def _dct_rows(side: int, count: int) -> np.ndarray:
+    """The first ``count`` rows of scipy's unnormalised DCT-II matrix for ``side`` samples."""
+    frequency, position = np.arange(count)[:, None], np.arange(side)[None, :]
+    return 2.0 * np.cos(np.pi * frequency * (2 * position + 1) / (2 * side))
+
+
+@cache
+def _lanczos_rows(source: int, target: int) -> np.ndarray:
+    """(target, source) weights of a Lanczos-3 resample, antialiased when shrinking (as Pillow does)."""
+    scale = source / target
+    stretch = max(scale, 1.0)
+    offsets = (np.arange(source)[None, :] + 0.5 - (np.arange(target)[:, None] + 0.5) * scale) / stretch
+    weights = np.sinc(offsets) * np.sinc(offsets / 3.0) * (np.abs(offsets) < 3.0)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def _separable(pixels: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``rows @ picture @ columns.T`` for every picture of the stack."""
+    return np.matmul(rows, np.matmul(pixels, columns.T))
+
+
+def _above(values: np.ndarray, reference: Callable[..., np.ndarray]) -> np.ndarray:
+    flat = values.reshape(len(values), values.shape[1] * values.shape[2])
+    return flat > reference(flat, axis=1, keepdims=True)
+
+
+def _phash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
+    rows = _dct_rows(pixels.shape[1], hash_size)
+    return _above(_separable(pixels, rows, rows), np.median)
+
+
+def _ahash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
+    rows = _lanczos_rows(pixels.shape[1], hash_size)
+    return _above(_separable(pixels, rows, rows), np.mean)
+
+
+@cache
+def _block_rows(side: int, count: int) -> np.ndarray:
+    """(count, side) ones over consecutive blocks: ``rows @ picture @ rows.T`` sums the blocks."""
+    return np.kron(np.eye(count), np.ones(side // count))
+
+
+def _whash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
+    rows = _block_rows(pixels.shape[1], hash_size)
+    return _above(_separable(pixels, rows, rows), np.median)
+
+
+def _dhash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
+    side = pixels.shape[1]
+    resampled = _separable(pixels, _lanczos_rows(side, hash_size), _lanczos_rows(side, hash_size + 1))
+    return (resampled[:, :, 1:] > resampled[:, :, :-1]).reshape(len(pixels), hash_size * hash_size)
+
+
+PERCEPTUAL_HASHES: Mapping[str, Callable[[np.ndarray, int], np.ndarray]] = {
+    "phash": _phash,
+    "dhash": _dhash,
+    "ahash": _ahash,
+    "whash": _whash,
 }
 
 
@@ -52,19 +118,17 @@ def validate_hash_settings(hash_size: int, algorithms: list[str]) -> None:
         raise ValueError("at least one perceptual hash algorithm is needed")
     if hash_size < 2:
         raise ValueError(f"hash_size must be at least 2, got {hash_size}")
-    if "whash" in algorithms and hash_size & (hash_size - 1):
-        raise ValueError(f"whash needs a power-of-two hash_size, got {hash_size}")
     unknown = set(algorithms) - set(PERCEPTUAL_HASHES)
     if unknown:
         raise ValueError(f"unknown hash algorithm(s) {sorted(unknown)}; known: {sorted(PERCEPTUAL_HASHES)}")
 
 
-def bits_to_words(bits: np.ndarray) -> tuple[int, ...]:
-    """Pack a boolean hash array into unsigned 64-bit words, most significant first."""
-    flat = np.asarray(bits, dtype=bool).ravel()
-    padding = -flat.size % 64
-    padded = np.concatenate([np.zeros(padding, dtype=bool), flat])
-    return tuple(int(word) for word in np.packbits(padded).view(">u8"))
+def pack_words(bits: np.ndarray) -> np.ndarray:
+    """(n, bits) booleans -> (n, words) uint64, each row one big-endian integer split into words,
+    most significant first (so the padding sits on the most significant side)."""
+    count, width = bits.shape
+    padded = np.concatenate([np.zeros((count, -width % 64), dtype=bool), bits.astype(bool)], axis=1)
+    return np.packbits(padded, axis=1).view(">u8").astype(np.uint64).reshape(count, -(-width // 64))
 
 
 MIRROR_SUFFIX = "_mirror"
@@ -75,30 +139,38 @@ def mirror_key(algorithm: str) -> str:
     return f"{algorithm}{MIRROR_SUFFIX}"
 
 
-def perceptual_hashes(
-    gray: Image.Image, hash_size: int, algorithms: Sequence[str], mirrored: Sequence[str] = ()
-) -> dict[str, tuple[int, ...]]:
-    """Hash a grayscale ('L') picture with each algorithm; values are 64-bit word tuples.
-
-    imagehash converts to 'L' first, so hashing the canonical RGB picture's 'L' conversion
-    gives the same bits as passing the RGB picture to imagehash. Algorithms in ``mirrored`` also
-    hash the left-right mirrored picture, under :func:`mirror_key` names, so that flipped copies
-    can be matched.
-    """
-    hashes = {name: bits_to_words(PERCEPTUAL_HASHES[name](gray, hash_size=hash_size).hash) for name in algorithms}
-    if mirrored:
-        flipped = ImageOps.mirror(gray)
-        for name in mirrored:
-            hashes[mirror_key(name)] = bits_to_words(PERCEPTUAL_HASHES[name](flipped, hash_size=hash_size).hash)
+def batch_hashes(
+    bases: Sequence[np.ndarray], hash_size: int, algorithms: Sequence[str], mirrored: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Hash :func:`hash_base` pictures (a sequence or an (n, side, side) stack) with each algorithm:
+    name -> (n, words) uint64. Algorithms in ``mirrored`` also hash the left-right mirrored
+    pictures, under :func:`mirror_key` names, so that flipped copies can be matched."""
+    side = hash_base_side(hash_size)
+    pixels = np.asarray(bases, dtype=np.float64) if len(bases) else np.zeros((0, side, side))
+    if pixels.ndim != 3 or pixels.shape[1:] != (side, side):
+        raise ValueError(f"hash bases must be {side} x {side} pictures for hash size {hash_size}")
+    hashes = {name: pack_words(PERCEPTUAL_HASHES[name](pixels, hash_size)) for name in algorithms}
+    flipped = pixels[:, :, ::-1]
+    for name in mirrored:
+        hashes[mirror_key(name)] = pack_words(PERCEPTUAL_HASHES[name](flipped, hash_size))
     return hashes
+
+
+def perceptual_hashes(
+    picture: Picture, hash_size: int, algorithms: Sequence[str], mirrored: Sequence[str] = ()
+) -> dict[str, tuple[int, ...]]:
+    """One picture's hashes (as :func:`batch_hashes`), each a tuple of 64-bit words."""
+    hashes = batch_hashes(hash_base(picture, hash_size)[None], hash_size, algorithms, mirrored)
+    return {name: tuple(int(word) for word in words[0]) for name, words in hashes.items()}
 
 
 def content_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pixel_digest(rgb: Image.Image) -> str:
-    """Digest of the decoded pixels and shape: equal for a picture re-saved losslessly."""
-    digest = hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode())
-    digest.update(rgb.tobytes())
+def pixel_digest(picture: Picture) -> str:
+    """Digest of the decoded RGB pixels and shape: equal for a picture re-saved losslessly."""
+    pixels = rgb_pixels(picture)
+    digest = hashlib.sha256(f"{pixels.shape[1]}x{pixels.shape[0]}:".encode())
+    digest.update(np.ascontiguousarray(pixels).data)
     return digest.hexdigest()

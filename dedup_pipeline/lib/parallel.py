@@ -1,12 +1,14 @@
-"""An ordered process-pool map that survives workers dying.
+"""An ordered process-pool map over chunks that survives workers dying.
 
 Decoders are native code: a malformed file can crash the interpreter (a segfault in a codec), and
 a plain ``ProcessPoolExecutor.map`` then fails the whole run with ``BrokenProcessPool``. Here the
 chunk that was waiting when the pool broke is re-run in fresh single-worker pools, halving it
 until the crashing item is alone; that item yields a :class:`WorkerCrash` and the rest go on.
 
-Results come back in input order, and only ``workers * 4`` chunks are in flight at a time, so
-memory stays bounded however long the input is.
+The function takes a whole chunk, so a worker can process its items together (one batched
+computation, one compact result to send back) rather than one pickled object per item. Results
+come back in input order, and only ``workers * 4`` chunks are in flight at a time, so memory stays
+bounded however long the input is.
 """
 
 from __future__ import annotations
@@ -31,53 +33,53 @@ class WorkerCrash:
     reason: str = "the worker process crashed while decoding this file (native decoder fault)"
 
 
-def _apply_all(function: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result]:
-    return [function(item) for item in chunk]
-
-
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the parent may hold torch/OpenMP threads, which do not survive a fork.
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def _isolate(function: Callable[[Item], Result], chunk: Sequence[Item]) -> list[Result | WorkerCrash]:
-    """Run ``chunk`` in a fresh process; on a crash, bisect to find the item that kills it."""
+def _isolate(
+    function: Callable[[Sequence[Item]], Result], items: Sequence[Item], span: range
+) -> list[tuple[range, Result | WorkerCrash]]:
+    """Run ``items[span]`` in a fresh process; on a crash, bisect to find the item that kills it."""
     with _new_pool(1) as pool:
         try:
-            return pool.submit(_apply_all, function, chunk).result()
+            return [(span, pool.submit(function, items[span.start : span.stop]).result())]
         except BrokenProcessPool:
             pass
-    if len(chunk) == 1:
-        return [WorkerCrash()]
-    middle = len(chunk) // 2
-    return _isolate(function, chunk[:middle]) + _isolate(function, chunk[middle:])
+    if len(span) == 1:
+        return [(span, WorkerCrash())]
+    middle = span.start + len(span) // 2
+    return _isolate(function, items, range(span.start, middle)) + _isolate(function, items, range(middle, span.stop))
 
 
-def ordered_map(
-    function: Callable[[Item], Result], items: Sequence[Item], workers: int, chunk_size: int
-) -> Iterator[Result | WorkerCrash]:
-    """``map(function, items)`` across ``workers`` processes; ``function`` must be picklable."""
-    pending = deque(range(0, len(items), chunk_size))
+def map_chunks(
+    function: Callable[[Sequence[Item]], Result], items: Sequence[Item], workers: int, chunk_size: int
+) -> Iterator[tuple[range, Result | WorkerCrash]]:
+    """``function`` over consecutive chunks of ``items`` in ``workers`` processes (``function`` must be
+    picklable), yielding each chunk's index range and result in input order. After a crash the
+    chunk's results come in parts, still in order, and the crashing item's range yields a crash."""
+    pending = deque(range(start, min(start + chunk_size, len(items))) for start in range(0, len(items), chunk_size))
     while pending:
-        in_flight: deque[tuple[int, Future[list[Result]]]] = deque()
-        crashed_chunk: int | None = None
+        in_flight: deque[tuple[range, Future[Result]]] = deque()
+        crashed: range | None = None
         pool = _new_pool(workers)
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < workers * IN_FLIGHT_PER_WORKER:
-                    start = pending.popleft()
-                    in_flight.append((start, pool.submit(_apply_all, function, items[start : start + chunk_size])))
-                start, future = in_flight[0]
+                    span = pending.popleft()
+                    in_flight.append((span, pool.submit(function, items[span.start : span.stop])))
+                span, future = in_flight[0]
                 try:
-                    results = future.result()
+                    result = future.result()
                 except BrokenProcessPool:
-                    crashed_chunk = start
+                    crashed = span
                     break
                 in_flight.popleft()
-                yield from results
+                yield span, result
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        if crashed_chunk is not None:
+        if crashed is not None:
             in_flight.popleft()
-            pending.extendleft(reversed([start for start, _ in in_flight]))
-            yield from _isolate(function, items[crashed_chunk : crashed_chunk + chunk_size])
+            pending.extendleft(reversed([span for span, _ in in_flight]))
+            yield from _isolate(function, items, crashed)

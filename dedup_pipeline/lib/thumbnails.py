@@ -12,13 +12,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from dedup_pipeline.lib.pictures import Picture, resized, rgb_pixels
+
 THUMBNAIL_SIDE = 32
 DESCRIPTOR_SIDE = 16
 
 
-def thumbnail(picture: Image.Image, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """The (side, side, 3) uint8 thumbnail of an RGB picture (box-filtered: every pixel counts)."""
-    return np.asarray(picture.convert("RGB").resize((side, side), Image.Resampling.BOX, reducing_gap=2.0))
+def thumbnail(picture: Picture, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The (side, side, 3) uint8 thumbnail of a picture (box-filtered: every pixel counts)."""
+    return resized(rgb_pixels(picture), side, Image.Resampling.BOX, reducing_gap=2.0)
 
 
 def thumbnail_descriptors(thumbnails: np.ndarray) -> np.ndarray:

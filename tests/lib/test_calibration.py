@@ -107,9 +107,7 @@ def test_negatives_switch_to_other_labels_only_when_the_data_is_heavily_duplicat
 
 def test_scores_on_real_pictures_separate_copies_from_other_images() -> None:
     pictures = [smooth_picture(seed, size=(64, 64)) for seed in range(30)]
-    hashes = {
-        "phash": np.array([perceptual_hashes(p.convert("L"), 8, ["phash"])["phash"] for p in pictures], dtype=np.uint64)
-    }
+    hashes = {"phash": np.array([perceptual_hashes(p, 8, ["phash"])["phash"] for p in pictures], dtype=np.uint64)}
     embedder = MeanColourEmbedder()
     embedder.image_size = 16
     embeddings = embedder.embed(np.stack([np.asarray(p.resize((16, 16))) for p in pictures]))

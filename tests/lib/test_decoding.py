@@ -1,5 +1,8 @@
+import io
+
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
 from dedup_pipeline.lib.decoding import BACKGROUND_RGB, DecodeError, decode_image
@@ -102,3 +105,42 @@ def test_undecodable_files_raise_with_a_reason(data: bytes, reason: str) -> None
 def test_decompression_bombs_are_refused() -> None:
     with pytest.raises(DecodeError, match="decompression bomb"):
         decode_image(encoded(Image.new("L", (200, 200)), "PNG"), max_pixels=100 * 100)
+
+
+def test_reduced_jpeg_decode_keeps_min_side_and_records_the_upright_full_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: upright is 900 wide, 1200 high
+    data = encoded(smooth_picture(1, size=(1200, 900)), "JPEG", exif=exif)
+    decoded = decode_image(data, LIMIT, min_side=224)
+    assert (decoded.width, decoded.height) == (900, 1200)
+    assert decoded.rgb.size == (225, 300)  # 1/4 scale keeps both sides >= 224; 1/8 would not
+    assert any("reduced size" in note for note in decoded.notes)
+    full = decode_image(data, LIMIT)
+    assert (full.width, full.height) == full.rgb.size == (900, 1200)
+    png = decode_image(encoded(smooth_picture(1, size=(1200, 900)), "PNG"), LIMIT, min_side=224)
+    assert png.rgb.size == (1200, 900) and not png.notes  # only JPEGs have reduced decoding
+
+
+def test_plain_jpegs_take_the_fast_path_with_pillows_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_decodes = []
+    real_decode = simplejpeg.decode_jpeg
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", lambda *a, **k: fast_decodes.append(1) or real_decode(*a, **k))
+    upright = Image.Exif()
+    upright[0x0112] = 1
+    sideways = Image.Exif()
+    sideways[0x0112] = 6
+    colour, gray = smooth_picture(2), smooth_picture(3).convert("L")
+    cases = [
+        (encoded(colour, "JPEG"), "RGB", True),
+        (encoded(colour, "JPEG", exif=upright), "RGB", True),
+        (encoded(gray, "JPEG"), "L", True),
+        (encoded(colour, "JPEG", exif=sideways), "RGB", False),
+        (encoded(colour.convert("CMYK"), "JPEG"), "CMYK", False),
+    ]
+    for data, mode, fast in cases:
+        before = len(fast_decodes)
+        decoded = decode_image(data, LIMIT)
+        assert (len(fast_decodes) > before) == fast, mode
+        assert (decoded.format, decoded.mode, decoded.frames) == ("JPEG", mode, 1)
+        if fast:
+            assert np.array_equal(np.asarray(decoded.rgb), np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))

@@ -1,6 +1,8 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dedup_pipeline.lib.extraction import ExtractionSettings, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import ImageSource
@@ -55,7 +57,38 @@ def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path)
     assert result.hashes["phash"].shape == (6, 1) and result.hashes["phash"].dtype == np.uint64
     assert result.embeddings.shape == (6, 3)
     assert embedder.batches == [4, 2]
-    assert progress == list(range(1, 9))
+    assert progress == [8]  # once per chunk
+
+
+def test_chunks_stream_through_one_embedding_batcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dedup_pipeline.lib.extraction.CHUNK_SIZE", 3)
+    embedder, progress = MeanColourEmbedder(), []
+    chunked = extract(
+        sources(tmp_path), SETTINGS, embedder, workers=1, batch_size=4, progress=lambda d, t: progress.append(d)
+    )
+    whole = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=1, batch_size=4)
+    assert progress == [3, 6, 8]
+    assert embedder.batches == [4, 2]
+    assert chunked.manifest.equals(whole.manifest) and chunked.failures.equals(whole.failures)
+    assert np.array_equal(chunked.embeddings, whole.embeddings)
+    assert np.array_equal(chunked.thumbnails, whole.thumbnails)
+    assert all(np.array_equal(chunked.hashes[name], whole.hashes[name]) for name in whole.hashes)
+
+
+def test_large_jpegs_are_decoded_reduced_with_their_full_size_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "large.jpg"
+    path.write_bytes(encoded(smooth_picture(3, size=(1600, 1200)), "JPEG", quality=92))
+    source = [ImageSource(path.name, "train", None, path)]
+    reduced = extract(source, SETTINGS, None, workers=1)
+    full = extract(source, replace(SETTINGS, reduced_decoding=False), None, workers=1)
+    assert reduced.manifest.select("width", "height").row(0) == full.manifest.select("width", "height").row(0)
+    assert "reduced size 200x150" in reduced.manifest["notes"][0] and full.manifest["notes"][0] is None
+    for name in SETTINGS.hash_algorithms:
+        distance = int(reduced.hashes[name][0, 0] ^ full.hashes[name][0, 0]).bit_count()
+        assert distance <= 2, name  # the same picture, whichever way it was decoded
+    assert (
+        np.abs(reduced.thumbnails.astype(int) - full.thumbnails).mean() < 4
+    )  # libjpeg scales chroma a little differently
 
 
 def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:

@@ -19,9 +19,7 @@ def test_look_alikes_rank_by_inner_product() -> None:
 
 def dataset(count: int) -> tuple[list, ImageSignals]:
     pictures = [smooth_picture(500 + k, size=(64, 64)) for k in range(count)]
-    hashes = {
-        "phash": np.array([perceptual_hashes(p.convert("L"), 8, ["phash"])["phash"] for p in pictures], np.uint64)
-    }
+    hashes = {"phash": np.array([perceptual_hashes(p, 8, ["phash"])["phash"] for p in pictures], np.uint64)}
     return pictures, ImageSignals(np.stack([thumbnail(p) for p in pictures]), hashes, None)
 
 
