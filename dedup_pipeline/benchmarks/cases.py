@@ -76,6 +76,69 @@ def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, fl
     return {"seconds": time.perf_counter() - start, "pairs": pairs, "vectors": len(vectors)}
 
 
+def planted_embeddings(count: int, dimension: int = 1280, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(count, dimension) float32 unit vectors shaped like image embeddings: 300 broad clusters
+    (members at cosine about 0.4 to each other, so k-means cells split the clusters) and 1% planted
+    near-duplicates of other vectors at cosine 0.85-0.99, returned as (source, copy) row pairs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((300, dimension), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = np.empty((count, dimension), dtype=np.float32)
+    for start in range(0, count, 100_000):
+        stop = min(start + 100_000, count)
+        block = rng.standard_normal((stop - start, dimension), dtype=np.float32) * np.float32(1.2 / np.sqrt(dimension))
+        block += centres[rng.integers(0, len(centres), size=stop - start)]
+        vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    planted = int(count * PLANTED_FRACTION)
+    sources, copies = np.split(rng.choice(count, 2 * planted, replace=False), 2)
+    target = rng.uniform(0.85, 0.99, size=planted).astype(np.float32)
+    noise = rng.standard_normal((planted, dimension), dtype=np.float32)
+    noise -= np.einsum("nd,nd->n", noise, vectors[sources])[:, None] * vectors[sources]  # orthogonal to the source
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    vectors[copies] = target[:, None] * vectors[sources] + np.sqrt(1 - target**2)[:, None] * noise
+    return vectors, np.stack([sources, copies], axis=1)
+
+
+def sampled_recall(
+    vectors: np.ndarray, threshold: float, found: tuple[np.ndarray, np.ndarray], queries: int = 2_000, seed: int = 1
+) -> dict[str, float]:
+    """Recall of ``found`` pairs against the exact pairs of ``queries`` sampled rows (brute force
+    against all rows): of every pair above the threshold that involves a sampled row, the share found."""
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False))
+    found_keys = set((found[0] * len(vectors) + found[1]).tolist())
+    exact = hits = 0
+    for start in range(0, len(sample), 250):
+        rows = sample[start : start + 250]
+        query, partner = np.nonzero(vectors[rows] @ vectors.T >= threshold)
+        query = rows[query]
+        keep = query != partner
+        low, high = np.minimum(query[keep], partner[keep]), np.maximum(query[keep], partner[keep])
+        exact += len(low)
+        hits += sum(key in found_keys for key in (low * len(vectors) + high).tolist())
+    return {"sampled_queries": len(sample), "exact_pairs": exact, "recall": hits / exact if exact else 1.0}
+
+
+def cosine_synthetic(count: int, threshold: float, method: str) -> dict[str, float]:
+    """``method``: exact (our triangular join) or approximate (k-means cells); recall from sampled queries."""
+    from dedup_pipeline.lib.approximate_cosine_join import approximate_cosine_pairs
+    from dedup_pipeline.lib.cosine_join import cosine_pairs
+
+    vectors, planted = planted_embeddings(count)
+    join = approximate_cosine_pairs if method == "approximate" else cosine_pairs
+    start = time.perf_counter()
+    i, j, _ = join(vectors, threshold)
+    seconds = time.perf_counter() - start
+    planted = planted[np.einsum("nd,nd->n", vectors[planted[:, 0]], vectors[planted[:, 1]]) >= threshold]
+    planted_keys = np.minimum(planted[:, 0], planted[:, 1]) * count + np.maximum(planted[:, 0], planted[:, 1])
+    return {
+        "seconds": seconds,
+        "pairs": len(i),
+        "planted_pairs": len(planted),
+        "planted_recall": float(np.isin(planted_keys, i * count + j).mean()) if len(planted) else 1.0,
+    } | sampled_recall(vectors, threshold, (i, j))
+
+
 def matmul_gflops(dtype: str, side: int = 2048, repeats: int = 5) -> dict[str, float]:
     import torch
 
@@ -116,9 +179,12 @@ def embedding_rate(size: int, batch: int, seconds: float = 6.0) -> dict[str, flo
     }
 
 
-def decode_and_hash(root: Path, limit: int, workers: int) -> dict[str, float]:
-    """Our extraction without embeddings (decode once; content and pixel digests, four perceptual
-    hashes and the mirrored matching ones, thumbnail) over the first ``limit`` images."""
+def decode_and_hash(
+    root: Path, limit: int, workers: int, embedding_size: int | None = None, reduced_decoding: bool = True
+) -> dict[str, float]:
+    """Our extraction without the model (decode once; content and pixel digests, four perceptual
+    hashes and the mirrored matching ones, thumbnail, and the embedding input when a size is given)
+    over the first ``limit`` images."""
     from dedup_pipeline.lib.extraction import ExtractionSettings, extract
     from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES
     from dedup_pipeline.lib.sources import discover
@@ -127,9 +193,10 @@ def decode_and_hash(root: Path, limit: int, workers: int) -> dict[str, float]:
     settings = ExtractionSettings(
         hash_size=8,
         hash_algorithms=tuple(PERCEPTUAL_HASHES),
-        embedding_size=None,
+        embedding_size=embedding_size,
         max_pixels=2 * 89_478_485,
         mirrored_algorithms=("phash", "dhash"),
+        reduced_decoding=reduced_decoding,
     )
     start = time.perf_counter()
     result = extract(sources, settings, None, workers=workers)

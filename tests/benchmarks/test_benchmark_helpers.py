@@ -2,10 +2,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from dedup_pipeline.benchmarks.cases import PLANTED_FRACTION, hamming_synthetic, planted_hashes
+from dedup_pipeline.benchmarks.cases import (
+    PLANTED_FRACTION,
+    hamming_synthetic,
+    planted_embeddings,
+    planted_hashes,
+    sampled_recall,
+)
 from dedup_pipeline.benchmarks.measure import fitted_exponent, isolated
+from dedup_pipeline.benchmarks.photos import build_photo_corpus
 from dedup_pipeline.benchmarks.pipeline import cifar_subset
+from dedup_pipeline.lib.cosine_join import cosine_pairs
 
 
 def test_planted_hashes_hold_copies_within_eight_bits() -> None:
@@ -40,3 +49,24 @@ def test_cifar_subset_keeps_the_share_of_every_folder(tmp_path: Path) -> None:
     counts = {str(p.relative_to(subset)): len(list(p.iterdir())) for p in subset.glob("*/*")}
     assert counts == {"train/cat": 25, "train/dog": 25, "test/cat": 5, "test/dog": 5}
     assert cifar_subset(cifar, tmp_path / "all", 1000) == cifar
+
+
+def test_planted_embeddings_are_unit_rows_with_their_copies_close() -> None:
+    vectors, planted = planted_embeddings(5_000, dimension=64)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    similarity = np.einsum("nd,nd->n", vectors[planted[:, 0]], vectors[planted[:, 1]])
+    assert len(planted) == 50 and similarity.min() > 0.84 and similarity.max() < 0.995
+
+
+def test_sampled_recall_counts_the_pairs_missed() -> None:
+    vectors, planted = planted_embeddings(3_000, dimension=32)
+    every = sampled_recall(vectors, 0.8, tuple(cosine_pairs(vectors, 0.8)[:2]), queries=3_000)
+    assert every["recall"] == 1.0 and every["exact_pairs"] >= len(planted)
+    none = sampled_recall(vectors, 0.8, (np.zeros(0, np.int64), np.zeros(0, np.int64)), queries=3_000)
+    assert none["recall"] == 0.0
+
+
+def test_photo_corpus_has_camera_sized_jpegs(tmp_path: Path) -> None:
+    folder = build_photo_corpus(tmp_path / "photos", 2, workers=1)
+    sizes = [Image.open(path).size for path in sorted(folder.glob("*.jpg"))]
+    assert len(sizes) == 2 and all(1e6 * 0.95 <= w * h <= 12e6 for w, h in sizes)
