@@ -5,18 +5,20 @@ Every perceptual hash starts from the same *hash base*: the picture in grayscale
 to ``4 * hash_size`` square, which is exactly the input imagehash's pHash uses. A worker resizes
 each decoded picture once; a batch of bases is then hashed with a few matrix products:
 
-* pHash: imagehash's, bit for bit (the DCT as a matrix product; its low ``hash_size`` square above
-  its median);
-* aHash: a Lanczos resample of the base to ``hash_size`` square, above its mean;
-* wHash: the same block sums above their median (imagehash's Haar LL band, whose coefficients are
-  block sums; it removes the mean, which moves the median alike);
-* dHash: left-to-right increases along the rows of a Lanczos resample of the base to
-  ``hash_size + 1`` by ``hash_size``.
+* pHash: imagehash's (the DCT as matrix products; its low ``hash_size`` square above its median);
+* aHash: the base resized to ``hash_size`` square, above its mean;
+* dHash: left-to-right increases along the rows of the base resized to ``hash_size + 1`` by
+  ``hash_size``;
+* wHash: the base's ``hash_size`` square of block sums above their median (imagehash's Haar LL
+  band, whose coefficients are block sums; it removes the mean, which moves the median alike).
 
-imagehash resizes the full picture separately for aHash, wHash (to its largest power-of-two side)
-and dHash; deriving them from the base instead costs one resize rather than four and changes few
-bits (``tests/lib/test_hashing.py`` bounds how many). Mirrored hashes are the hashes of the
-left-right flipped base, which equals the base of the flipped picture (Lanczos is symmetric).
+The resizes reproduce Pillow's 8-bit Lanczos exactly (fixed-point weights, rounding after each
+pass), so on a picture of the base's size pHash, aHash and dHash equal imagehash's bit for bit
+and wHash differs only where block sums tie exactly. On larger pictures imagehash resizes the full
+picture separately for aHash, dHash and wHash (to its largest power-of-two side); deriving them
+from the base costs one resize instead of four and moves few bits (``tests/lib/test_hashing.py``
+bounds how many). Mirrored hashes are the hashes of the left-right flipped base, which is the base
+of the flipped picture (Pillow's Lanczos commutes with mirroring).
 
 A hash of ``hash_size**2`` bits is read as one big-endian integer, the way imagehash prints it in
 hex, and split into 64-bit words from the most significant end. With the default hash size 8 a
@@ -53,14 +55,34 @@ def _dct_rows(side: int, count: int) -> np.ndarray:
     return 2.0 * np.cos(np.pi * frequency * (2 * position + 1) / (2 * side))
 
 
+PILLOW_PRECISION_BITS = 22  # Pillow's fixed-point resampling of 8-bit pictures
+
+
 @cache
 def _lanczos_rows(source: int, target: int) -> np.ndarray:
-    """(target, source) weights of a Lanczos-3 resample, antialiased when shrinking (as Pillow does)."""
+    """(target, source) Lanczos-3 resampling weights, antialiased when shrinking, in Pillow's 8-bit
+    fixed point (weights as Pillow computes them, scaled by 2**22 and rounded away from zero)."""
     scale = source / target
     stretch = max(scale, 1.0)
     offsets = (np.arange(source)[None, :] + 0.5 - (np.arange(target)[:, None] + 0.5) * scale) / stretch
     weights = np.sinc(offsets) * np.sinc(offsets / 3.0) * (np.abs(offsets) < 3.0)
-    return weights / weights.sum(axis=1, keepdims=True)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.trunc(weights * (1 << PILLOW_PRECISION_BITS) + np.copysign(0.5, weights))
+
+
+def _to_8bit(sums: np.ndarray) -> np.ndarray:
+    """Round fixed-point sums to 0..255 as Pillow does after each resampling pass."""
+    return np.clip(np.floor((sums + (1 << (PILLOW_PRECISION_BITS - 1))) / (1 << PILLOW_PRECISION_BITS)), 0, 255)
+
+
+def _lanczos_resample(pixels: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """Pillow's 8-bit Lanczos resize of every picture of a (n, side, side) stack to (rows, columns):
+    horizontal pass, rounding, vertical pass, rounding. The rounding matters: it makes nearly flat
+    regions exactly flat, so their dHash bits do not flicker between copies. The integer sums stay
+    far below 2**53, so float64 matrix products compute them exactly."""
+    side = pixels.shape[1]
+    horizontal = _to_8bit(np.matmul(pixels, _lanczos_rows(side, columns).T))
+    return _to_8bit(np.matmul(_lanczos_rows(side, rows), horizontal))
 
 
 def _separable(pixels: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -79,8 +101,7 @@ def _phash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
 
 
 def _ahash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    rows = _lanczos_rows(pixels.shape[1], hash_size)
-    return _above(_separable(pixels, rows, rows), np.mean)
+    return _above(_lanczos_resample(pixels, hash_size, hash_size), np.mean)
 
 
 @cache
@@ -95,8 +116,7 @@ def _whash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
 
 
 def _dhash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    side = pixels.shape[1]
-    resampled = _separable(pixels, _lanczos_rows(side, hash_size), _lanczos_rows(side, hash_size + 1))
+    resampled = _lanczos_resample(pixels, hash_size, hash_size + 1)
     return (resampled[:, :, 1:] > resampled[:, :, :-1]).reshape(len(pixels), hash_size * hash_size)
 
 
