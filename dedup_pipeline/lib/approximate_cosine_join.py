@@ -73,3 +73,15 @@ def approximate_cosine_pairs(
     # ids within a cell are increasing, so i < j holds; a pair sharing several cells is kept once
     keys, first = np.unique(i * count + j, return_index=True)
     return keys // count, keys % count, similarity[first]
+
+
+EXACT_JOIN_LIMIT = 250_000  # the exact join takes about 2 minutes here at this size, and grows as N^2
+
+
+def cosine_range_join(
+    embeddings: np.ndarray, threshold: float, exact_limit: int = EXACT_JOIN_LIMIT
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact join up to ``exact_limit`` vectors, the approximate one above it."""
+    if len(embeddings) <= exact_limit:
+        return cosine_pairs(embeddings, threshold)
+    return approximate_cosine_pairs(embeddings, threshold)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs, pair_similarities
+from dedup_pipeline.lib.approximate_cosine_join import cosine_range_join
+from dedup_pipeline.lib.cosine_join import nearest_neighbour_pairs, pair_similarities
 from dedup_pipeline.lib.hamming_join import hamming_pairs, mirror_aware_distances, mirror_aware_pairs, pair_distances
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
@@ -85,7 +86,7 @@ def candidate_pairs(
         found.append(np.stack([i, j], axis=1))
     cosine_found = None
     if thresholds.cosine is not None and embeddings is not None:
-        cosine_found = cosine_pairs(embeddings, thresholds.cosine)
+        cosine_found = cosine_range_join(embeddings, thresholds.cosine)
         found.append(np.stack(cosine_found[:2], axis=1))
     return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
 

@@ -1,6 +1,11 @@
 import numpy as np
 
-from dedup_pipeline.lib.approximate_cosine_join import approximate_cosine_pairs, assign_cells, cell_count
+from dedup_pipeline.lib.approximate_cosine_join import (
+    approximate_cosine_pairs,
+    assign_cells,
+    cell_count,
+    cosine_range_join,
+)
 from dedup_pipeline.lib.cosine_join import cosine_pairs
 
 
@@ -37,3 +42,12 @@ def test_cells_are_the_nearest_centroids() -> None:
     nearest = assign_cells(vectors, cell_count(len(vectors)), probes=2)
     assert nearest.shape == (1_000, 2) and cell_count(1_000) == 31
     assert (nearest[:, 0] != nearest[:, 1]).all() and nearest.min() >= 0 and nearest.max() < 31
+
+
+def test_the_range_join_is_exact_up_to_its_limit() -> None:
+    vectors = clustered_with_copies(1_500, seed=3)
+    exact = cosine_pairs(vectors, 0.85)
+    assert all(np.array_equal(a, b) for a, b in zip(cosine_range_join(vectors, 0.85), exact, strict=True))
+    approximate = approximate_cosine_pairs(vectors, 0.85)
+    above_limit = cosine_range_join(vectors, 0.85, exact_limit=1_000)
+    assert all(np.array_equal(a, b) for a, b in zip(above_limit, approximate, strict=True))
