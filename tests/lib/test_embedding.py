@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+import torch
 
-from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
+from dedup_pipeline.lib.embedding import folded_for_inference, load_embedder, preferred_batch_size, pretrained_lite0
 from tests.conftest import smooth_picture
 
 
@@ -45,3 +46,13 @@ def test_embedding_does_not_depend_on_the_batch(model) -> None:
 
 def test_preferred_batch_size_shrinks_with_the_input() -> None:
     assert [preferred_batch_size(side) for side in (32, 64, 224, 1024)] == [128, 64, 8, 1]
+
+
+def test_folding_batch_norms_and_padding_keeps_the_network_s_output() -> None:
+    original = pretrained_lite0()
+    folded = folded_for_inference(pretrained_lite0())
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    batch = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 3, 72, 72)).astype(np.float32))
+    with torch.inference_mode():
+        expected, found = (model.extract_features(batch) for model in (original, folded))
+    assert torch.allclose(found, expected, atol=1e-3, rtol=1e-3)
