@@ -199,6 +199,6 @@ def decode_and_hash(
         reduced_decoding=reduced_decoding,
     )
     start = time.perf_counter()
-    result = extract(sources, settings, None, workers=workers)
+    result = extract(sources, settings, workers=workers)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "images": result.manifest.height, "images_per_second": result.manifest.height / seconds}

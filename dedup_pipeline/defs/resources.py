@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from dedup_pipeline.lib.embedding import NO_EMBEDDING
+from dedup_pipeline.lib.embedding import NO_EMBEDDING, preferred_batch_size
 from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
@@ -122,6 +122,8 @@ class DedupConfig(dg.ConfigurableResource):
             embedding_size=embedding_size,
             max_pixels=self.max_image_pixels,
             reduced_decoding=self.reduced_jpeg_decoding,
+            embedding_model=self.embedding_model if embedding_size else None,
+            embedding_batch_size=self.embedding_batch_size or preferred_batch_size(embedding_size or 64),
         )
 
     def matching_hashes(self) -> list[str]:

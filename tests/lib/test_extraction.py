@@ -4,11 +4,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.extraction import ExtractionSettings, choose_embedding_size, extract
+from dedup_pipeline.lib.extraction import ExtractionSettings, choose_embedding_size, embedder_for, extract
 from dedup_pipeline.lib.sources import ImageSource
 from tests.conftest import encoded, smooth_picture
 
-SETTINGS = ExtractionSettings(hash_size=8, hash_algorithms=("phash", "dhash"), embedding_size=16, max_pixels=10**7)
+PLUGIN = "tests.lib.test_extraction:plugin_factory"
+SETTINGS = ExtractionSettings(
+    hash_size=8,
+    hash_algorithms=("phash", "dhash"),
+    embedding_size=16,
+    max_pixels=10**7,
+    embedding_model=PLUGIN,
+    embedding_batch_size=4,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_models() -> None:
+    embedder_for.cache_clear()  # each test sees the batches of its own model instance
 
 
 class MeanColourEmbedder:
@@ -40,16 +53,9 @@ def sources(tmp_path: Path) -> list[ImageSource]:
 
 
 def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path) -> None:
-    embedder = MeanColourEmbedder()
     progress: list[int] = []
-    result = extract(
-        sources(tmp_path),
-        SETTINGS,
-        embedder,
-        workers=1,
-        batch_size=4,
-        progress=lambda done, total: progress.append(done),
-    )
+    result = extract(sources(tmp_path), SETTINGS, workers=1, progress=lambda done, total: progress.append(done))
+    embedder = embedder_for(PLUGIN, 16, None)
     assert result.manifest["path"].to_list() == [f"{i}.png" for i in range(6)]
     assert result.manifest["image_id"].to_list() == list(range(6))
     assert sorted(result.failures["path"].to_list()) == ["bad.jpg", "gone.png"]
@@ -60,15 +66,14 @@ def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path)
     assert progress == [8]  # once per chunk
 
 
-def test_chunks_stream_through_one_embedding_batcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunks_are_embedded_in_batches_within_each_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("dedup_pipeline.lib.extraction.CHUNK_SIZE", 3)
-    embedder, progress = MeanColourEmbedder(), []
-    chunked = extract(
-        sources(tmp_path), SETTINGS, embedder, workers=1, batch_size=4, progress=lambda d, t: progress.append(d)
-    )
-    whole = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=1, batch_size=4)
+    progress: list[int] = []
+    chunked = extract(sources(tmp_path), SETTINGS, workers=1, progress=lambda done, total: progress.append(done))
     assert progress == [3, 6, 8]
-    assert embedder.batches == [4, 2]
+    assert embedder_for(PLUGIN, 16, None).batches == [3, 2, 1]  # 3 decodable, 2 (one bad file), 1 (one gone)
+    monkeypatch.setattr("dedup_pipeline.lib.extraction.CHUNK_SIZE", 128)
+    whole = extract(sources(tmp_path), SETTINGS, workers=1)
     assert chunked.manifest.equals(whole.manifest) and chunked.failures.equals(whole.failures)
     assert np.array_equal(chunked.embeddings, whole.embeddings)
     assert np.array_equal(chunked.thumbnails, whole.thumbnails)
@@ -79,8 +84,8 @@ def test_large_jpegs_are_decoded_reduced_with_their_full_size_recorded(tmp_path:
     path = tmp_path / "large.jpg"
     path.write_bytes(encoded(smooth_picture(3, size=(1600, 1200)), "JPEG", quality=92))
     source = [ImageSource(path.name, "train", None, path)]
-    reduced = extract(source, SETTINGS, None, workers=1)
-    full = extract(source, replace(SETTINGS, reduced_decoding=False), None, workers=1)
+    reduced = extract(source, SETTINGS, workers=1)
+    full = extract(source, replace(SETTINGS, reduced_decoding=False), workers=1)
     assert reduced.manifest.select("width", "height").row(0) == full.manifest.select("width", "height").row(0)
     assert "reduced size 200x150" in reduced.manifest["notes"][0] and full.manifest["notes"][0] is None
     for name in SETTINGS.hash_algorithms:
@@ -92,8 +97,8 @@ def test_large_jpegs_are_decoded_reduced_with_their_full_size_recorded(tmp_path:
 
 
 def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
-    serial = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=1)
-    parallel = extract(sources(tmp_path), SETTINGS, MeanColourEmbedder(), workers=2)
+    serial = extract(sources(tmp_path), SETTINGS, workers=1)
+    parallel = extract(sources(tmp_path), SETTINGS, workers=2)  # each worker loads its own model
     assert serial.manifest.equals(parallel.manifest)
     assert serial.failures.equals(parallel.failures)
     assert (serial.hashes["dhash"] == parallel.hashes["dhash"]).all()
@@ -102,7 +107,7 @@ def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
 
 def test_without_embedder(tmp_path: Path) -> None:
     settings = ExtractionSettings(8, ("ahash",), None, 10**7)
-    assert extract(sources(tmp_path), settings, None, workers=1).embeddings is None
+    assert extract(sources(tmp_path), settings, workers=1).embeddings is None
 
 
 def plugin_factory(image_size: int | None) -> MeanColourEmbedder:

@@ -7,7 +7,7 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import ProgressLogger, preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
+from dedup_pipeline.lib.embedding import load_embedder
 from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
 from dedup_pipeline.lib.sources import discover
 from dedup_pipeline.lib.stages import FIRST_STAGE, dataset_signature, record_stage
@@ -31,9 +31,10 @@ DECODE_CHECK = "decode_failure_rate"
         dg.AssetSpec(
             "image_hashes",
             description=(
-                "pHash, dHash, aHash and wHash of each image (imagehash's semantics on the canonical "
-                "decode; wHash from Haar block sums, equal to imagehash's but for exact ties), as 64-bit "
-                "integers (lists of 64-bit words when hash_size > 8)."
+                "pHash, dHash, aHash and wHash of each image, all from one 32 x 32 grayscale base of the "
+                "canonical decode (pHash is imagehash's; the others match imagehash's on CIFAR-sized "
+                "pictures and differ in about 1% of bits on larger ones), as 64-bit integers (lists of "
+                "64-bit words when hash_size > 8)."
             ),
             kinds={"duckdb"},
         ),
@@ -76,12 +77,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
     )
     with timed(timings, "extract_seconds"):
         extracted = extract(
-            sources.images,
-            settings,
-            embedder,
-            workers=dedup.worker_count(),
-            batch_size=dedup.embedding_batch_size or preferred_batch_size(settings.embedding_size or 64),
-            progress=ProgressLogger(context.log),
+            sources.images, settings, workers=dedup.worker_count(), progress=ProgressLogger(context.log)
         )
     problems = pl.DataFrame(
         [{"path": p.path, "split": p.split, "label": p.label, "reason": p.reason} for p in sources.problems],
