@@ -197,7 +197,7 @@ def approximate_cosine_section(results: dict, threshold: float) -> list[str]:
     ]
 
 
-def embedding_section(results: dict, ceiling_gflops: float) -> list[str]:
+def embedding_section(results: dict, ceiling_gflops: float, bfloat16_gflops: float) -> list[str]:
     rows, measured = [], {}
     for size, batch in EMBEDDING_CASES:
         m = isolated(cases.embedding_rate, size, batch, repeats=3)
@@ -208,13 +208,16 @@ def embedding_section(results: dict, ceiling_gflops: float) -> list[str]:
         )
     results["embedding"] = measured
     return [
-        "## Embeddings (EfficientNet-Lite0, torch CPU, 2 threads, channels-last)",
+        "## Embeddings (EfficientNet-Lite0 as the pipeline runs it: one process, 2 threads, median of 3)",
         "",
         *_table(["input px", "batch", "images/s", "GFLOP/image", "compute limit images/s", "share of limit"], rows),
         "",
         f"Compute limit: the float32 matmul rate above ({ceiling_gflops:.0f} GFLOP/s) over the model's FLOPs "
-        "(torch's flop counter, multiply-add = 2). Batch 1 at 224 px is the naive loop. Target at 224 px: >= 80 "
-        "images/s (50% of the limit).",
+        "(torch's flop counter, multiply-add = 2), as the issue defines it. The model runs in bfloat16 where the "
+        f"CPU has it natively (this one: {bfloat16_gflops:.0f} GFLOP/s in bfloat16 matmuls, so its own ceiling is "
+        f"{bfloat16_gflops / ceiling_gflops:.1f}x higher), with batch norms folded into the convolutions, "
+        "channels-last, and freed memory kept for reuse. Batch 1 at 224 px is the naive loop. Target at 224 px: "
+        ">= 80 images/s. In the pipeline each worker process embeds its own chunks with one thread.",
         "",
     ]
 
@@ -299,8 +302,9 @@ def photo_decode_section(results: dict, work: Path) -> list[str]:
         "",
         *_table(["tool", "seconds", "images/s", "peak RSS (MB)"], rows),
         "",
-        f"Ours computes what the pipeline does per photo: 4 hashes + 2 mirrored, SHA-256 of bytes and pixels, the "
-        f"thumbnail and the {PHOTO_EMBEDDING_SIZE}-px embedding input (not the model). With DCT scaling: {ratio}. "
+        "Ours computes what the pipeline does per photo but the model: 4 hashes + 2 mirrored, SHA-256 of bytes and "
+        f"pixels, the thumbnail, decoding at the scale that keeps the {PHOTO_EMBEDDING_SIZE}-px embedding input "
+        f"sharp. With DCT scaling: {ratio}. "
         "The corpus: `dedup_pipeline/benchmarks/photos.py` (crops of scikit-image's photographs, resized to 1-12 "
         "megapixels, sensor-like noise, JPEG quality 85-95).",
         "",
@@ -366,11 +370,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     save(pipeline_lines)
     save(hamming_section(results, database, args.repeats))
     save(cosine_section(results, database, 0.862, args.repeats))
-    save(approximate_cosine_section(results, 0.862))
-    save(embedding_section(results, results["machine"]["fp32_matmul_gflops"]))
+    save(embedding_section(results, results["machine"]["fp32_matmul_gflops"], results["machine"]["bf16_matmul_gflops"]))
     save(decode_section(results, cifar, args.work))
     save(photo_decode_section(results, args.work))
     save(fastdup_section(results, cifar, args.work))
+    save(approximate_cosine_section(results, 0.862))  # last: the largest memory (1M x 1280 floats)
     print("\n".join(lines))
     return 0
 
