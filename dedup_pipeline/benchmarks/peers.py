@@ -43,15 +43,19 @@ def _venv(folder: Path, packages: list[str], no_deps: list[str]) -> Path | None:
     return python
 
 
-def imagededup_phash(work: Path, root: Path, workers: int) -> dict[str, float] | None:
-    """imagededup 0.3.x ``PHash.encode_images`` over ``root`` (None when it cannot be installed)."""
+def imagededup_phash(work: Path, root: Path, workers: int, repeats: int = 1) -> dict[str, float] | None:
+    """imagededup 0.3.x ``PHash.encode_images`` over ``root``, the run with the median time of
+    ``repeats`` (None when it cannot be installed)."""
     python = _venv(work / "imagededup-venv", IMAGEDEDUP_PACKAGES, ["imagededup"])
     if python is None:
         return None
-    completed = subprocess.run(
-        [str(python), "-c", IMAGEDEDUP_SCRIPT, str(root), str(workers)], capture_output=True, text=True, check=True
-    )
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    runs = []
+    for _ in range(repeats):
+        completed = subprocess.run(
+            [str(python), "-c", IMAGEDEDUP_SCRIPT, str(root), str(workers)], capture_output=True, text=True, check=True
+        )
+        runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2] | {"runs": len(runs)}
 
 
 # fastdup's licence is non-commercial: a benchmark peer only. Its default model ships in the wheel.

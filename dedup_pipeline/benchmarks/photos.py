@@ -19,10 +19,11 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immu
 ASPECTS = (4 / 3, 3 / 2, 16 / 9, 1.0)
 MEGAPIXELS = (1.0, 12.0)
 NOISE_TILE = 1024
+SPLIT = "train"  # the corpus is a dataset folder: <root>/<split>/<image>
 
 
 def _make_photo(index: int, folder: Path) -> None:
-    path = folder / f"{index:05d}.jpg"
+    path = folder / SPLIT / f"{index:05d}.jpg"
     if path.exists():
         return
     rng = np.random.default_rng(index)
@@ -43,9 +44,9 @@ def _make_photo(index: int, folder: Path) -> None:
 
 
 def build_photo_corpus(folder: Path, count: int, workers: int) -> Path:
-    """``count`` JPEGs of 1-12 megapixels in ``folder`` (kept between runs; made once)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [index for index in range(count) if not (folder / f"{index:05d}.jpg").exists()]
+    """``count`` JPEGs of 1-12 megapixels in ``folder``/train (kept between runs; made once)."""
+    (folder / SPLIT).mkdir(parents=True, exist_ok=True)
+    missing = [index for index in range(count) if not (folder / SPLIT / f"{index:05d}.jpg").exists()]
     if missing:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.starmap(_make_photo, [(index, folder) for index in missing], chunksize=8)

@@ -32,7 +32,7 @@ from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.embedding import Embedder, preferred_batch_size
-from dedup_pipeline.lib.extraction import embedding_input
+from dedup_pipeline.lib.extraction import embed_in_batches, embedding_input
 from dedup_pipeline.lib.hamming_join import (
     cross_distances,
     mirror_aware_cross_distances,
@@ -247,12 +247,8 @@ def synthesize_copies(
     hashes = batch_hashes([hash_base(copy, hash_size) for copy in copies], hash_size, hash_names, mirrored_names)
     embeddings = None
     if embedder is not None:
-        batch = preferred_batch_size(embedder.image_size)
-        batches = [
-            embedder.embed(np.stack([embedding_input(copy, embedder.image_size) for copy in copies[k : k + batch]]))
-            for k in range(0, len(copies), batch)
-        ]
-        embeddings = np.concatenate(batches) if batches else np.zeros((0, embedder.dimension), dtype=np.float32)
+        inputs = [embedding_input(copy, embedder.image_size) for copy in copies]
+        embeddings = embed_in_batches(embedder, inputs, preferred_batch_size(embedder.image_size))
     thumbnails = (
         np.stack([thumbnail(copy) for copy in copies])
         if copies

@@ -107,6 +107,8 @@ def _jpeg_header_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 def _is_plain_jpeg(data: bytes) -> bool:
     """No EXIF rotation or mirroring and no further pictures (MPO): the stored pixels are the picture."""
+    if b"Exif\x00\x00" not in data and b"MPF\x00" not in data:
+        return True  # neither segment is there (a fast byte search): no need to walk the segments
     for marker, payload in _jpeg_header_segments(data):
         if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
             try:

@@ -28,9 +28,9 @@ from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.hashing import (
+    HashBases,
     batch_hashes,
     content_digest,
-    hash_base,
     hash_base_side,
     mirror_key,
     pixel_digest,
@@ -93,7 +93,7 @@ class ImageFailure:
 @dataclass
 class ExtractedChunk:
     """A worker's result for a chunk of images: each image's facts or failure, in order, and for
-    the decodable ones (in the same order) their hashes, thumbnails and embedding inputs, stacked."""
+    the decodable ones (in the same order) their hashes, thumbnails and embeddings, stacked."""
 
     outcomes: list[ImageFacts | ImageFailure]
     hashes: dict[str, np.ndarray]  # hash name -> (decoded, words) uint64
@@ -115,7 +115,8 @@ class ExtractionResult:
 def decode_source(source: ImageSource, settings: ExtractionSettings) -> tuple[ImageFacts, np.ndarray] | ImageFailure:
     """Read and decode one image: its manifest facts and its canonical RGB pixels, or why not."""
     try:
-        data = source.file.read_bytes()
+        with open(source.file, "rb", buffering=0) as file:  # unbuffered: one read, half pathlib's overhead
+            data = file.readall()
     except OSError as error:
         return ImageFailure(f"cannot read file: {error.strerror or error}")
     try:
@@ -162,7 +163,7 @@ def embed_in_batches(embedder: Embedder, inputs: Sequence[np.ndarray], batch_siz
 def extract_chunk(sources: Sequence[ImageSource], settings: ExtractionSettings) -> ExtractedChunk:
     """Everything extraction derives from a chunk of images, one decode each (runs in a worker)."""
     outcomes: list[ImageFacts | ImageFailure] = []
-    bases, thumbnails, inputs = [], [], []
+    bases, thumbnails, inputs = HashBases(settings.hash_size), [], []
     for source in sources:
         decoded = decode_source(source, settings)
         if isinstance(decoded, ImageFailure):
@@ -170,7 +171,7 @@ def extract_chunk(sources: Sequence[ImageSource], settings: ExtractionSettings) 
             continue
         facts, picture = decoded
         outcomes.append(facts)
-        bases.append(hash_base(picture, settings.hash_size))
+        bases.add(picture)
         thumbnails.append(thumbnail(picture))
         if settings.embedding_model and settings.embedding_size:
             inputs.append(embedding_input(picture, settings.embedding_size))
@@ -180,7 +181,12 @@ def extract_chunk(sources: Sequence[ImageSource], settings: ExtractionSettings) 
         embeddings = embed_in_batches(embedder, inputs, settings.embedding_batch_size)
     return ExtractedChunk(
         outcomes=outcomes,
-        hashes=batch_hashes(bases, settings.hash_size, settings.hash_algorithms, settings.mirrored_algorithms),
+        hashes=batch_hashes(
+            bases.stacked(),
+            settings.hash_size,
+            settings.hash_algorithms,
+            settings.mirrored_algorithms,
+        ),
         thumbnails=np.stack(thumbnails) if thumbnails else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), np.uint8),
         embeddings=embeddings,
     )
@@ -197,7 +203,7 @@ def _extract_chunks(
     sources: Sequence[ImageSource], settings: ExtractionSettings, workers: int
 ) -> Iterator[tuple[range, ExtractedChunk | WorkerCrash]]:
     work = partial(extract_chunk, settings=settings)
-    if workers <= 1 or len(sources) < 2 * workers:
+    if workers <= 1:
         for start in range(0, len(sources), CHUNK_SIZE):
             span = range(start, min(start + CHUNK_SIZE, len(sources)))
             yield span, work(sources[span.start : span.stop])
@@ -222,6 +228,7 @@ def extract(
     hash_parts: dict[str, list[np.ndarray]] = {name: [] for name in settings.hash_names()}
     thumbnails: list[np.ndarray] = []
     embeddings: list[np.ndarray] = []
+    workers = workers if len(sources) >= 2 * workers else 1  # a handful of images: not worth the processes
     if workers > 1:
         settings = replace(settings, embedding_threads=max(1, default_workers() // workers))
 

@@ -48,6 +48,32 @@ def hash_base(picture: Picture, hash_size: int) -> np.ndarray:
     return resized(luma(rgb_pixels(picture)), hash_base_side(hash_size), Image.Resampling.LANCZOS)
 
 
+class HashBases:
+    """The :func:`hash_base` of each picture of a batch, added one at a time. Pictures already of
+    the base's size (all of CIFAR) are converted to grayscale together at the end, sparing each its
+    own few array operations; larger ones are reduced as they come, so none is held."""
+
+    def __init__(self, hash_size: int) -> None:
+        self.hash_size, self.side = hash_size, hash_base_side(hash_size)
+        self.bases: list[np.ndarray | None] = []
+        self.base_sized: list[np.ndarray] = []
+
+    def add(self, picture: Picture) -> None:
+        pixels = rgb_pixels(picture)
+        if pixels.shape[:2] == (self.side, self.side):
+            self.bases.append(None)
+            self.base_sized.append(pixels)
+        else:
+            self.bases.append(hash_base(pixels, self.hash_size))
+
+    def stacked(self) -> np.ndarray:
+        """(n, side, side) uint8, in the order added."""
+        if not self.bases:
+            return np.zeros((0, self.side, self.side), dtype=np.uint8)
+        grays = iter(luma(np.stack(self.base_sized)) if self.base_sized else [])
+        return np.stack([next(grays) if base is None else base for base in self.bases])
+
+
 @cache
 def _dct_rows(side: int, count: int) -> np.ndarray:
     """The first ``count`` rows of scipy's unnormalised DCT-II matrix for ``side`` samples."""

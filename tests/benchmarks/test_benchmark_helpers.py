@@ -68,5 +68,5 @@ def test_sampled_recall_counts_the_pairs_missed() -> None:
 
 def test_photo_corpus_has_camera_sized_jpegs(tmp_path: Path) -> None:
     folder = build_photo_corpus(tmp_path / "photos", 2, workers=1)
-    sizes = [Image.open(path).size for path in sorted(folder.glob("*.jpg"))]
+    sizes = [Image.open(path).size for path in sorted(folder.glob("train/*.jpg"))]
     assert len(sizes) == 2 and all(1e6 * 0.95 <= w * h <= 12e6 for w, h in sizes)

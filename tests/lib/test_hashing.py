@@ -5,6 +5,7 @@ from PIL import Image, ImageOps
 
 from dedup_pipeline.lib.hashing import (
     PERCEPTUAL_HASHES,
+    HashBases,
     batch_hashes,
     hash_base,
     mirror_key,
@@ -120,3 +121,12 @@ def test_mirror_hashes_are_the_hashes_of_the_mirrored_picture() -> None:
     (word,) = hashes[mirror_key("phash")]
     assert f"{word:016x}" == str(imagehash.phash(ImageOps.mirror(picture)))
     assert hashes[mirror_key("dhash")] == perceptual_hashes(ImageOps.mirror(picture), 8, ["dhash"])["dhash"]
+
+
+def test_hash_bases_of_a_batch_keep_order_whatever_the_sizes() -> None:
+    pictures = [smooth_picture(seed, size=size) for seed, size in enumerate([(32, 32), (70, 50), (32, 32), (20, 40)])]
+    collected = HashBases(8)
+    for picture in pictures:
+        collected.add(np.asarray(picture))
+    assert np.array_equal(collected.stacked(), np.stack([hash_base(p, 8) for p in pictures]))
+    assert HashBases(8).stacked().shape == (0, 32, 32)
