@@ -185,8 +185,9 @@ def decode_and_hash(
     """Our extraction without the model (decode once; content and pixel digests, four perceptual
     hashes and the mirrored matching ones, thumbnail, and the embedding input when a size is given)
     over the first ``limit`` images."""
-    from dedup_pipeline.lib.extraction import ExtractionSettings, extract
+    from dedup_pipeline.lib.extraction import extract
     from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES
+    from dedup_pipeline.lib.image_work import ExtractionSettings
     from dedup_pipeline.lib.sources import discover
 
     sources = discover(str(root)).images[:limit]

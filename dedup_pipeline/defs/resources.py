@@ -12,8 +12,9 @@ import dagster as dg
 from pydantic import Field
 
 from dedup_pipeline.lib.embedding import NO_EMBEDDING, preferred_batch_size
-from dedup_pipeline.lib.extraction import ExtractionSettings, default_workers
+from dedup_pipeline.lib.extraction import default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
+from dedup_pipeline.lib.image_work import ExtractionSettings
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
 from dedup_pipeline.lib.stages import config_fingerprint

@@ -32,7 +32,6 @@ from PIL import Image
 
 from dedup_pipeline.lib.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.embedding import Embedder, preferred_batch_size
-from dedup_pipeline.lib.extraction import embed_in_batches, embedding_input
 from dedup_pipeline.lib.hamming_join import (
     cross_distances,
     mirror_aware_cross_distances,
@@ -40,6 +39,7 @@ from dedup_pipeline.lib.hamming_join import (
     pair_distances,
 )
 from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, batch_hashes, hash_base, mirror_key
+from dedup_pipeline.lib.image_work import embed_in_batches, embedding_input
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.transforms import transform_named

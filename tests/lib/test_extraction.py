@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.extraction import ExtractionSettings, choose_embedding_size, embedder_for, extract
+from dedup_pipeline.lib.extraction import choose_embedding_size, extract
+from dedup_pipeline.lib.image_work import ExtractionSettings, embedder_for
 from dedup_pipeline.lib.sources import ImageSource
 from tests.conftest import encoded, smooth_picture
 
