@@ -33,7 +33,8 @@ eval: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.evaluation --shared ../shared --work build/eval --out eval
 
 # Speed and memory benchmarks on ../shared (CIFAR-10) and synthetic data, with imagededup and fastdup
-# measured side by side in their own venvs: writes bench/results.md and bench/results.json. About 25 minutes.
+# measured side by side in their own venvs: writes bench/results.md and bench/results.json. About 35 minutes
+# (the first run also builds a 2 GB corpus of camera-sized photos under build/bench/photos).
 bench: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.benchmarks --shared ../shared --work build/bench --out bench
 
