@@ -33,9 +33,10 @@ def preferred_batch_size(image_size: int) -> int:
     """Images per batch for square inputs of ``image_size``: the power of two nearest to
     BATCH_PIXELS / image_size**2, at most MAX_BATCH: 8 at 224 px, 64 at 64 px, 128 at 32 px.
 
-    Measured on EfficientNet-Lite0 (2 cores, channels-last): at 64 px batch 64 gave 1,653 images/s
-    against 883 at 128; at 32 px batch 128 gave 3,456 against 1,488 at 512. At 224 px the runs
-    disagree (batch 8: 106 images/s in one, 56 in ``make bench`` where batch 1 gave 72)."""
+    Measured on EfficientNet-Lite0 (2 cores, channels-last, float32): at 64 px batch 64 gave 1,653
+    images/s against 883 at 128; at 32 px batch 128 gave 3,456 against 1,488 at 512. At 224 px, in
+    bfloat16 with freed memory kept for reuse, ``make bench`` measured batch 8 at 320 images/s
+    against 157 at batch 1 (before that fix, page faults on every batch made batch 1 look faster)."""
     return int(min(MAX_BATCH, 2 ** round(np.log2(max(1.0, BATCH_PIXELS / image_size**2)))))
 
 
