@@ -62,8 +62,9 @@ class EfficientNetLite0:
     Lite models were trained on inputs scaled as (x - 127) / 128, which we reproduce.
 
     Where the CPU has native bfloat16 (``precision="auto"``) the network runs under bfloat16
-    autocast: 2.4x the float32 rate at 224 px and at 64 px here, with features whose cosine to the
-    float32 ones is above 0.998. Pooling and normalisation stay in float32.
+    autocast: 2.4x the float32 rate at 224 px and at 64 px here. On 1,000 CIFAR images the features'
+    cosine to the float32 ones has median 0.998 (minimum 0.97); make eval measures the effect on
+    matching. Pooling and normalisation stay in float32.
     """
 
     name = "efficientnet-lite0"

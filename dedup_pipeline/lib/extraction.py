@@ -113,7 +113,7 @@ def extract(
 
 
 def _stacked_embeddings(parts: list[np.ndarray], settings: ExtractionSettings, count: int) -> np.ndarray | None:
-    if not (settings.embedding_model and settings.embedding_size):
+    if not settings.embeds:
         return None
     if parts:
         return np.concatenate(parts)

@@ -52,6 +52,10 @@ class ExtractionSettings:
     embedding_batch_size: int = 64
     embedding_threads: int | None = None  # torch threads of the process that embeds (None: torch's default)
 
+    @property
+    def embeds(self) -> bool:
+        return bool(self.embedding_model and self.embedding_size)
+
     def hash_names(self) -> list[str]:
         return [*self.hash_algorithms, *map(mirror_key, self.mirrored_algorithms)]
 
@@ -154,10 +158,10 @@ def extract_chunk(files: Sequence[Path], settings: ExtractionSettings) -> Extrac
         outcomes.append(facts)
         bases.add(picture)
         thumbnails.append(thumbnail(picture))
-        if settings.embedding_model and settings.embedding_size:
+        if settings.embeds:
             inputs.append(embedding_input(picture, settings.embedding_size))
     embeddings = None
-    if settings.embedding_model and settings.embedding_size:
+    if settings.embeds:
         embedder = embedder_for(settings.embedding_model, settings.embedding_size, settings.embedding_threads)
         embeddings = embed_in_batches(embedder, inputs, settings.embedding_batch_size)
     return ExtractedChunk(

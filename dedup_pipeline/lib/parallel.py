@@ -33,22 +33,9 @@ class WorkerCrash:
     reason: str = "the worker process crashed while decoding this file (native decoder fault)"
 
 
-def _one_thread_per_worker() -> None:
-    """Processes give the parallelism; each keeps its native libraries to one thread. Otherwise
-    OpenBLAS (under numpy) starts a thread per core in every worker, and those threads spin on
-    after each call, taking the cores the other workers need: with two workers embedding and
-    hashing, each worker ran at 60% of its single-process speed."""
-    import numpy  # noqa: F401  (loads BLAS, so that the limit reaches it)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-
-
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the parent may hold torch/OpenMP threads, which do not survive a fork.
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread_per_worker
-    )
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 def _isolate(
