@@ -4,7 +4,12 @@ back needs neither the library nor a pickle.
 
 A verifier may carry a ``screen``: a model of the same kind over the cheap features only, with a
 threshold that passes nearly every copy the verifier accepts. Pairs the screen rejects are not
-aligned at all, which is where the verifier's time goes."""
+aligned at all, which is where the verifier's time goes.
+
+Features are clipped to the range seen in training before scoring. Candidates that hash
+thresholds nominate can lie far outside it (two unrelated pictures whose dHashes agree by
+accident have a descriptor cosine below any training pair), and a polynomial extrapolated there
+can call them certain copies."""
 
 from __future__ import annotations
 
@@ -27,9 +32,14 @@ class PairScorer:
     intercept: float
     threshold: float
     screen: PairScorer | None = None
+    lower: np.ndarray | None = None  # per feature: the training range values are clipped to
+    upper: np.ndarray | None = None
 
     def probability(self, values: np.ndarray) -> np.ndarray:
-        standardised = (np.asarray(values, dtype=np.float64) - self.mean) / self.scale
+        values = np.asarray(values, dtype=np.float64)
+        if self.lower is not None and self.upper is not None:
+            values = np.clip(values, self.lower, self.upper)
+        standardised = (values - self.mean) / self.scale
         logit = np.full(len(standardised), self.intercept)
         for exponents, weight in zip(self.powers, self.weights, strict=True):  # one term at a time: O(pairs) memory
             term = np.full(len(standardised), weight)
@@ -57,6 +67,8 @@ class PairScorer:
             "intercept": self.intercept,
             "threshold": self.threshold,
             "screen": None if self.screen is None else self.screen._as_dict(),
+            "lower": None if self.lower is None else self.lower.tolist(),
+            "upper": None if self.upper is None else self.upper.tolist(),
         }
 
     @staticmethod
@@ -66,6 +78,7 @@ class PairScorer:
     @staticmethod
     def _from_dict(data: dict) -> PairScorer:
         screen = data.get("screen")  # absent in verifiers stored before screens existed
+        lower, upper = data.get("lower"), data.get("upper")  # absent before clipping existed
         return PairScorer(
             tuple(data["features"]),
             np.array(data["mean"]),
@@ -75,6 +88,8 @@ class PairScorer:
             float(data["intercept"]),
             float(data["threshold"]),
             None if screen is None else PairScorer._from_dict(screen),
+            None if lower is None else np.array(lower),
+            None if upper is None else np.array(upper),
         )
 
 
@@ -98,4 +113,6 @@ def fit_scorer(features: Sequence[str], values: np.ndarray, is_copy: np.ndarray)
         model.coef_[0].astype(np.float64),
         float(model.intercept_[0]),
         0.5,
+        lower=values.min(axis=0),
+        upper=values.max(axis=0),
     )

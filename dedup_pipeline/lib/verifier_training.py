@@ -7,7 +7,10 @@ what it will see, from the sampled images of the tuning half:
 * positives: each synthetic copy against the image it was made from;
 * negatives: each copy against its other look-alikes, except exact copies of its source, the
   source's own nearest look-alike (it may be a real duplicate) or, under the "nearest image with
-  another label" rule of heavily duplicated data, look-alikes with the source's label.
+  another label" rule of heavily duplicated data, look-alikes with the source's label; and
+  against ``RANDOM_NEGATIVES`` images drawn at random. Look-alikes teach the hard cases; the random
+  ones cover the rest of the space the candidates come from (hash thresholds also nominate pairs
+  that look nothing alike), so the model is not extrapolating there.
 
 The threshold is the loosest probability whose balanced precision (as for the other evidence) is
 at least the target, chosen on out-of-fold scores of the tuning half (two folds of sampled images);
@@ -44,6 +47,7 @@ from dedup_pipeline.lib.verification import (
 )
 
 QUERY_BLOCK = 1024
+RANDOM_NEGATIVES = 4  # per synthetic copy
 SCREEN_LOSS = 0.005  # share of accepted copies the screen may reject
 
 
@@ -107,12 +111,14 @@ def half_pairs(
 
     copy_descriptors = copies.signals.descriptors
     neighbours = look_alikes(copy_descriptors, descriptors, CANDIDATE_NEIGHBOURS)
+    random_ids = np.random.default_rng(len(sample)).integers(0, count, size=(len(neighbours), RANDOM_NEGATIVES))
     pairs, pair_labels, folds, found = [], [], [], []
     for k, (source, candidates) in enumerate(zip(copies.owner.tolist(), neighbours, strict=True)):
         keep = negative(source, candidates)
         if not other_label_only and source in nearest_of:
             keep &= candidates != nearest_of[source]
-        chosen = np.concatenate([[source], candidates[keep]])
+        drawn = np.setdiff1d(random_ids[k], candidates)
+        chosen = np.concatenate([[source], candidates[keep], drawn[negative(source, drawn)]])
         pairs.append(np.stack([np.full(len(chosen), count + k), chosen], axis=1))
         pair_labels.append(np.arange(len(chosen)) == 0)
         folds.append(np.full(len(chosen), fold_of_row[position[source]]))

@@ -24,3 +24,14 @@ def test_a_constant_feature_does_not_divide_by_zero() -> None:
     values = np.stack([np.r_[np.ones(50), np.zeros(50)], np.full(100, 3.0)], axis=1)
     scorer = fit_scorer(["a", "constant"], values, np.arange(100) < 50)
     assert np.all(np.isfinite(scorer.probability(values)))
+
+
+def test_values_outside_the_training_range_score_as_its_edge() -> None:
+    rng = np.random.default_rng(1)
+    copies = rng.normal([0.9, 0.9], 0.03, size=(200, 2))
+    others = rng.normal([0.5, 0.5], 0.1, size=(400, 2))
+    scorer = fit_scorer(["a", "b"], np.concatenate([copies, others]), np.arange(600) < 200)
+    far = np.array([[-5.0, 0.5], [0.5, -5.0]])  # far below anything seen in training
+    edge = np.stack([np.maximum(far[:, 0], scorer.lower[0]), np.maximum(far[:, 1], scorer.lower[1])], axis=1)
+    assert np.allclose(scorer.probability(far), scorer.probability(edge))
+    assert scorer.probability(far).max() < 0.5

@@ -1,5 +1,5 @@
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dedup_pipeline.lib.hamming_join import pair_distances
 from dedup_pipeline.lib.thumbnails import thumbnail
@@ -38,6 +38,26 @@ def test_aligned_copies_correlate_and_different_pictures_do_not() -> None:
     assert gray[1] > 0.95 and gray[2] > 0.95  # a shift and a zoom are searched
     assert edges[1] > 0.8 and edges[2] > 0.8
     assert gray[3] < 0.7 and edges[3] < 0.5
+
+
+def squashed(picture: Image.Image, width_factor: float) -> Image.Image:
+    """A centre crop ``width_factor`` narrower, stretched back to the full width: a new aspect ratio."""
+    keep = round(picture.width / width_factor)
+    left = (picture.width - keep) // 2
+    return picture.crop((left, 0, left + keep, picture.height)).resize(picture.size)
+
+
+def test_mirrored_and_reframed_copies_align() -> None:
+    source = smooth_picture(5, size=(128, 128))
+    unrelated = smooth_picture(6, size=(128, 128))
+    images = [source, ImageOps.mirror(source), squashed(source, 1.2), ImageOps.mirror(unrelated)]
+    thumbs = np.stack([thumbnail(image) for image in images])
+    features = pixel_features(thumbs, np.array([0, 0, 0]), np.array([1, 2, 3]))
+    gray = features[:, PIXEL_FEATURES.index("gray_correlation")]
+    edges = features[:, PIXEL_FEATURES.index("edge_correlation_at_best")]
+    assert gray[0] > 0.999 and edges[0] > 0.99  # the mirror is searched
+    assert gray[1] > 0.97 and edges[1] > 0.8  # so is a zoom of one axis only
+    assert gray[2] < 0.7 and edges[2] < 0.5
 
 
 def test_pair_features_columns_follow_feature_names() -> None:

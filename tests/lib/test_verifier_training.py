@@ -3,7 +3,7 @@ import numpy as np
 from dedup_pipeline.lib.calibration import SECOND_NEAREST, synthesize_copies
 from dedup_pipeline.lib.hashing import perceptual_hashes
 from dedup_pipeline.lib.thumbnails import thumbnail, thumbnail_descriptors
-from dedup_pipeline.lib.verification import ImageSignals, feature_names, screen_feature_names
+from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, feature_names, screen_feature_names
 from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes
 from tests.conftest import smooth_picture
 
@@ -35,6 +35,14 @@ def test_training_pairs_label_the_source_and_exclude_exact_copies() -> None:
     assert (pairs.copy_labels == (partners == owners)).all()
     assert pairs.copy_labels.sum() == 6  # every copy has its source, once
     assert not np.any((owners == 0) & (partners == 39))
+    look_alike_sets = look_alikes(
+        copies.signals.descriptors, thumbnail_descriptors(signals.thumbnails), CANDIDATE_NEIGHBOURS
+    )
+    beyond = [
+        set(partners[(copy_ids == 40 + k) & ~pairs.copy_labels].tolist()) - set(look_alike_sets[k].tolist())
+        for k in range(len(copies.owner))
+    ]
+    assert all(beyond)  # random pictures besides look-alikes: the model sees the whole space
     assert (
         set(pairs.original_pairs[:, 0].tolist()) <= {0, 5}
         and 39 not in pairs.original_pairs[pairs.original_pairs[:, 0] == 0, 1]
