@@ -66,14 +66,19 @@ def score_recipe(run: StoredRun, recipe: Recipe, test_train: pl.DataFrame, test_
     return score_pairs(run, recipe.name, recipe_pairs(run, recipe), test_train, test_test)
 
 
-def verifier_operating_points(
-    run: StoredRun, probabilities: Sequence[float], test_train: pl.DataFrame, test_test: pl.DataFrame
-) -> list[CifarScore]:
-    """The run's trained verifier at other probability thresholds, on the same candidates: the
-    recall / flagged trade-off the calibrated threshold picks one point of."""
+@dataclass(frozen=True)
+class CandidateScores:
+    """Every candidate pair the verifier judges, its probability (no screen) and whether it is exact."""
+
+    pairs: np.ndarray
+    probability: np.ndarray
+    exact: np.ndarray
+
+
+def candidate_scores(run: StoredRun) -> CandidateScores | None:
     verifier = run.thresholds.verifier
     if verifier is None:
-        return []
+        return None
     signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
     candidates = with_look_alikes(
         candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], signals.descriptors
@@ -84,12 +89,48 @@ def verifier_operating_points(
     for column in EXACT_EVIDENCE.values():
         values = run.manifest[column].to_numpy()
         exact |= values[i] == values[j]
+    return CandidateScores(candidates, np.nan_to_num(probability, nan=0.0), exact)
+
+
+def verifier_operating_points(
+    run: StoredRun,
+    scores: CandidateScores,
+    probabilities: Sequence[float],
+    test_train: pl.DataFrame,
+    test_test: pl.DataFrame,
+) -> list[CifarScore]:
+    """The run's trained verifier at other probability thresholds, on the same candidates: the
+    recall / flagged trade-off the calibrated threshold picks one point of."""
     return [
         score_pairs(
-            run, f"verifier, probability >= {p:.3f}", candidates[exact | (probability >= p)], test_train, test_test
+            run,
+            f"verifier, probability >= {p:.3f}",
+            scores.pairs[scores.exact | (scores.probability >= p)],
+            test_train,
+            test_test,
         )
         for p in probabilities
     ]
+
+
+def at_flagged_counts(
+    run: StoredRun, scores: CandidateScores, counts: Sequence[int], test_train: pl.DataFrame, test_test: pl.DataFrame
+) -> list[CifarScore]:
+    """The verifier's threshold set so that it flags (about) ``counts`` test images: the ranking's
+    quality, free of where calibration put the threshold."""
+    split = run.manifest["split"].to_numpy()
+    i, j = scores.pairs[:, 0], scores.pairs[:, 1]
+    cross = split[i] != split[j]
+    score = np.where(scores.exact, 1.0, scores.probability)
+    test_side = np.where(split[i] == "test", i, j)[cross]
+    best = np.zeros(len(split))
+    np.maximum.at(best, test_side, score[cross])
+    ranked = np.sort(best[best > 0])[::-1]
+    results = []
+    for count in counts:
+        cut = ranked[min(count, len(ranked)) - 1] if len(ranked) else 1.0
+        results.append(score_pairs(run, f"flag the top {count}", scores.pairs[score >= cut], test_train, test_test))
+    return results
 
 
 def score_pairs(
@@ -120,6 +161,39 @@ def flagged_outside_cifair(run: StoredRun, score: CifarScore, test_train: pl.Dat
         {"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]}
     )
     return frame.filter(~pl.col("test_path").is_in(listed)).unique("test_path", keep="first").sort("test_path")
+
+
+JUDGMENTS = Path(__file__).with_name("cifar_judgments.csv")
+JUDGMENT_KINDS = ("duplicate", "similar", "different")
+
+
+def judged_sample_estimate(judgments: pl.DataFrame) -> pl.DataFrame:
+    """Per stratum of the sampled ranking: unlisted test images, how many were judged, the counts per
+    judgment and the estimated duplicates among the unlisted (stratum size x judged share)."""
+    return (
+        judgments.group_by("band", maintain_order=True)
+        .agg(
+            pl.col("band_unlisted").first().alias("unlisted"),
+            pl.len().alias("judged"),
+            *[(pl.col("judgment") == kind).sum().alias(kind) for kind in JUDGMENT_KINDS],
+        )
+        .with_columns(
+            (pl.col("unlisted") * pl.col("duplicate") / pl.col("judged"))
+            .round(0)
+            .cast(pl.Int64)
+            .alias("estimated duplicates")
+        )
+    )
+
+
+def judged_flags(run: StoredRun, score: CifarScore, judgments: pl.DataFrame) -> dict[str, int]:
+    """How the judged (test, train) pairs among a recipe's flags were judged."""
+    paths = run.manifest["path"].to_numpy()
+    flagged = pl.DataFrame(
+        {"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]}
+    ).unique()
+    judged = flagged.join(judgments, on=["test_path", "train_path"], how="inner")
+    return {kind: int((judged["judgment"] == kind).sum()) for kind in JUDGMENT_KINDS}
 
 
 def contact_sheet(root: Path, pairs: pl.DataFrame, target: Path, scale: int = 3) -> None:
