@@ -39,8 +39,7 @@ PIXEL_FEATURES: tuple[str, ...] = (
     "edge_correlation_at_best",
     "edge_correlation",
     "colour_correlation_at_best",
-    "mean_abs_difference",
-)
+)  # no pixel difference: gamma and brightness changes make copies differ as much as strangers
 
 
 @dataclass(frozen=True)
@@ -140,8 +139,7 @@ def _pixel_features_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             search[chosen], template[chosen] = alignment.apply(a[chosen], b[chosen])
     edges = _correlation_surface(_edges(search), _edges(template))
     colour = _correlation_surface(search, template)
-    difference = (search - template).abs().mean(dim=(1, 2, 3))  # at the best alignment
-    values = [peak, edges.gather(1, shift)[:, 0], edges.max(dim=1).values, colour.gather(1, shift)[:, 0], difference]
+    values = [peak, edges.gather(1, shift)[:, 0], edges.max(dim=1).values, colour.gather(1, shift)[:, 0]]
     return torch.stack(values, dim=1)
 
 

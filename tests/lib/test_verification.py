@@ -33,8 +33,7 @@ def test_aligned_copies_correlate_and_different_pictures_do_not() -> None:
     features = pixel_features(thumbs, np.array([0, 0, 0, 0]), np.array([0, 1, 2, 3]))
     gray = features[:, PIXEL_FEATURES.index("gray_correlation")]
     edges = features[:, PIXEL_FEATURES.index("edge_correlation")]
-    difference = features[:, PIXEL_FEATURES.index("mean_abs_difference")]
-    assert gray[0] > 0.999 and difference[0] == 0
+    assert gray[0] > 0.999
     assert gray[1] > 0.95 and gray[2] > 0.95  # a shift and a zoom are searched
     assert edges[1] > 0.8 and edges[2] > 0.8
     assert gray[3] < 0.7 and edges[3] < 0.5
