@@ -153,14 +153,21 @@ def score_pairs(
     )
 
 
+def flagged_paths(run: StoredRun, score: CifarScore) -> pl.DataFrame:
+    """A recipe's flagged (test, train) pairs as paths."""
+    paths = run.manifest["path"].to_numpy()
+    return pl.DataFrame({"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]})
+
+
 def flagged_outside_cifair(run: StoredRun, score: CifarScore, test_train: pl.DataFrame) -> pl.DataFrame:
     """Flagged (test, train) pairs whose test image ciFAIR does not list: to inspect, not to call false."""
     listed = set(test_train["test_path"].to_list())
-    paths = run.manifest["path"].to_numpy()
-    frame = pl.DataFrame(
-        {"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]}
+    return (
+        flagged_paths(run, score)
+        .filter(~pl.col("test_path").is_in(listed))
+        .unique("test_path", keep="first")
+        .sort("test_path")
     )
-    return frame.filter(~pl.col("test_path").is_in(listed)).unique("test_path", keep="first").sort("test_path")
 
 
 JUDGMENTS = Path(__file__).with_name("cifar_judgments.csv")
@@ -188,11 +195,7 @@ def judged_sample_estimate(judgments: pl.DataFrame) -> pl.DataFrame:
 
 def judged_flags(run: StoredRun, score: CifarScore, judgments: pl.DataFrame) -> dict[str, int]:
     """How the judged (test, train) pairs among a recipe's flags were judged."""
-    paths = run.manifest["path"].to_numpy()
-    flagged = pl.DataFrame(
-        {"test_path": paths[score.flagged_pairs[:, 0]], "train_path": paths[score.flagged_pairs[:, 1]]}
-    ).unique()
-    judged = flagged.join(judgments, on=["test_path", "train_path"], how="inner")
+    judged = flagged_paths(run, score).unique().join(judgments, on=["test_path", "train_path"], how="inner")
     return {kind: int((judged["judgment"] == kind).sum()) for kind in JUDGMENT_KINDS}
 
 
