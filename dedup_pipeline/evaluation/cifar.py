@@ -80,9 +80,7 @@ def candidate_scores(run: StoredRun) -> CandidateScores | None:
     if verifier is None:
         return None
     signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
-    candidates = with_look_alikes(
-        candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], signals.descriptors
-    )
+    candidates = with_look_alikes(candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], signals)
     i, j = candidates[:, 0], candidates[:, 1]
     probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j, screen=False)
     exact = np.zeros(len(i), dtype=bool)

@@ -5,7 +5,8 @@ configured hash, and a cosine join on embeddings. Every candidate pair then gets
 (not only the one that found it), so a reader can see how strong the case is on each criterion.
 
 Without a trained verifier, a candidate is a duplicate when any criterion holds. With one (see
-``verification``), each image's nearest look-alikes join the candidates and the verifier is the
+``verification``), each image's nearest look-alikes and the pairs a geometric view of one image
+matches (``views``: crops, pads, rotations) join the candidates and the verifier is the
 judge: a pair is a duplicate when it is an exact copy or the verifier's probability reaches its
 threshold; the other criteria stay in ``evidence`` as supporting facts.
 """
@@ -25,11 +26,13 @@ from dedup_pipeline.lib.hashing import MIRROR_SUFFIX, mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.verification import (
     CANDIDATE_NEIGHBOURS,
+    VIEW_DISTANCE,
     ImageSignals,
     scorer_inputs,
     screen_features,
     with_pixel_features,
 )
+from dedup_pipeline.lib.views import pair_views, view_pairs
 
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
@@ -91,11 +94,11 @@ def candidate_pairs(
     return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
 
 
-def with_look_alikes(pairs: np.ndarray, descriptors: np.ndarray) -> np.ndarray:
-    """``pairs`` (an (n, 2) array, ``i < j``) and each image's nearest look-alikes by thumbnail
-    descriptor, unique and sorted."""
-    look_alikes = nearest_neighbour_pairs(descriptors, CANDIDATE_NEIGHBOURS)
-    return np.unique(np.concatenate([pairs, look_alikes]), axis=0)
+def with_look_alikes(pairs: np.ndarray, signals: ImageSignals) -> np.ndarray:
+    """``pairs`` (an (n, 2) array, ``i < j``), each image's nearest look-alikes by thumbnail
+    descriptor and the pairs a geometric view matches (``views``), unique and sorted."""
+    look_alikes = nearest_neighbour_pairs(signals.descriptors, CANDIDATE_NEIGHBOURS)
+    return np.unique(np.concatenate([pairs, look_alikes, view_pairs(signals.views)]), axis=0)
 
 
 def verifier_probability(
@@ -111,8 +114,11 @@ def verifier_probability(
     rejected the pair without aligning it (pairs in ``always`` are scored regardless; ``screen``
     False scores every pair). The screen is used only from SCREEN_MIN_PAIRS candidates on: below
     that, aligning them all takes under a minute and the screen's small recall loss buys nothing."""
+    if VIEW_DISTANCE not in verifier.features:
+        raise ValueError("the stored pair verifier predates geometric views: materialize match_thresholds again")
     hash_names, _ = scorer_inputs(verifier.features)
-    screened = screen_features(signals, i, j, hash_names, mirrored)
+    views = pair_views(signals.views, i, j)
+    screened = screen_features(signals, i, j, hash_names, mirrored, views)
     passed = np.ones(len(i), dtype=bool)
     if screen and verifier.screen is not None and len(i) >= SCREEN_MIN_PAIRS:
         passed = verifier.screen.probability(screened) >= verifier.screen.threshold
@@ -120,7 +126,7 @@ def verifier_probability(
             passed |= always
     probability = np.full(len(i), np.nan)
     probability[passed] = verifier.probability(
-        with_pixel_features(signals.thumbnails, i[passed], j[passed], screened[passed])
+        with_pixel_features(signals.thumbnails, i[passed], j[passed], screened[passed], views.selected(passed))
     )
     return probability
 
@@ -147,7 +153,7 @@ def find_similar_pairs(
         if thumbnails is None:
             raise ValueError("the verifier needs the images' thumbnails")
         signals = ImageSignals(thumbnails, hashes, embeddings)
-        pairs = with_look_alikes(pairs, signals.descriptors)
+        pairs = with_look_alikes(pairs, signals)
     i, j = pairs[:, 0], pairs[:, 1]
 
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}

@@ -3,12 +3,14 @@ look alike?
 
 Hashes and embeddings each see a summary; on small, class-structured data (CIFAR) different photos
 of the same kind of scene (a plane in blue sky) get as close under them as real copies do. The
-verifier looks at the thumbnails of both images: it aligns them over small shifts and zooms and
-measures how well the gray levels, the edges and the colours then agree. Copies agree in detail;
-look-alikes only in layout. These pixel measures, the descriptor cosine, the hash distances and the
-embedding cosine feed a logistic model with pairwise interactions that is trained per dataset on
-synthetic copies of its own images against its own look-alikes (see ``calibration``), so the
-thresholds need no hand tuning.
+verifier looks at the thumbnails of both images: it lays one over the other through the geometric
+view that brings their pHashes closest, when one does (``views``: crops, pads, rotations), aligns
+them over small shifts and zooms and measures how well the gray levels, the edges and the colours
+then agree. Copies agree in detail; look-alikes only in layout. These pixel measures, the
+descriptor cosine, the hash distances (also at the best view) and the embedding cosine feed a
+logistic model with pairwise interactions that is trained per dataset on synthetic copies of its
+own images against its own look-alikes (see ``calibration``), so the thresholds need no hand
+tuning.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dedup_pipeline.lib.cosine_join import pair_similarities
 from dedup_pipeline.lib.hamming_join import mirror_aware_distances, pair_distances
 from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.thumbnails import thumbnail_descriptors
+from dedup_pipeline.lib.views import PairViews, pair_views, view_hashes, warped
 
 CANDIDATE_NEIGHBOURS = 10  # look-alikes per image verified, besides the pairs thresholds match
 SHIFT = 3  # pixels (of a 32-pixel thumbnail) searched in each direction
@@ -34,6 +37,7 @@ SHIFT = 3  # pixels (of a 32-pixel thumbnail) searched in each direction
 # the separate axes took the gray correlation's recall at 1% false positives from 0.82 to 0.91.
 ZOOM_CROPS = (0, 3, 6)
 PAIR_BLOCK = 64
+VIEW_DISTANCE = "view_distance"  # the pair's pHash distance at its best view (see ``views``)
 PIXEL_FEATURES: tuple[str, ...] = (
     "gray_correlation",
     "edge_correlation_at_best",
@@ -143,14 +147,17 @@ def _pixel_features_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.stack(values, dim=1)
 
 
-def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, views: np.ndarray | None = None) -> np.ndarray:
     """(len(i), len(PIXEL_FEATURES)) float32 for the pairs ``(i[k], j[k])`` of uint8 RGB thumbnails
-    (n, side, side, 3); computed in blocks, so memory does not grow with the number of pairs."""
+    (n, side, side, 3), the first image of each pair seen through ``VIEWS[views[k]]`` where that
+    is not negative; computed in blocks, so memory does not grow with the number of pairs."""
     out = np.empty((len(i), len(PIXEL_FEATURES)), dtype=np.float32)
+    views = np.full(len(i), -1) if views is None else views
     with torch.inference_mode():
         for start in range(0, len(i), PAIR_BLOCK):
             stop = min(len(i), start + PAIR_BLOCK)
             a = torch.from_numpy(thumbnails[i[start:stop]]).permute(0, 3, 1, 2).float() / 255
+            a = warped(a, views[start:stop])
             b = torch.from_numpy(thumbnails[j[start:stop]]).permute(0, 3, 1, 2).float() / 255
             out[start:stop] = _pixel_features_block(a, b).numpy()
     return out
@@ -159,17 +166,20 @@ def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.n
 @dataclass(frozen=True)
 class ImageSignals:
     """What the verifier knows of each image, rows by image id: thumbnails, the matching hashes
-    (and their mirror_key hashes where stored), embeddings (None when off) and the thumbnails'
-    descriptors (computed here when not given: once per image, not once per pair)."""
+    (and their mirror_key hashes where stored), embeddings (None when off), and the thumbnails'
+    descriptors and view hashes (computed here when not given: once per image, not once per pair)."""
 
     thumbnails: np.ndarray
     hashes: Mapping[str, np.ndarray]
     embeddings: np.ndarray | None
     descriptors: np.ndarray | None = None
+    views: np.ndarray | None = None  # view_hashes of the thumbnails
 
     def __post_init__(self) -> None:
         if self.descriptors is None:
             object.__setattr__(self, "descriptors", thumbnail_descriptors(self.thumbnails))
+        if self.views is None:
+            object.__setattr__(self, "views", view_hashes(self.thumbnails))
 
     def __len__(self) -> int:
         return len(self.thumbnails)
@@ -181,6 +191,7 @@ class ImageSignals:
             {name: np.concatenate([words, other.hashes[name]]) for name, words in self.hashes.items()},
             None if self.embeddings is None else np.concatenate([self.embeddings, other.embeddings]),
             np.concatenate([self.descriptors, other.descriptors]),
+            np.concatenate([self.views, other.views]),
         )
 
 
@@ -193,14 +204,19 @@ def feature_names(hash_names: Sequence[str], with_embedding: bool) -> tuple[str,
 def screen_feature_names(hash_names: Sequence[str], with_embedding: bool) -> tuple[str, ...]:
     """The cheap features (no alignment): what the screen in front of the verifier sees."""
     embedding = ("embedding_cosine",) if with_embedding else ()
-    return ("descriptor_cosine", *(f"{name}_distance" for name in hash_names), *embedding)
+    return ("descriptor_cosine", *(f"{name}_distance" for name in hash_names), VIEW_DISTANCE, *embedding)
 
 
 def screen_features(
-    signals: ImageSignals, i: np.ndarray, j: np.ndarray, hash_names: Sequence[str], mirrored: frozenset[str]
+    signals: ImageSignals,
+    i: np.ndarray,
+    j: np.ndarray,
+    hash_names: Sequence[str],
+    mirrored: frozenset[str],
+    views: PairViews,
 ) -> np.ndarray:
-    """The :func:`screen_feature_names` columns for pairs ``(i[k], j[k])``; hashes in ``mirrored``
-    give the smaller of the direct and mirrored distance."""
+    """The :func:`screen_feature_names` columns for pairs ``(i[k], j[k])`` and their ``views``;
+    hashes in ``mirrored`` give the smaller of the direct and mirrored distance."""
     columns = [pair_similarities(signals.descriptors, i, j)[:, None]]
     for name in hash_names:
         words = signals.hashes[name]
@@ -210,24 +226,34 @@ def screen_features(
             else pair_distances(words, i, j)
         )
         columns.append(distance[:, None].astype(np.float32))
+    columns.append(views.distance[:, None].astype(np.float32))
     if signals.embeddings is not None:
         columns.append(pair_similarities(signals.embeddings, i, j)[:, None])
     return np.concatenate(columns, axis=1)
 
 
-def with_pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, screened: np.ndarray) -> np.ndarray:
-    """The :func:`feature_names` columns from the pairs' screen features and their thumbnails."""
-    return np.concatenate([screened[:, :1], pixel_features(thumbnails, i, j), screened[:, 1:]], axis=1)
+def with_pixel_features(
+    thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, screened: np.ndarray, views: PairViews
+) -> np.ndarray:
+    """The :func:`feature_names` columns from the pairs' screen features and their thumbnails, laid
+    over through their ``views``."""
+    first, second = views.oriented(i, j)
+    pixels = pixel_features(thumbnails, first, second, views.view)
+    return np.concatenate([screened[:, :1], pixels, screened[:, 1:]], axis=1)
 
 
 def pair_features(
     signals: ImageSignals, i: np.ndarray, j: np.ndarray, hash_names: Sequence[str], mirrored: frozenset[str]
 ) -> np.ndarray:
     """The :func:`feature_names` columns for pairs ``(i[k], j[k])``."""
-    return with_pixel_features(signals.thumbnails, i, j, screen_features(signals, i, j, hash_names, mirrored))
+    views = pair_views(signals.views, i, j)
+    screened = screen_features(signals, i, j, hash_names, mirrored, views)
+    return with_pixel_features(signals.thumbnails, i, j, screened, views)
 
 
 def scorer_inputs(features: Sequence[str]) -> tuple[list[str], bool]:
     """The hashes and whether the embedding a scorer trained on ``features`` needs."""
-    hashes = [name.removesuffix("_distance") for name in features if name.endswith("_distance")]
+    hashes = [
+        name.removesuffix("_distance") for name in features if name.endswith("_distance") and name != VIEW_DISTANCE
+    ]
     return hashes, "embedding_cosine" in features

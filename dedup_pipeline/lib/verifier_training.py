@@ -1,8 +1,10 @@
 """Training the pair verifier on the dataset's own images, and choosing its threshold.
 
 The verifier judges candidate pairs: each image's nearest look-alikes by thumbnail descriptor
-(``CANDIDATE_NEIGHBOURS`` of them) and the pairs the calibrated thresholds match. It is trained on
-what it will see, from the sampled images of the tuning half:
+(``CANDIDATE_NEIGHBOURS`` of them), the pairs a geometric view matches and the pairs the
+calibrated thresholds match. It is trained on what it will see, from the sampled images of the
+tuning half (an image's "look-alikes" below include up to ``CANDIDATE_NEIGHBOURS`` images that one
+of its views matches, closest first):
 
 * positives: each synthetic copy against the image it was made from;
 * negatives: each copy against its other look-alikes, except exact copies of its source, the
@@ -15,8 +17,8 @@ what it will see, from the sampled images of the tuning half:
 The threshold is the loosest probability whose balanced precision (as for the other evidence) is
 at least the target, chosen on out-of-fold scores of the tuning half (two folds of sampled images);
 precision and recall are then measured on the held-out half with the model fit on the whole tuning
-half. A copy whose source is not among its look-alikes counts as missed: the estimate includes the
-candidate stage's misses.
+half. A copy whose source is neither among its look-alikes nor matched by a geometric view
+(``views``) counts as missed: the estimate includes the candidate stage's misses.
 
 The screen (a model on the cheap features) is fit on the same pairs; its threshold passes all but
 ``SCREEN_LOSS`` of the tuning copies the verifier accepts out of fold, itself judged out of fold.
@@ -45,6 +47,7 @@ from dedup_pipeline.lib.verification import (
     pair_features,
     screen_feature_names,
 )
+from dedup_pipeline.lib.views import nominated, view_matches
 
 QUERY_BLOCK = 1024
 RANDOM_NEGATIVES = 4  # per synthetic copy
@@ -64,6 +67,20 @@ def look_alikes(queries: np.ndarray, dataset: np.ndarray, count: int) -> np.ndar
     return found
 
 
+def with_view_matches(look_alike_ids: np.ndarray, matches: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Per query row, its look-alikes followed by up to ``CANDIDATE_NEIGHBOURS`` other images a
+    geometric view matches (``matches`` from :func:`view_matches`), closest first: the
+    candidates the pipeline would judge for it."""
+    pairs, distances = matches
+    pairs = pairs[np.lexsort((distances, pairs[:, 0]))]
+    starts = np.searchsorted(pairs[:, 0], np.arange(len(look_alike_ids) + 1))
+    candidates = []
+    for row, alikes in enumerate(look_alike_ids):
+        matched = pairs[starts[row] : starts[row + 1], 1]
+        candidates.append(np.concatenate([alikes, matched[~np.isin(matched, alikes)][:CANDIDATE_NEIGHBOURS]]))
+    return candidates
+
+
 @dataclass(frozen=True)
 class HalfPairs:
     """Labelled pairs of one half, in the ids of ``signals.appended(copies.signals)``."""
@@ -81,11 +98,12 @@ class HalfPairs:
 def half_pairs(
     sample: np.ndarray,
     copies: SyntheticCopies,
-    descriptors: np.ndarray,
+    signals: ImageSignals,
     exact_keys: np.ndarray,
     labels: np.ndarray | None,
     rule: str,
 ) -> HalfPairs:
+    descriptors = signals.descriptors
     count = len(descriptors)
     other_label_only = rule == NEAREST_OTHER_LABEL and labels is not None
     position = {image_id: row for row, image_id in enumerate(sample.tolist())}
@@ -97,7 +115,10 @@ def half_pairs(
             keep &= labels[candidates] != labels[source]
         return keep
 
-    originals = look_alikes(descriptors[sample], descriptors, CANDIDATE_NEIGHBOURS + 1)
+    originals = with_view_matches(
+        look_alikes(descriptors[sample], descriptors, CANDIDATE_NEIGHBOURS + 1),
+        view_matches(signals.views[sample], signals.views),
+    )
     original_rows, original_candidates = [], []
     nearest_of: dict[int, int] = {}
     for row, image_id in enumerate(sample.tolist()):
@@ -109,8 +130,11 @@ def half_pairs(
     original_rank = np.concatenate(original_rows).astype(np.int64) if original_rows else np.zeros(0, np.int64)
     original_targets = np.concatenate(original_candidates) if original_candidates else np.zeros(0, np.int64)
 
-    copy_descriptors = copies.signals.descriptors
-    neighbours = look_alikes(copy_descriptors, descriptors, CANDIDATE_NEIGHBOURS)
+    neighbours = with_view_matches(
+        look_alikes(copies.signals.descriptors, descriptors, CANDIDATE_NEIGHBOURS),
+        view_matches(copies.signals.views, signals.views),
+    )
+    by_view = nominated(copies.signals.views, signals.views[copies.owner])
     random_ids = np.random.default_rng(len(sample)).integers(0, count, size=(len(neighbours), RANDOM_NEGATIVES))
     pairs, pair_labels, folds, found = [], [], [], []
     for k, (source, candidates) in enumerate(zip(copies.owner.tolist(), neighbours, strict=True)):
@@ -122,7 +146,7 @@ def half_pairs(
         pairs.append(np.stack([np.full(len(chosen), count + k), chosen], axis=1))
         pair_labels.append(np.arange(len(chosen)) == 0)
         folds.append(np.full(len(chosen), fold_of_row[position[source]]))
-        found.append(bool(np.any(candidates == source)))
+        found.append(bool(np.any(candidates == source) or by_view[k]))
     return HalfPairs(
         copy_pairs=np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64),
         copy_labels=np.concatenate(pair_labels) if pair_labels else np.zeros(0, bool),
@@ -172,12 +196,11 @@ def calibrate_verifier(
 ) -> VerifierCalibration | None:
     """Train on the tuning half's sample, threshold on its out-of-fold scores, measure on the
     held-out half. None when no threshold reaches the target precision."""
-    descriptors = signals.descriptors
     names = feature_names(hash_names, signals.embeddings is not None)
 
     def prepared(half: tuple[np.ndarray, SyntheticCopies]) -> tuple[HalfPairs, np.ndarray, np.ndarray, int]:
         sample, copies = half
-        pairs = half_pairs(sample, copies, descriptors, exact_keys, labels, rule)
+        pairs = half_pairs(sample, copies, signals, exact_keys, labels, rule)
         extended = signals.appended(copies.signals)
 
         def features(ids: np.ndarray) -> np.ndarray:

@@ -71,9 +71,10 @@ def test_pair_features_columns_follow_feature_names() -> None:
     names = feature_names(["phash"], with_embedding=True)
     direct = pair_features(signals, i, j, ["phash"], frozenset())
     either = pair_features(signals, i, j, ["phash"], frozenset({"phash"}))
-    assert direct.shape == (3, len(names)) and names[-2:] == ("phash_distance", "embedding_cosine")
-    assert direct[:, -2].tolist() == pair_distances(hashes["phash"], i, j).tolist() == [1, 2, 2]
-    assert either[:, -2].tolist() == [1, 0, 0]  # against the mirrored picture: 0 vs 0, 7 vs 7
+    assert direct.shape == (3, len(names))
+    assert names[-3:] == ("phash_distance", "view_distance", "embedding_cosine")
+    assert direct[:, -3].tolist() == pair_distances(hashes["phash"], i, j).tolist() == [1, 2, 2]
+    assert either[:, -3].tolist() == [1, 0, 0]  # against the mirrored picture: 0 vs 0, 7 vs 7
     assert direct[:, -1].tolist() == [0, 0, 0]
     assert scorer_inputs(names) == (["phash"], True)
     assert scorer_inputs(feature_names([], with_embedding=False)) == ([], False)

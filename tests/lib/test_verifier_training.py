@@ -29,7 +29,7 @@ def test_training_pairs_label_the_source_and_exclude_exact_copies() -> None:
     exact_keys[39] = exact_keys[0]  # image 39 is an exact copy of image 0: never a negative of it
     sample = np.array([0, 5])
     copies = synthesize_copies(sample, [pictures[0], pictures[5]], ["phash"], [], 8, None, 3)
-    pairs = half_pairs(sample, copies, thumbnail_descriptors(signals.thumbnails), exact_keys, None, SECOND_NEAREST)
+    pairs = half_pairs(sample, copies, signals, exact_keys, None, SECOND_NEAREST)
     copy_ids, partners = pairs.copy_pairs[:, 0], pairs.copy_pairs[:, 1]
     owners = copies.owner[copy_ids - 40]
     assert (pairs.copy_labels == (partners == owners)).all()

@@ -1,0 +1,187 @@
+"""Geometric views of each thumbnail (centre zooms, corner crops, small rotations) and their pHashes:
+how copies that were cropped, padded or rotated are found and laid over their source.
+
+Every hash and descriptor summarises the whole frame, so a copy with a few pixels cut from one side,
+a border added or a tilt is far from its source under all of them: on the CIFAR suite, pHash <= 8
+finds 0-21% of 2-4 px crops, 5-15% pads and 5-10 degree rotations. Hashing each image once more
+per view fixes that where it is cheap: a cropped copy's hash is close to the matching zoomed view of
+its source, a padded copy's zoomed view to its source's hash, and a rotated copy's hash to the
+rotated view. So a view's hash within ``VIEW_THRESHOLD`` of another image's hash nominates the pair
+(one Hamming join per view), and the view that brings a pair closest tells the verifier how to lay
+one image over the other before its own small alignment search (``verification``).
+
+Views are computed from the stored 32-pixel thumbnails (a thumbnail is exactly pHash's input size),
+so they need no second decode and do not depend on the configured hashes. Rotations fill the
+corners black, as rotating augmentations do.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dedup_pipeline.lib.hamming_join import cross_distances, hamming_pairs_between
+from dedup_pipeline.lib.hashing import batch_hashes
+from dedup_pipeline.lib.pictures import luma
+
+VIEW_HASH = "phash"
+VIEW_THRESHOLD = 8  # pHash bits: nominates 99-100% of the suite's crops, pads and rotations
+VIEW_MARGIN = 2  # a view lays a pair over only when it brings the hashes this many bits closer
+VIEW_BLOCK = 4096  # images warped at once
+IDENTITY, MIRROR = 0, 1  # columns of view_hashes before the views'
+
+
+@dataclass(frozen=True)
+class View:
+    """An affine map from the view's pixel grid to the thumbnail's (normalised coordinates, as
+    ``torch.nn.functional.affine_grid`` takes it)."""
+
+    name: str
+    theta: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def _zoom(name: str, keep: float, anchor_x: float = 0.0, anchor_y: float = 0.0) -> View:
+    """The ``keep`` share of each side, centred, or pushed to a side by anchors of -1 or 1."""
+    return View(name, ((keep, 0.0, anchor_x * (1 - keep)), (0.0, keep, anchor_y * (1 - keep))))
+
+
+def _rotation(degrees: float) -> View:
+    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    return View(f"rotate {degrees:+g}", ((cos, -sin, 0.0), (sin, cos, 0.0)))
+
+
+# Corner crops at two sizes: a 2-pixel crop of a 32-pixel picture already moves pHash as far as a
+# different picture (only 13% of them stay within 8 bits), and a 4-pixel crop is not matched by
+# the 2-pixel view.
+VIEWS: tuple[View, ...] = (
+    *(_zoom(f"zoom {keep:g}", keep) for keep in (0.875, 0.8125, 0.75)),
+    *(
+        _zoom(f"corner {keep:g} {x:+d} {y:+d}", keep, x, y)
+        for keep in (0.9375, 0.875)
+        for x in (-1, 1)
+        for y in (-1, 1)
+    ),
+    *(_rotation(degrees) for degrees in (-10, -5, 5, 10)),
+)
+
+
+@cache
+def _grids(side: int) -> torch.Tensor:
+    """(len(VIEWS), side, side, 2): where each view samples a side x side picture."""
+    thetas = torch.tensor([view.theta for view in VIEWS], dtype=torch.float32)
+    return F.affine_grid(thetas, [len(VIEWS), 1, side, side], align_corners=False)
+
+
+def _seen_through(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(images, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def warped(images: torch.Tensor, views: np.ndarray) -> torch.Tensor:
+    """``images`` (n, channels, side, side) float, each seen through ``VIEWS[views[k]]``; rows whose
+    view is negative are returned unchanged."""
+    chosen = np.flatnonzero(views >= 0)
+    if not len(chosen):
+        return images
+    out = images.clone()
+    rows = torch.from_numpy(chosen)
+    out[rows] = _seen_through(images[rows], _grids(images.shape[-1])[torch.from_numpy(views[chosen])])
+    return out
+
+
+def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
+    """(n, 2 + len(VIEWS)) uint64 pHashes of each (side, side, 3) uint8 thumbnail: as it is
+    (column IDENTITY), mirrored (MIRROR), then through each view."""
+    count, side = len(thumbnails), thumbnails.shape[1] if len(thumbnails) else 32
+    hash_size = side // 4
+    out = np.zeros((count, 2 + len(VIEWS)), dtype=np.uint64)
+    for start in range(0, count, VIEW_BLOCK):
+        gray = luma(thumbnails[start : start + VIEW_BLOCK]).astype(np.float64)
+        plain = batch_hashes(gray, hash_size, [VIEW_HASH], [VIEW_HASH])
+        block = slice(start, start + len(gray))
+        out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[f"{VIEW_HASH}_mirror"][:, 0]
+        images = torch.from_numpy(gray.astype(np.float32))[:, None]
+        for index, grid in enumerate(_grids(side)):
+            seen = _seen_through(images, grid.expand(len(gray), *grid.shape)).round()[:, 0].double().numpy()
+            out[block, 2 + index] = batch_hashes(seen, hash_size, [VIEW_HASH])[VIEW_HASH][:, 0]
+    return out
+
+
+def view_pairs(hashes: np.ndarray, threshold: int = VIEW_THRESHOLD) -> np.ndarray:
+    """Unique pairs ``(i, j)``, ``i < j``, where a view of one image is within ``threshold`` bits of
+    the other's hash (``hashes`` from :func:`view_hashes`), sorted. One join per view: joined all
+    at once, the views of flat pictures share hash chunks with many others and the join stalls."""
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for index in range(len(VIEWS)):
+        i, j, _ = hamming_pairs_between(hashes[:, 2 + index : 3 + index], hashes[:, [IDENTITY]], threshold)
+        found.append(np.stack([i, j], axis=1)[i != j])
+    return np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
+
+
+def view_matches(
+    queries: np.ndarray, dataset: np.ndarray, threshold: int = VIEW_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pairs, distances)``: each ``(query, dataset image)`` where a view of the query is within
+    ``threshold`` bits of the image's hash (both view hash arrays; queries are few), with the
+    smallest such distance, sorted by pair. All views are joined at once: one join of a few
+    thousand query views is far cheaper than one per view."""
+    seen_row, image, distances = hamming_pairs_between(queries[:, 2:].reshape(-1, 1), dataset[:, [IDENTITY]], threshold)
+    pairs = np.stack([seen_row // len(VIEWS), image], axis=1)
+    order = np.lexsort((distances, pairs[:, 1], pairs[:, 0]))
+    pairs, distances = pairs[order], distances[order]
+    first = np.ones(len(pairs), dtype=bool)
+    first[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+    return pairs[first], distances[first]
+
+
+def nominated(first: np.ndarray, second: np.ndarray, threshold: int = VIEW_THRESHOLD) -> np.ndarray:
+    """Per row, whether :func:`view_pairs` pairs the image of ``first[k]`` (its view hashes) with
+    that of ``second[k]``."""
+    forward = np.bitwise_count(first[:, 2:] ^ second[:, [IDENTITY]]).min(axis=1, initial=64)
+    backward = np.bitwise_count(second[:, 2:] ^ first[:, [IDENTITY]]).min(axis=1, initial=64)
+    return np.minimum(forward, backward) <= threshold
+
+
+@dataclass(frozen=True)
+class PairViews:
+    """Per pair: the smallest pHash distance over the plain, mirrored and viewed comparisons
+    (``distance``), and how to lay the pair over: the view to see the first image of the pair
+    ``(i, j)`` through, or -1 for none, after swapping the two images where ``swapped``."""
+
+    distance: np.ndarray
+    view: np.ndarray
+    swapped: np.ndarray
+
+    def selected(self, rows: np.ndarray) -> PairViews:
+        return PairViews(self.distance[rows], self.view[rows], self.swapped[rows])
+
+    def oriented(self, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs with the image to see through the view first."""
+        return np.where(self.swapped, j, i), np.where(self.swapped, i, j)
+
+
+def pair_views(hashes: np.ndarray, i: np.ndarray, j: np.ndarray) -> PairViews:
+    """The :class:`PairViews` of pairs ``(i[k], j[k])``. A view is used only when it matches (within
+    ``VIEW_THRESHOLD``) and brings the hashes ``VIEW_MARGIN`` bits closer than the plain or
+    mirrored comparison: a copy that was not cropped or turned is compared as it is, and two
+    different pictures get no more freedom to line up than they had."""
+    plain = np.minimum.reduce(
+        [cross_distances(hashes[:, [IDENTITY]], hashes[:, [other]], i, j) for other in (IDENTITY, MIRROR)]
+        + [cross_distances(hashes[:, [MIRROR]], hashes[:, [IDENTITY]], i, j)]
+    )
+    candidates = []  # (views, 4) per pair: view of i vs j, vs mirrored j; view of j vs i, vs mirrored i
+    for first, second in ((i, j), (j, i)):
+        for other in (IDENTITY, MIRROR):
+            candidates.append(np.bitwise_count(hashes[first, 2:] ^ hashes[second, other][:, None]).astype(np.int64))
+    stacked = np.stack(candidates, axis=2)  # (pairs, views, 4)
+    flat = stacked.reshape(len(i), -1)
+    best = flat.argmin(axis=1) if len(i) else np.zeros(0, dtype=np.int64)
+    best_distance = flat[np.arange(len(i)), best] if len(i) else np.zeros(0, dtype=np.int64)
+    use = (best_distance <= VIEW_THRESHOLD) & (best_distance + VIEW_MARGIN <= plain)
+    view = np.where(use, best // 4, -1)
+    swapped = use & (best % 4 >= 2)
+    return PairViews(np.minimum(plain, best_distance), view, swapped)
