@@ -25,14 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dedup_pipeline.lib.hamming_join import cross_distances, hamming_pairs_between
+from dedup_pipeline.lib.hamming_join import hamming_pairs_between
 from dedup_pipeline.lib.hashing import batch_hashes
 from dedup_pipeline.lib.pictures import luma
+from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 
 VIEW_HASH = "phash"
 VIEW_THRESHOLD = 8  # pHash bits: nominates 99-100% of the suite's crops, pads and rotations
 VIEW_MARGIN = 2  # a view lays a pair over only when it brings the hashes this many bits closer
 VIEW_BLOCK = 4096  # images warped at once
+PAIR_VIEW_BLOCK = 1 << 16  # pairs compared at once (60 bytes each)
 IDENTITY, MIRROR = 0, 1  # columns of view_hashes before the views'
 
 
@@ -96,7 +98,7 @@ def warped(images: torch.Tensor, views: np.ndarray) -> torch.Tensor:
 def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
     """(n, 2 + len(VIEWS)) uint64 pHashes of each (side, side, 3) uint8 thumbnail: as it is
     (column IDENTITY), mirrored (MIRROR), then through each view."""
-    count, side = len(thumbnails), thumbnails.shape[1] if len(thumbnails) else 32
+    count, side = len(thumbnails), thumbnails.shape[1] if len(thumbnails) else THUMBNAIL_SIDE
     hash_size = side // 4
     out = np.zeros((count, 2 + len(VIEWS)), dtype=np.uint64)
     for start in range(0, count, VIEW_BLOCK):
@@ -165,23 +167,36 @@ class PairViews:
 
 
 def pair_views(hashes: np.ndarray, i: np.ndarray, j: np.ndarray) -> PairViews:
-    """The :class:`PairViews` of pairs ``(i[k], j[k])``. A view is used only when it matches (within
-    ``VIEW_THRESHOLD``) and brings the hashes ``VIEW_MARGIN`` bits closer than the plain or
-    mirrored comparison: a copy that was not cropped or turned is compared as it is, and two
-    different pictures get no more freedom to line up than they had."""
-    plain = np.minimum.reduce(
-        [cross_distances(hashes[:, [IDENTITY]], hashes[:, [other]], i, j) for other in (IDENTITY, MIRROR)]
-        + [cross_distances(hashes[:, [MIRROR]], hashes[:, [IDENTITY]], i, j)]
-    )
-    candidates = []  # (views, 4) per pair: view of i vs j, vs mirrored j; view of j vs i, vs mirrored i
-    for first, second in ((i, j), (j, i)):
-        for other in (IDENTITY, MIRROR):
-            candidates.append(np.bitwise_count(hashes[first, 2:] ^ hashes[second, other][:, None]).astype(np.int64))
-    stacked = np.stack(candidates, axis=2)  # (pairs, views, 4)
-    flat = stacked.reshape(len(i), -1)
-    best = flat.argmin(axis=1) if len(i) else np.zeros(0, dtype=np.int64)
-    best_distance = flat[np.arange(len(i)), best] if len(i) else np.zeros(0, dtype=np.int64)
-    use = (best_distance <= VIEW_THRESHOLD) & (best_distance + VIEW_MARGIN <= plain)
-    view = np.where(use, best // 4, -1)
-    swapped = use & (best % 4 >= 2)
-    return PairViews(np.minimum(plain, best_distance), view, swapped)
+    """The :class:`PairViews` of pairs ``(i[k], j[k])``, in blocks of ``PAIR_VIEW_BLOCK`` pairs. A
+    view is used only when it matches (within ``VIEW_THRESHOLD``) and brings the hashes
+    ``VIEW_MARGIN`` bits closer than the plain or mirrored comparison: a copy that was not cropped
+    or turned is compared as it is, and two different pictures get no more freedom to line up than
+    they had."""
+    distance, view = np.zeros(len(i), dtype=np.int64), np.full(len(i), -1, dtype=np.int64)
+    swapped = np.zeros(len(i), dtype=bool)
+    for start in range(0, len(i), PAIR_VIEW_BLOCK):
+        a, b = i[start : start + PAIR_VIEW_BLOCK], j[start : start + PAIR_VIEW_BLOCK]
+        plain = np.minimum.reduce(
+            [
+                np.bitwise_count(hashes[a, IDENTITY] ^ hashes[b, IDENTITY]),
+                np.bitwise_count(hashes[a, IDENTITY] ^ hashes[b, MIRROR]),
+                np.bitwise_count(hashes[a, MIRROR] ^ hashes[b, IDENTITY]),
+            ]
+        )
+        # (pairs, views, 4): a view of the first vs the second, vs the mirrored second; and the reverse
+        seen = np.stack(
+            [
+                np.bitwise_count(hashes[first, 2:] ^ hashes[second, other][:, None])
+                for first, second in ((a, b), (b, a))
+                for other in (IDENTITY, MIRROR)
+            ],
+            axis=2,
+        ).reshape(len(a), -1)
+        best = seen.argmin(axis=1)
+        best_distance = np.take_along_axis(seen, best[:, None], axis=1)[:, 0]
+        use = (best_distance <= VIEW_THRESHOLD) & (best_distance.astype(np.int64) + VIEW_MARGIN <= plain)
+        block = slice(start, start + len(a))
+        distance[block] = np.minimum(plain, best_distance)
+        view[block] = np.where(use, best // 4, -1)
+        swapped[block] = use & (best % 4 >= 2)
+    return PairViews(distance, view, swapped)

@@ -4,7 +4,7 @@ from dedup_pipeline.lib.calibration import SECOND_NEAREST, synthesize_copies
 from dedup_pipeline.lib.hashing import perceptual_hashes
 from dedup_pipeline.lib.thumbnails import thumbnail, thumbnail_descriptors
 from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, feature_names, screen_feature_names
-from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes
+from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes, with_view_matches
 from tests.conftest import smooth_picture
 
 
@@ -15,6 +15,16 @@ def test_look_alikes_rank_by_inner_product() -> None:
     expected = np.argsort(-(queries @ dataset.T), axis=1)[:, :4]
     assert look_alikes(queries, dataset, 4).tolist() == expected.tolist()
     assert look_alikes(queries, dataset[:2], 4).shape == (7, 2)
+
+
+def test_view_matches_follow_the_look_alikes_closest_first_without_repeats() -> None:
+    look_alike_ids = np.array([[4, 5], [6, 7]])
+    pairs = np.array([[0, 5], [0, 9], [0, 8], [1, 3]] + [[1, 100 + k] for k in range(CANDIDATE_NEIGHBOURS + 2)])
+    distances = np.array([1, 6, 2, 8] + [7] * (CANDIDATE_NEIGHBOURS + 2))
+    first, second = with_view_matches(look_alike_ids, (pairs, distances))
+    assert first.tolist() == [4, 5, 8, 9]  # 5 is a look-alike already; 8 is closer than 9
+    assert second[:2].tolist() == [6, 7] and len(second) == 2 + CANDIDATE_NEIGHBOURS  # at most ten more
+    assert second[2] == 100  # the 7-bit matches before the 8-bit one
 
 
 def dataset(count: int) -> tuple[list, ImageSignals]:
