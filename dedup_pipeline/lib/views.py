@@ -116,7 +116,8 @@ def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
 def view_pairs(hashes: np.ndarray, threshold: int = VIEW_THRESHOLD) -> np.ndarray:
     """Unique pairs ``(i, j)``, ``i < j``, where a view of one image is within ``threshold`` bits of
     the other's hash (``hashes`` from :func:`view_hashes`), sorted. One join per view: joined all
-    at once, the views of flat pictures share hash chunks with many others and the join stalls."""
+    at once, the views of flat pictures share hash chunks with many others and the join stalls
+    (68 s against 22 s for the 15 joins on CIFAR-10)."""
     found = [np.zeros((0, 2), dtype=np.int64)]
     for index in range(len(VIEWS)):
         i, j, _ = hamming_pairs_between(hashes[:, 2 + index : 3 + index], hashes[:, [IDENTITY]], threshold)
