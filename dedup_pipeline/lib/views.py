@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dedup_pipeline.lib.hamming_join import hamming_pairs_between
-from dedup_pipeline.lib.hashing import batch_hashes
+from dedup_pipeline.lib.hashing import batch_hashes, mirror_key
 from dedup_pipeline.lib.pictures import luma
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 
@@ -105,7 +105,7 @@ def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
         gray = luma(thumbnails[start : start + VIEW_BLOCK]).astype(np.float64)
         plain = batch_hashes(gray, hash_size, [VIEW_HASH], [VIEW_HASH])
         block = slice(start, start + len(gray))
-        out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[f"{VIEW_HASH}_mirror"][:, 0]
+        out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[mirror_key(VIEW_HASH)][:, 0]
         images = torch.from_numpy(gray.astype(np.float32))[:, None]
         for index, grid in enumerate(_grids(side)):
             seen = _seen_through(images, grid.expand(len(gray), *grid.shape)).round()[:, 0].double().numpy()
@@ -160,6 +160,7 @@ class PairViews:
     swapped: np.ndarray
 
     def selected(self, rows: np.ndarray) -> PairViews:
+        """The views of the pairs ``rows`` selects (a mask or indices)."""
         return PairViews(self.distance[rows], self.view[rows], self.swapped[rows])
 
     def oriented(self, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
