@@ -75,7 +75,7 @@ class HashBases:
 
 
 @cache
-def _dct_rows(side: int, count: int) -> np.ndarray:
+def dct_rows(side: int, count: int) -> np.ndarray:
     """The first ``count`` rows of scipy's unnormalised DCT-II matrix for ``side`` samples."""
     frequency, position = np.arange(count)[:, None], np.arange(side)[None, :]
     return 2.0 * np.cos(np.pi * frequency * (2 * position + 1) / (2 * side))
@@ -122,7 +122,7 @@ def _above(values: np.ndarray, reference: Callable[..., np.ndarray]) -> np.ndarr
 
 
 def _phash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    rows = _dct_rows(pixels.shape[1], hash_size)
+    rows = dct_rows(pixels.shape[1], hash_size)
     return _above(_separable(pixels, rows, rows), np.median)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -46,38 +47,29 @@ PIXEL_FEATURES: tuple[str, ...] = (
 )  # no pixel difference: gamma and brightness changes make copies differ as much as strangers
 
 
+CROPS = tuple((x, y) for x in ZOOM_CROPS for y in ZOOM_CROPS)  # no crop first
+
+
 @dataclass(frozen=True)
 class Alignment:
     """How the second image of a pair is laid over the first: mirrored or not, then one of the two
-    zoomed (``zoom_first``) by cutting ``crop_x`` columns and ``crop_y`` rows from its centre."""
+    zoomed (``zoom_first``) by cutting ``CROPS[crop]`` (columns, rows) from its centre."""
 
     mirrored: bool
     zoom_first: bool
-    crop_x: int
-    crop_y: int
-
-    def apply(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.mirrored:
-            b = b.flip(-1)
-        if self.zoom_first:
-            return _zoomed(a, self.crop_x, self.crop_y), b
-        return a, _zoomed(b, self.crop_x, self.crop_y)
+    crop: int
 
 
-def _alignments() -> list[Alignment]:
-    """Every searched alignment, the identity first. Mirrored ones are searched too: a flipped copy
-    is the most common augmentation, and its pixels agree as well as a direct copy's do."""
-    crops = [(x, y) for x in ZOOM_CROPS for y in ZOOM_CROPS]
-    return [
-        Alignment(mirrored, zoom_first, x, y)
-        for mirrored in (False, True)
-        for zoom_first in (False, True)
-        for x, y in crops
-        if not (zoom_first and (x, y) == (0, 0))
-    ]
-
-
-ALIGNMENTS = _alignments()
+# Every searched alignment, the identity first; per mirroring, the second image zoomed by each crop,
+# then the first image by each but "no crop" (``_gray_surfaces`` builds its surfaces in this order).
+# Mirrored ones are searched too: a flipped copy is the most common augmentation, and its pixels
+# agree as well as a direct copy's do.
+ALIGNMENTS = tuple(
+    Alignment(mirrored, zoom_first, crop)
+    for mirrored in (False, True)
+    for zoom_first in (False, True)
+    for crop in range(1 if zoom_first else 0, len(CROPS))
+)
 
 
 def _zoomed(images: torch.Tensor, crop_x: int, crop_y: int) -> torch.Tensor:
@@ -97,50 +89,118 @@ def _edges(images: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(dx * dx + dy * dy + 1e-6)
 
 
-def _correlation_surface(search: torch.Tensor, template_source: torch.Tensor) -> torch.Tensor:
-    """Zero-mean normalised cross-correlation of the centre of ``template_source`` with ``search``
-    at every shift up to SHIFT pixels: (pairs, (2*SHIFT+1)**2), channels pooled.
+@dataclass(frozen=True)
+class _Search:
+    """What the correlation needs of a picture searched over: its spectrum and, at every shift,
+    the norm of the zero-mean window the template covers (channels pooled)."""
 
-    The products come from FFTs (the template fits inside the picture at every searched shift, so
-    the circular correlation never wraps); the window statistics from integral images."""
-    pairs, _, side, _ = search.shape
-    inner, span = side - 2 * SHIFT, 2 * SHIFT + 1
-    template = template_source[:, :, SHIFT : SHIFT + inner, SHIFT : SHIFT + inner]
-    template = template - template.mean(dim=(2, 3), keepdim=True)
-    template = template / (template.flatten(1).norm(dim=1).view(pairs, 1, 1, 1) + 1e-6)
-    spectrum = torch.fft.rfft2(search) * torch.conj(torch.fft.rfft2(template, s=(side, side)))
-    products = torch.fft.irfft2(spectrum, s=(side, side))[:, :, :span, :span].sum(dim=1).flatten(1)
-    total, squares = _window_sums(search, inner), _window_sums(search * search, inner)
-    variance = (squares - total * total / (inner * inner)).clamp(min=0).sum(dim=1).flatten(1)
-    return products / (variance.sqrt() + 1e-6)
+    spectrum: torch.Tensor
+    window_norm: torch.Tensor  # (..., pairs, (2*SHIFT+1)**2)
+
+
+def _search(images: torch.Tensor) -> _Search:
+    """The :class:`_Search` of (..., pairs, channels, side, side) pictures."""
+    side = images.shape[-1]
+    inner = side - 2 * SHIFT
+    total, squares = _window_sums(images, inner), _window_sums(images * images, inner)
+    variance = (squares - total * total / (inner * inner)).clamp(min=0).sum(dim=-3).flatten(-2)
+    return _Search(torch.fft.rfft2(images), variance.sqrt())
+
+
+def _template_spectrum(images: torch.Tensor) -> torch.Tensor:
+    """Conjugate spectrum of the zero-mean, unit-norm centre of each picture (SHIFT pixels in from
+    every side), zero-padded to the picture's size, for (..., pairs, channels, side, side) pictures."""
+    side = images.shape[-1]
+    inner = side - 2 * SHIFT
+    template = images[..., SHIFT : SHIFT + inner, SHIFT : SHIFT + inner]
+    template = template - template.mean(dim=(-2, -1), keepdim=True)
+    template = template / (torch.linalg.vector_norm(template, dim=(-3, -2, -1), keepdim=True) + 1e-6)
+    return torch.conj(torch.fft.rfft2(template, s=(side, side)))
+
+
+def _surface(search: _Search, template_spectrum: torch.Tensor) -> torch.Tensor:
+    """Zero-mean normalised cross-correlation of a template with its search picture at every shift
+    up to SHIFT pixels: (..., pairs, (2*SHIFT+1)**2), leading dimensions broadcast. The products come from FFTs (the template fits
+    inside the picture at every searched shift, so the circular correlation never wraps)."""
+    spectrum = (search.spectrum * template_spectrum).flatten(-2)
+    products = torch.matmul(spectrum, _shift_basis(search.spectrum.shape[-2])).real
+    return products.sum(dim=-2) / (search.window_norm + 1e-6)
+
+
+@cache
+def _shift_basis(side: int) -> torch.Tensor:
+    """(side * (side // 2 + 1), (2*SHIFT+1)**2) complex: a flattened half spectrum (``rfft2``'s)
+    times this, real part, is its inverse transform at the searched shifts only. Computing the
+    49 values needed, not all ``side**2``, as one matrix product is cheaper than ``irfft2``."""
+    frequency_y, frequency_x = np.arange(side), np.arange(side // 2 + 1)
+    shift_y, shift_x = np.divmod(np.arange((2 * SHIFT + 1) ** 2), 2 * SHIFT + 1)
+    # the half spectrum stands for its mirrored columns too, except the first and the Nyquist one
+    weight = np.where((frequency_x == 0) | (2 * frequency_x == side), 1.0, 2.0) / (side * side)
+    phase = (
+        frequency_y[:, None, None] * shift_y[None, None, :] + frequency_x[None, :, None] * shift_x[None, None, :]
+    ) * (2 * np.pi / side)
+    basis = weight[None, :, None] * np.exp(1j * phase)
+    return torch.from_numpy(basis.reshape(side * (side // 2 + 1), -1).astype(np.complex64))
+
+
+def _correlation_surface(search: torch.Tensor, template_source: torch.Tensor) -> torch.Tensor:
+    """The :func:`_surface` of the centre of ``template_source`` over ``search``."""
+    return _surface(_search(search), _template_spectrum(template_source))
 
 
 def _window_sums(images: torch.Tensor, window: int) -> torch.Tensor:
     """Sum over every ``window`` x ``window`` square, from an integral image (a box filter this wide
     is slow as a pooling kernel)."""
-    integral = F.pad(images.cumsum(dim=2).cumsum(dim=3), (1, 0, 1, 0))
+    integral = F.pad(images.cumsum(dim=-2).cumsum(dim=-1), (1, 0, 1, 0))
     return (
-        integral[:, :, window:, window:]
-        - integral[:, :, :-window, window:]
-        - integral[:, :, window:, :-window]
-        + integral[:, :, :-window, :-window]
+        integral[..., window:, window:]
+        - integral[..., :-window, window:]
+        - integral[..., window:, :-window]
+        + integral[..., :-window, :-window]
     )
+
+
+def _gray_surfaces(gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
+    """(len(ALIGNMENTS), pairs, shifts): the gray correlation surface of every alignment. Alignments
+    share their pictures (the first image unzoomed in half of them, each zoom of it in two), so
+    each distinct search and template is transformed once and the alignments pair them up."""
+    pictures = torch.stack([gray_a, gray_b, gray_b.flip(-1)])
+    # (3 pictures, crops, pairs, 1, side, side)
+    zooms = torch.stack([_zoomed(pictures.flatten(0, 1), *crop).view(pictures.shape) for crop in CROPS], dim=1)
+    searches, templates = _search(zooms[0]), _template_spectrum(zooms[1:])
+    unzoomed = _Search(searches.spectrum[0], searches.window_norm[0])
+    zoomed = _Search(searches.spectrum[1:], searches.window_norm[1:])
+    surfaces = [
+        surface
+        for mirrored in (0, 1)
+        for surface in (_surface(unzoomed, templates[mirrored]), _surface(zoomed, templates[mirrored, 0]))
+    ]
+    return torch.cat(surfaces)
+
+
+def _laid_over(a: torch.Tensor, b: torch.Tensor, alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pair ``(a[k], b[k])`` in ``ALIGNMENTS[alignment[k]]``, one zoom per crop."""
+    mirrored, zoom_first, crop = (
+        torch.tensor([getattr(candidate, name) for candidate in ALIGNMENTS])[alignment]
+        for name in ("mirrored", "zoom_first", "crop")
+    )
+    search, template = a.clone(), torch.where(mirrored[:, None, None, None], b.flip(-1), b)
+    for index in range(1, len(CROPS)):
+        first, second = zoom_first & (crop == index), ~zoom_first & (crop == index)
+        if first.any():
+            search[first] = _zoomed(a[first], *CROPS[index])
+        if second.any():
+            template[second] = _zoomed(template[second], *CROPS[index])
+    return search, template
 
 
 def _pixel_features_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Gray correlation over every alignment at once; edges and colour at each pair's best one."""
-    pairs = len(a)
-    gray_a, gray_b = a.mean(dim=1, keepdim=True), b.mean(dim=1, keepdim=True)
-    searches, templates = zip(*(alignment.apply(gray_a, gray_b) for alignment in ALIGNMENTS), strict=True)
-    gray = _correlation_surface(torch.cat(searches), torch.cat(templates)).view(len(ALIGNMENTS), pairs, -1)
+    gray = _gray_surfaces(a.mean(dim=1, keepdim=True), b.mean(dim=1, keepdim=True))
     peak_per_alignment, shift_per_alignment = gray.max(dim=2)
     peak, best_alignment = peak_per_alignment.max(dim=0)
     shift = shift_per_alignment.gather(0, best_alignment[None])[0][:, None]
-    search, template = a.clone(), b.clone()
-    for index, alignment in enumerate(ALIGNMENTS):
-        chosen = best_alignment == index
-        if chosen.any():
-            search[chosen], template[chosen] = alignment.apply(a[chosen], b[chosen])
+    search, template = _laid_over(a, b, best_alignment)
     edges = _correlation_surface(_edges(search), _edges(template))
     colour = _correlation_surface(search, template)
     values = [peak, edges.gather(1, shift)[:, 0], edges.max(dim=1).values, colour.gather(1, shift)[:, 0]]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dedup_pipeline.lib.hamming_join import hamming_pairs_between
-from dedup_pipeline.lib.hashing import batch_hashes, mirror_key
+from dedup_pipeline.lib.hashing import dct_rows, batch_hashes, mirror_key, pack_words
 from dedup_pipeline.lib.pictures import luma
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 
@@ -95,21 +95,41 @@ def warped(images: torch.Tensor, views: np.ndarray) -> torch.Tensor:
     return out
 
 
+@cache
+def _view_transforms(side: int) -> torch.Tensor:
+    """(side * side, len(VIEWS) * (side // 4)**2) float32: a flattened gray picture times this is
+    the low-frequency DCT block pHash thresholds, of the picture seen through each view. Seeing
+    through a view (bilinear sampling) and the DCT are both linear, so one matrix product does
+    both; warped pixels are not rounded to 8 bits in between, which moves a bit in 4% of view
+    hashes (0.09 bits per hash on CIFAR-10) and takes a third of the time."""
+    pixels = side * side
+    basis = torch.eye(pixels, dtype=torch.float32).reshape(pixels, 1, side, side)
+    dct = torch.from_numpy(dct_rows(side, side // 4).astype(np.float32))
+    transforms = [
+        torch.matmul(torch.matmul(dct, _seen_through(basis, grid.expand(pixels, *grid.shape))[:, 0]), dct.T)
+        for grid in _grids(side)
+    ]
+    return torch.stack(transforms, dim=1).reshape(pixels, -1)
+
+
 def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
     """(n, 2 + len(VIEWS)) uint64 pHashes of each (side, side, 3) uint8 thumbnail: as it is
-    (column IDENTITY), mirrored (MIRROR), then through each view."""
+    (column IDENTITY, imagehash's pHash of the thumbnail's luma), mirrored (MIRROR), then through
+    each view."""
     count, side = len(thumbnails), thumbnails.shape[1] if len(thumbnails) else THUMBNAIL_SIDE
     hash_size = side // 4
+    bits = hash_size * hash_size
     out = np.zeros((count, 2 + len(VIEWS)), dtype=np.uint64)
     for start in range(0, count, VIEW_BLOCK):
-        gray = luma(thumbnails[start : start + VIEW_BLOCK]).astype(np.float64)
+        gray = luma(thumbnails[start : start + VIEW_BLOCK])
         plain = batch_hashes(gray, hash_size, [VIEW_HASH], [VIEW_HASH])
         block = slice(start, start + len(gray))
         out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[mirror_key(VIEW_HASH)][:, 0]
-        images = torch.from_numpy(gray.astype(np.float32))[:, None]
-        for index, grid in enumerate(_grids(side)):
-            seen = _seen_through(images, grid.expand(len(gray), *grid.shape)).round()[:, 0].double().numpy()
-            out[block, 2 + index] = batch_hashes(seen, hash_size, [VIEW_HASH])[VIEW_HASH][:, 0]
+        flat = torch.from_numpy(gray.reshape(len(gray), side * side).astype(np.float32))
+        coefficients = torch.matmul(flat, _view_transforms(side)).reshape(len(gray) * len(VIEWS), bits)
+        # pHash's median of an even count: bits above the lower median are the bits above the mean of the middle two
+        lower_median = coefficients.kthvalue(bits // 2, dim=1, keepdim=True).values
+        out[block, 2:] = pack_words((coefficients > lower_median).numpy())[:, 0].reshape(len(gray), len(VIEWS))
     return out
 
 

@@ -2,18 +2,19 @@ import numpy as np
 import pytest
 
 from dedup_pipeline.lib.hamming_join import hamming_pairs, hamming_pairs_between
-from dedup_pipeline.lib.multi_index_hashing import HASH_BITS, SMALL_GROUP, plan_chunks
+from dedup_pipeline.lib import multi_index_hashing
+from dedup_pipeline.lib.multi_index_hashing import HASH_BITS, plan_chunks
 
 
 def planted_hashes(seed: int, count: int = 3000) -> np.ndarray:
     """Random 64-bit hashes with planted near-copies (0-10 flipped bits) and a large group of hashes
-    sharing their low bits (a group larger than SMALL_GROUP in every chunk plan)."""
+    sharing their low bits (one equal-key group of 200 in every chunk plan)."""
     rng = np.random.default_rng(seed)
     words = rng.integers(0, 2**64, size=(count, 1), dtype=np.uint64)
     for source, copy in zip(range(0, 600), range(count - 600, count), strict=True):
         flips = rng.choice(HASH_BITS, size=int(rng.integers(0, 11)), replace=False)
         words[copy] = words[source] ^ np.bitwise_or.reduce(np.left_shift(np.uint64(1), flips.astype(np.uint64)))
-    shared = SMALL_GROUP * 3
+    shared = 200
     low_bits = np.uint64((1 << 40) - 1)
     words[700 : 700 + shared] = (words[700 : 700 + shared] & ~low_bits) | (words[700] & low_bits)
     words[1000:1010] = words[5]  # exact copies
@@ -24,6 +25,13 @@ def as_set(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> set[tuple[int, int, i
     return set(zip(i.tolist(), j.tolist(), d.tolist(), strict=True))
 
 
+@pytest.fixture(params=[1 << 22, 1000], ids=["one block", "many blocks"])
+def candidate_block(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidate pairs generated at once: the default, and small enough to split the large group."""
+    monkeypatch.setattr(multi_index_hashing, "CANDIDATE_BLOCK", request.param)
+
+
+@pytest.mark.usefixtures("candidate_block")
 @pytest.mark.parametrize("threshold", [0, 1, 2, 5, 8, 10])
 def test_self_join_equals_brute_force(threshold: int) -> None:
     words = planted_hashes(threshold)
@@ -35,6 +43,7 @@ def test_self_join_equals_brute_force(threshold: int) -> None:
     assert (order == np.arange(len(order))).all() and (fast[0] < fast[1]).all()
 
 
+@pytest.mark.usefixtures("candidate_block")
 @pytest.mark.parametrize("threshold", [1, 4, 8])
 def test_rectangular_join_equals_brute_force(threshold: int) -> None:
     words = planted_hashes(100 + threshold)
