@@ -66,28 +66,46 @@ def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> n
     return np.clip(similarity, -1.0, 1.0)
 
 
-def nearest_neighbour_pairs(vectors: np.ndarray, neighbours: int, reduced_dimension: int = 64) -> np.ndarray:
-    """Unique pairs ``(i, j)``, ``i < j``, where either is among the other's ``neighbours`` most
-    similar rows (inner product), as an (n, 2) array sorted by ``(i, j)``.
+class LookAlikeIndex:
+    """Exact inner-product search over a PCA projection of ``vectors`` to ``reduced_dimension``
+    (fit on at most 20,000 rows, rows re-normalised): ranking look-alikes does not need every
+    dimension, and the search costs a tenth. The pipeline's candidates and the verifier's training
+    pairs both come from it, so training sees the candidates the pipeline will judge."""
 
-    Exact search over a PCA projection to ``reduced_dimension`` (fit on at most 20,000 rows):
-    ranking look-alikes does not need every dimension, and the search costs a tenth.
-    """
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-    count = data.shape[0]
+    def __init__(self, vectors: np.ndarray, reduced_dimension: int = 64) -> None:
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.projection = None
+        if data.shape[1] > reduced_dimension and len(data) > reduced_dimension:
+            self.projection = faiss.PCAMatrix(data.shape[1], reduced_dimension)
+            self.projection.train(data[:: max(1, len(data) // 20_000)])
+        self.index = faiss.IndexFlatIP(reduced_dimension if self.projection is not None else data.shape[1])
+        self.index.add(self._projected(data))
+
+    def _projected(self, vectors: np.ndarray) -> np.ndarray:
+        data = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.projection is None:
+            return data
+        data = self.projection.apply(data)
+        faiss.normalize_L2(data)
+        return data
+
+    def search(self, queries: np.ndarray, count: int) -> np.ndarray:
+        """(len(queries), min(count, indexed rows)) row ids, most similar first."""
+        count = min(count, self.index.ntotal)
+        if count < 1 or not len(queries):
+            return np.zeros((len(queries), max(count, 0)), dtype=np.int64)
+        return self.index.search(self._projected(queries), count)[1].astype(np.int64)
+
+
+def nearest_neighbour_pairs(vectors: np.ndarray, neighbours: int) -> np.ndarray:
+    """Unique pairs ``(i, j)``, ``i < j``, where either is among the other's ``neighbours`` most
+    similar rows (by :class:`LookAlikeIndex`), as an (n, 2) array sorted by ``(i, j)``."""
+    count = len(vectors)
     if count < 2 or neighbours < 1:
         return np.zeros((0, 2), dtype=np.int64)
-    if data.shape[1] > reduced_dimension and count > reduced_dimension:
-        projection = faiss.PCAMatrix(data.shape[1], reduced_dimension)
-        projection.train(data[:: max(1, count // 20_000)])
-        data = projection.apply(data)
-        faiss.normalize_L2(data)
-    index = faiss.IndexFlatIP(data.shape[1])
-    index.add(data)
-    k = min(count, neighbours + 1)  # + 1: a row finds itself
-    _, found = index.search(data, k)
-    queries = np.repeat(np.arange(count), k)
+    found = LookAlikeIndex(vectors).search(vectors, neighbours + 1)  # + 1: a row finds itself
+    queries = np.repeat(np.arange(count), found.shape[1])
     found = found.ravel()
     keep = (found >= 0) & (found != queries)
     pairs = np.stack([np.minimum(queries, found)[keep], np.maximum(queries, found)[keep]], axis=1)
-    return np.unique(pairs.astype(np.int64), axis=0)
+    return np.unique(pairs, axis=0)

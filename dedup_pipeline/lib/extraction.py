@@ -29,6 +29,7 @@ from dedup_pipeline.lib.image_work import (
 from dedup_pipeline.lib.parallel import WorkerCrash, map_chunks
 from dedup_pipeline.lib.sources import ImageSource
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
+from dedup_pipeline.lib.views import VIEWS
 
 ProgressCallback = Callable[[int, int], None]
 CHUNK_SIZE = 128  # images per worker task: enough to amortise batched hashing and the hand-over
@@ -42,6 +43,7 @@ class ExtractionResult:
     failures: pl.DataFrame
     hashes: dict[str, np.ndarray]  # algorithm (or its mirror_key) -> (n_images, words) uint64
     thumbnails: np.ndarray  # (n_images, side, side, 3) uint8
+    view_hashes: np.ndarray  # (n_images, 2 + len(VIEWS)) uint64
     embeddings: np.ndarray | None  # (n_images, dimension) float32, unit rows
 
 
@@ -74,10 +76,11 @@ def extract(
     failure_rows: list[dict[str, object]] = []
     hash_parts: dict[str, list[np.ndarray]] = {name: [] for name in settings.hash_names()}
     thumbnails: list[np.ndarray] = []
+    view_hashes: list[np.ndarray] = []
     embeddings: list[np.ndarray] = []
     workers = workers if len(sources) >= 2 * workers else 1  # a handful of images: not worth the processes
     if workers > 1:
-        settings = replace(settings, embedding_threads=max(1, default_workers() // workers))
+        settings = replace(settings, torch_threads=max(1, default_workers() // workers))
 
     for span, chunk in _extract_chunks(sources, settings, workers):
         chunk_sources = sources[span.start : span.stop]
@@ -92,6 +95,7 @@ def extract(
             for name, words in chunk.hashes.items():
                 hash_parts[name].append(words)
             thumbnails.append(chunk.thumbnails)
+            view_hashes.append(chunk.view_hashes)
             if chunk.embeddings is not None:
                 embeddings.append(chunk.embeddings)
         if progress is not None:
@@ -108,6 +112,7 @@ def extract(
         thumbnails=np.concatenate(thumbnails)
         if thumbnails
         else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), dtype=np.uint8),
+        view_hashes=np.concatenate(view_hashes) if view_hashes else np.zeros((0, 2 + len(VIEWS)), dtype=np.uint64),
         embeddings=_stacked_embeddings(embeddings, settings, len(manifest_rows)),
     )
 
@@ -118,7 +123,7 @@ def _stacked_embeddings(parts: list[np.ndarray], settings: ExtractionSettings, c
     if parts:
         return np.concatenate(parts)
     # no chunk came back decoded: the dimension comes from the model itself
-    dimension = embedder_for(settings.embedding_model, settings.embedding_size, None).dimension
+    dimension = embedder_for(settings.embedding_model, settings.embedding_size).dimension
     return np.zeros((count, dimension), dtype=np.float32)
 
 

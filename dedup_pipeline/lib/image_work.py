@@ -2,15 +2,15 @@
 once, and derive everything from that decode.
 
 Each image yields its manifest facts, its content and pixel digests, its perceptual hashes, its
-thumbnail and, when a model is configured, its embedding. JPEGs are decoded only as large as the
-largest of those needs (DCT scaling).
+thumbnail with its view hashes (``views``) and, when a model is configured, its embedding. JPEGs
+are decoded only as large as the largest of those needs (DCT scaling).
 
 A worker takes a chunk of files at a time: it hashes the chunk's pictures in one batch, embeds them
 in batches with the worker's own copy of the model (one torch thread per worker: on this CPU two
 single-threaded processes embed 16% faster than one process with two threads, and decoding then
 never stalls a multi-threaded model), and sends back a few stacked arrays rather than one object
-per image. Workers get plain file paths and import neither polars nor Dagster: a worker starts in
-about a tenth of a second.
+per image. Workers get plain file paths and import neither polars nor Dagster; torch (the view
+hashes and the model) takes about 1.5 s to import, once per worker.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from dedup_pipeline.lib.hashing import (
 )
 from dedup_pipeline.lib.pictures import Picture, resized, rgb_pixels
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE, thumbnail
+from dedup_pipeline.lib.views import view_hashes
 
 if TYPE_CHECKING:  # imported only where a model is configured
     from dedup_pipeline.lib.embedding import Embedder
@@ -50,7 +51,7 @@ class ExtractionSettings:
     reduced_decoding: bool = True  # decode JPEGs at reduced size when that keeps every output sharp
     embedding_model: str | None = None  # a name or import path for load_embedder; None: no embeddings
     embedding_batch_size: int = 64
-    embedding_threads: int | None = None  # torch threads of the process that embeds (None: torch's default)
+    torch_threads: int | None = None  # torch threads of each extracting process (None: torch's default)
 
     @property
     def embeds(self) -> bool:
@@ -94,6 +95,7 @@ class ExtractedChunk:
     outcomes: list[ImageFacts | ImageFailure]
     hashes: dict[str, np.ndarray]  # hash name -> (decoded, words) uint64
     thumbnails: np.ndarray  # (decoded, side, side, 3) uint8
+    view_hashes: np.ndarray  # (decoded, 2 + len(VIEWS)) uint64: views.view_hashes of the thumbnails
     embeddings: np.ndarray | None  # (decoded, dimension) float32, unit rows
 
 
@@ -125,14 +127,18 @@ def decode_file(file: Path, settings: ExtractionSettings) -> tuple[ImageFacts, n
 
 
 @cache
-def embedder_for(model: str, image_size: int, threads: int | None) -> Embedder:
-    """This process's copy of a model (loaded once per process)."""
+def use_torch_threads(threads: int) -> None:
+    """Set this process's torch threads (once: workers share the machine's cores)."""
     import torch
 
+    torch.set_num_threads(threads)
+
+
+@cache
+def embedder_for(model: str, image_size: int) -> Embedder:
+    """This process's copy of a model (loaded once per process)."""
     from dedup_pipeline.lib.embedding import load_embedder
 
-    if threads:
-        torch.set_num_threads(threads)
     embedder = load_embedder(model, image_size)
     if embedder is None:
         raise ValueError(f"embedding model {model!r} is disabled")
@@ -160,10 +166,13 @@ def extract_chunk(files: Sequence[Path], settings: ExtractionSettings) -> Extrac
         thumbnails.append(thumbnail(picture))
         if settings.embeds:
             inputs.append(embedding_input(picture, settings.embedding_size))
+    if settings.torch_threads:
+        use_torch_threads(settings.torch_threads)
     embeddings = None
     if settings.embeds:
-        embedder = embedder_for(settings.embedding_model, settings.embedding_size, settings.embedding_threads)
+        embedder = embedder_for(settings.embedding_model, settings.embedding_size)
         embeddings = embed_in_batches(embedder, inputs, settings.embedding_batch_size)
+    stacked = np.stack(thumbnails) if thumbnails else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), np.uint8)
     return ExtractedChunk(
         outcomes=outcomes,
         hashes=batch_hashes(
@@ -172,7 +181,8 @@ def extract_chunk(files: Sequence[Path], settings: ExtractionSettings) -> Extrac
             settings.hash_algorithms,
             settings.mirrored_algorithms,
         ),
-        thumbnails=np.stack(thumbnails) if thumbnails else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), np.uint8),
+        thumbnails=stacked,
+        view_hashes=view_hashes(stacked),
         embeddings=embeddings,
     )
 

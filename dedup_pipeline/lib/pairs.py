@@ -137,6 +137,7 @@ def find_similar_pairs(
     embeddings: np.ndarray | None,
     thresholds: MatchThresholds,
     thumbnails: np.ndarray | None = None,
+    view_hashes: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
 
@@ -145,14 +146,14 @@ def find_similar_pairs(
     ``hamming`` (smallest distance over the configured hashes), ``cosine``,
     ``verification_score`` (the verifier's probability; null without a verifier) and
     ``evidence`` (comma-separated criteria that hold, in a fixed order). ``thumbnails`` are
-    required when ``thresholds`` has a verifier.
+    required when ``thresholds`` has a verifier (their ``view_hashes`` are computed when not given).
     """
     pairs, cosine_found = candidate_pairs(manifest, hashes, embeddings, thresholds)
     verifier = thresholds.verifier
     if verifier is not None:
         if thumbnails is None:
             raise ValueError("the verifier needs the images' thumbnails")
-        signals = ImageSignals(thumbnails, hashes, embeddings)
+        signals = ImageSignals(thumbnails, hashes, embeddings, views=view_hashes)
         pairs = with_look_alikes(pairs, signals)
     i, j = pairs[:, 0], pairs[:, 1]
 

@@ -20,6 +20,7 @@ from dedup_pipeline.lib.hashing import mirror_key
 from dedup_pipeline.lib.pair_scorer import PairScorer
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 
+VIEW_HASHES_COLUMN = "view_phashes"
 CONTRACT_VIEWS: dict[str, str] = {
     "image_errors": "SELECT path, split, reason FROM image_failures",
     "duplicate_pairs": """
@@ -115,36 +116,74 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
     )
 
 
+def _by_image_id(connection: duckdb.DuckDBPyConnection, table: str, columns: str) -> pa.Table:
+    """``columns`` of ``table`` in image_id order. Tables are written in that order and a plain scan
+    returns it, which is checked; an ``ORDER BY`` would make DuckDB sort wide rows (a second or
+    more for 60,000 embeddings) to find them already sorted."""
+    rows = connection.execute(f'SELECT image_id, {columns} FROM "{table}"').to_arrow_table()
+    ids = rows.column("image_id").to_numpy()
+    if len(ids) and not np.all(ids[1:] > ids[:-1]):
+        rows = rows.take(np.argsort(ids, kind="stable"))
+    return rows
+
+
+def _array_rows(column: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
+    """A fixed-size array column (DuckDB ``TYPE[n]``) as an (rows, n) array, one copy."""
+    parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    return values.astype(dtype, copy=False).reshape(len(column), column.type.list_size)
+
+
 def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
     """Embeddings in image_id order, or None when the table is empty (embeddings disabled)."""
-    table = connection.execute("SELECT embedding FROM image_embeddings ORDER BY image_id").fetch_arrow_table()
+    table = _by_image_id(connection, "image_embeddings", "embedding")
     if table.num_rows == 0:
         return None
-    column = table.column("embedding").combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1).astype(np.float32)
+    return _array_rows(table.column("embedding"), np.float32)
 
 
-def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray) -> pa.Table:
-    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side."""
+def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes: np.ndarray) -> pa.Table:
+    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side and their
+    ``views.view_hashes`` (a BIGINT[] per image: the unsigned words in two's complement)."""
     side = thumbnails.shape[1]
     flat = np.ascontiguousarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), side * side * 3)
+    signed = np.ascontiguousarray(view_hashes, dtype=np.uint64).view(np.int64)
     return pa.table(
         {
             "image_id": pa.array(manifest["image_id"].to_numpy()),
             "side": pa.array([side] * len(flat), type=pa.int32()),
-            "thumbnail": pa.array([row.tobytes() for row in flat], type=pa.binary()),
+            "thumbnail": pa.Array.from_buffers(pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat)]).cast(
+                pa.binary()
+            ),
+            VIEW_HASHES_COLUMN: pa.FixedSizeListArray.from_arrays(pa.array(signed.ravel()), signed.shape[1]),
         }
     )
 
 
 def read_thumbnails(connection: duckdb.DuckDBPyConnection) -> np.ndarray:
     """(n_images, side, side, 3) uint8 in image_id order."""
-    table = connection.execute("SELECT side, thumbnail FROM image_thumbnails ORDER BY image_id").fetch_arrow_table()
+    table = _by_image_id(connection, "image_thumbnails", "side, thumbnail")
     if table.num_rows == 0:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
     side = table.column("side")[0].as_py()
-    raw = b"".join(value.as_py() for value in table.column("thumbnail"))
-    return np.frombuffer(raw, dtype=np.uint8).reshape(table.num_rows, side, side, 3)
+    size = side * side * 3
+    # as fixed-size binary, a chunk's values are one contiguous buffer
+    chunks = table.column("thumbnail").cast(pa.binary(size)).chunks
+    values = [
+        np.frombuffer(chunk.buffers()[1], np.uint8)[chunk.offset * size :][: len(chunk) * size] for chunk in chunks
+    ]
+    return np.concatenate(values).reshape(table.num_rows, side, side, 3)
+
+
+def read_view_hashes(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
+    """The stored ``views.view_hashes`` in image_id order, or None for thumbnails stored by a
+    version without them (they are then computed from the thumbnails)."""
+    stored = {row[0] for row in connection.execute("DESCRIBE image_thumbnails").fetchall()}
+    if VIEW_HASHES_COLUMN not in stored:
+        return None
+    return _array_rows(
+        _by_image_id(connection, "image_thumbnails", VIEW_HASHES_COLUMN).column(VIEW_HASHES_COLUMN), np.int64
+    ).view(np.uint64)
 
 
 def write_verifier(connection: duckdb.DuckDBPyConnection, scorer: PairScorer | None) -> None:

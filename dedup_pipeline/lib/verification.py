@@ -120,8 +120,9 @@ def _template_spectrum(images: torch.Tensor) -> torch.Tensor:
 
 def _surface(search: _Search, template_spectrum: torch.Tensor) -> torch.Tensor:
     """Zero-mean normalised cross-correlation of a template with its search picture at every shift
-    up to SHIFT pixels: (..., pairs, (2*SHIFT+1)**2), leading dimensions broadcast. The products come from FFTs (the template fits
-    inside the picture at every searched shift, so the circular correlation never wraps)."""
+    up to SHIFT pixels: (..., pairs, (2*SHIFT+1)**2), leading dimensions broadcast. The products
+    come from spectra (the template fits inside the picture at every searched shift, so the
+    circular correlation never wraps)."""
     spectrum = (search.spectrum * template_spectrum).flatten(-2)
     products = torch.matmul(spectrum, _shift_basis(search.spectrum.shape[-2])).real
     return products.sum(dim=-2) / (search.window_norm + 1e-6)

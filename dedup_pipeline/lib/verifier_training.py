@@ -39,6 +39,7 @@ from dedup_pipeline.lib.calibration import (
     choose_threshold,
     precision_recall,
 )
+from dedup_pipeline.lib.cosine_join import LookAlikeIndex
 from dedup_pipeline.lib.pair_scorer import PairScorer, fit_scorer
 from dedup_pipeline.lib.verification import (
     CANDIDATE_NEIGHBOURS,
@@ -49,22 +50,8 @@ from dedup_pipeline.lib.verification import (
 )
 from dedup_pipeline.lib.views import nominated, view_matches
 
-QUERY_BLOCK = 1024
 RANDOM_NEGATIVES = 4  # per synthetic copy
 SCREEN_LOSS = 0.005  # share of accepted copies the screen may reject
-
-
-def look_alikes(queries: np.ndarray, dataset: np.ndarray, count: int) -> np.ndarray:
-    """(len(queries), count) dataset row ids, most similar descriptor first (exact inner product,
-    in query blocks)."""
-    count = min(count, len(dataset))
-    found = np.empty((len(queries), count), dtype=np.int64)
-    for start in range(0, len(queries), QUERY_BLOCK):
-        similarity = queries[start : start + QUERY_BLOCK] @ dataset.T
-        top = np.argpartition(-similarity, count - 1, axis=1)[:, :count]
-        order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
-        found[start : start + QUERY_BLOCK] = np.take_along_axis(top, order, axis=1)
-    return found
 
 
 def with_view_matches(look_alike_ids: np.ndarray, matches: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -115,8 +102,9 @@ def half_pairs(
             keep &= labels[candidates] != labels[source]
         return keep
 
+    index = LookAlikeIndex(descriptors)
     originals = with_view_matches(
-        look_alikes(descriptors[sample], descriptors, CANDIDATE_NEIGHBOURS + 1),
+        index.search(descriptors[sample], CANDIDATE_NEIGHBOURS + 1),
         view_matches(signals.views[sample], signals.views),
     )
     original_rows, original_candidates = [], []
@@ -131,7 +119,7 @@ def half_pairs(
     original_targets = np.concatenate(original_candidates) if original_candidates else np.zeros(0, np.int64)
 
     neighbours = with_view_matches(
-        look_alikes(copies.signals.descriptors, descriptors, CANDIDATE_NEIGHBOURS),
+        index.search(copies.signals.descriptors, CANDIDATE_NEIGHBOURS),
         view_matches(copies.signals.views, signals.views),
     )
     by_view = nominated(copies.signals.views, signals.views[copies.owner])

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from dedup_pipeline.lib.hamming_join import hamming_pairs_between
-from dedup_pipeline.lib.hashing import dct_rows, batch_hashes, mirror_key, pack_words
+from dedup_pipeline.lib.hashing import batch_hashes, dct_rows, mirror_key, pack_words
 from dedup_pipeline.lib.pictures import luma
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 

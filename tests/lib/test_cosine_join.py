@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.cosine_join import cosine_pairs, nearest_neighbour_pairs, pair_similarities
+from dedup_pipeline.lib.cosine_join import LookAlikeIndex, cosine_pairs, nearest_neighbour_pairs, pair_similarities
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -59,3 +59,19 @@ def test_nearest_neighbour_pairs_match_brute_force_and_find_planted_copies() -> 
     found = {tuple(p) for p in nearest_neighbour_pairs(unit_rows(base), neighbours=2).tolist()}  # PCA path
     assert all((k, 300 + k) in found for k in range(100))
     assert nearest_neighbour_pairs(small[:1], neighbours=3).shape == (0, 2)
+
+
+def test_look_alike_index_ranks_queries_by_inner_product() -> None:
+    rng = np.random.default_rng(0)
+    dataset = rng.normal(size=(300, 5))
+    queries = rng.normal(size=(7, 5))
+    expected = np.argsort(-(queries @ dataset.T), axis=1)[:, :4]
+    assert LookAlikeIndex(dataset).search(queries, 4).tolist() == expected.tolist()
+    assert LookAlikeIndex(dataset[:2]).search(queries, 4).shape == (7, 2)
+
+
+def test_look_alike_index_finds_copies_through_its_projection() -> None:
+    rng = np.random.default_rng(2)
+    dataset = unit_rows(rng.normal(size=(500, 300)))
+    copies = unit_rows(dataset[:40] + rng.normal(scale=0.05, size=(40, 300)))
+    assert (LookAlikeIndex(dataset).search(copies, 3)[:, 0] == np.arange(40)).all()

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.hamming_join import hamming_pairs, hamming_pairs_between
 from dedup_pipeline.lib import multi_index_hashing
+from dedup_pipeline.lib.hamming_join import hamming_pairs, hamming_pairs_between
 from dedup_pipeline.lib.multi_index_hashing import HASH_BITS, plan_chunks
 
 

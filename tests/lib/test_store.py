@@ -9,6 +9,9 @@ from dedup_pipeline.lib.store import (
     read_hashes,
     read_match_thresholds,
     read_table,
+    read_thumbnails,
+    read_view_hashes,
+    thumbnails_table,
     write_table,
 )
 
@@ -40,6 +43,24 @@ def test_embeddings_round_trip_as_fixed_size_arrays() -> None:
     assert np.array_equal(read_embeddings(connection), vectors)
     write_table(connection, "image_embeddings", embeddings_table(MANIFEST, None, "none", 0))
     assert read_embeddings(connection) is None
+
+
+def test_thumbnails_and_view_hashes_round_trip_in_image_id_order() -> None:
+    connection = duckdb.connect()
+    rng = np.random.default_rng(0)
+    thumbnails = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    view_hashes = rng.integers(0, 2**64, size=(3, 17), dtype=np.uint64)
+    write_table(connection, "image_thumbnails", thumbnails_table(MANIFEST, thumbnails, view_hashes))
+    assert np.array_equal(read_thumbnails(connection), thumbnails)
+    assert np.array_equal(read_view_hashes(connection), view_hashes)
+    # rows stored out of order come back by image_id
+    shuffled = connection.execute("SELECT * FROM image_thumbnails ORDER BY image_id DESC").to_arrow_table()
+    write_table(connection, "image_thumbnails", shuffled)
+    assert np.array_equal(read_thumbnails(connection), thumbnails)
+    assert np.array_equal(read_view_hashes(connection), view_hashes)
+    # thumbnails stored by a version without view hashes: computed from the thumbnails instead
+    write_table(connection, "image_thumbnails", shuffled.drop_columns(["view_phashes"]))
+    assert read_view_hashes(connection) is None
 
 
 def test_write_table_replaces() -> None:

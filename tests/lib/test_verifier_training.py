@@ -1,20 +1,12 @@
 import numpy as np
 
 from dedup_pipeline.lib.calibration import SECOND_NEAREST, synthesize_copies
+from dedup_pipeline.lib.cosine_join import LookAlikeIndex
 from dedup_pipeline.lib.hashing import perceptual_hashes
 from dedup_pipeline.lib.thumbnails import thumbnail, thumbnail_descriptors
 from dedup_pipeline.lib.verification import CANDIDATE_NEIGHBOURS, ImageSignals, feature_names, screen_feature_names
-from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, look_alikes, with_view_matches
+from dedup_pipeline.lib.verifier_training import calibrate_verifier, half_pairs, with_view_matches
 from tests.conftest import smooth_picture
-
-
-def test_look_alikes_rank_by_inner_product() -> None:
-    rng = np.random.default_rng(0)
-    dataset = rng.normal(size=(300, 5))
-    queries = rng.normal(size=(7, 5))
-    expected = np.argsort(-(queries @ dataset.T), axis=1)[:, :4]
-    assert look_alikes(queries, dataset, 4).tolist() == expected.tolist()
-    assert look_alikes(queries, dataset[:2], 4).shape == (7, 2)
 
 
 def test_view_matches_follow_the_look_alikes_closest_first_without_repeats() -> None:
@@ -45,8 +37,8 @@ def test_training_pairs_label_the_source_and_exclude_exact_copies() -> None:
     assert (pairs.copy_labels == (partners == owners)).all()
     assert pairs.copy_labels.sum() == 6  # every copy has its source, once
     assert not np.any((owners == 0) & (partners == 39))
-    look_alike_sets = look_alikes(
-        copies.signals.descriptors, thumbnail_descriptors(signals.thumbnails), CANDIDATE_NEIGHBOURS
+    look_alike_sets = LookAlikeIndex(thumbnail_descriptors(signals.thumbnails)).search(
+        copies.signals.descriptors, CANDIDATE_NEIGHBOURS
     )
     beyond = [
         set(partners[(copy_ids == 40 + k) & ~pairs.copy_labels].tolist()) - set(look_alike_sets[k].tolist())

@@ -42,7 +42,9 @@ DECODE_CHECK = "decode_failure_rate"
             "image_thumbnails",
             description=(
                 "A 32 x 32 RGB thumbnail of each image (the whole picture squashed to a square, raw bytes): "
-                "the pixels the pair verifier aligns and compares."
+                "the pixels the pair verifier aligns and compares; and view_phashes, the thumbnail's pHash "
+                "as it is, mirrored and through 15 geometric views (zooms, corner crops, small rotations), "
+                "which nominate cropped, padded and rotated copies."
             ),
             kinds={"duckdb"},
         ),
@@ -89,7 +91,11 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
         write_table(connection, "image_manifest", extracted.manifest)
         write_table(connection, "image_failures", failures)
         write_table(connection, "image_hashes", hashes_table(extracted.manifest, extracted.hashes, dedup.hash_size))
-        write_table(connection, "image_thumbnails", thumbnails_table(extracted.manifest, extracted.thumbnails))
+        write_table(
+            connection,
+            "image_thumbnails",
+            thumbnails_table(extracted.manifest, extracted.thumbnails, extracted.view_hashes),
+        )
         write_table(
             connection,
             "image_embeddings",

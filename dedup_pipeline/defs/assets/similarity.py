@@ -17,6 +17,7 @@ from dedup_pipeline.lib.store import (
     read_match_thresholds,
     read_table,
     read_thumbnails,
+    read_view_hashes,
     write_table,
 )
 
@@ -43,9 +44,11 @@ def similar_pairs(
         manifest = read_manifest(connection)
         hashes = read_hashes(connection, list(dedup.hash_algorithms))
         embeddings = read_embeddings(connection)
-        thumbnails = read_thumbnails(connection) if thresholds.verifier is not None else None
+        verifies = thresholds.verifier is not None
+        thumbnails = read_thumbnails(connection) if verifies else None
+        view_hashes = read_view_hashes(connection) if verifies else None
         with timed(metadata, "join_seconds"):
-            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds, thumbnails)
+            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds, thumbnails, view_hashes)
         write_table(connection, "similar_pairs", pairs)
         create_views(connection, ["duplicate_pairs", "leaks"])
         record_stage(connection, "similar_pairs", dedup.fingerprint())

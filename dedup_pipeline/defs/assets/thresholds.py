@@ -33,6 +33,7 @@ from dedup_pipeline.lib.store import (
     read_hashes,
     read_manifest,
     read_thumbnails,
+    read_view_hashes,
     write_table,
     write_verifier,
 )
@@ -140,7 +141,7 @@ def _calibrated_rows(
     if not dedup.verify:
         return rows, None
     log.info("training the pair verifier")
-    signals = ImageSignals(read_thumbnails(connection), hashes, embeddings)
+    signals = ImageSignals(read_thumbnails(connection), hashes, embeddings, views=read_view_hashes(connection))
     verifier = calibrate_verifier(
         signals, tune_sample, holdout_sample, exact_keys, labels, rule, hash_names, mirrored, dedup.target_precision
     )
