@@ -10,9 +10,10 @@ rotated view. So a view's hash within ``VIEW_THRESHOLD`` of another image's hash
 (one Hamming join per view), and the view that brings a pair closest tells the verifier how to lay
 one image over the other before its own small alignment search (``verification``).
 
-Views are computed from the stored 32-pixel thumbnails (a thumbnail is exactly pHash's input size),
-so they need no second decode and do not depend on the configured hashes. Rotations fill the
-corners black, as rotating augmentations do.
+Views are computed from the 32-pixel thumbnails (a thumbnail is exactly pHash's input size), so
+they need no second decode and do not depend on the configured hashes; extraction hashes each
+image's views once and stores them beside its thumbnail. Rotations fill the corners black, as
+rotating augmentations do.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 VIEW_HASH = "phash"
 VIEW_THRESHOLD = 8  # pHash bits: nominates 99-100% of the suite's crops, pads and rotations
 VIEW_MARGIN = 2  # a view lays a pair over only when it brings the hashes this many bits closer
-VIEW_BLOCK = 4096  # images warped at once
+VIEW_BLOCK = 4096  # images hashed at once
 PAIR_VIEW_BLOCK = 1 << 16  # pairs compared at once (60 bytes each)
 IDENTITY, MIRROR = 0, 1  # columns of view_hashes before the views'
 
