@@ -80,7 +80,7 @@ def extract(
     embeddings: list[np.ndarray] = []
     workers = workers if len(sources) >= 2 * workers else 1  # a handful of images: not worth the processes
     if workers > 1:
-        settings = replace(settings, torch_threads=max(1, default_workers() // workers))
+        settings = replace(settings, embedding_threads=max(1, default_workers() // workers))
 
     for span, chunk in _extract_chunks(sources, settings, workers):
         chunk_sources = sources[span.start : span.stop]
@@ -123,7 +123,7 @@ def _stacked_embeddings(parts: list[np.ndarray], settings: ExtractionSettings, c
     if parts:
         return np.concatenate(parts)
     # no chunk came back decoded: the dimension comes from the model itself
-    dimension = embedder_for(settings.embedding_model, settings.embedding_size).dimension
+    dimension = embedder_for(settings.embedding_model, settings.embedding_size, None).dimension
     return np.zeros((count, dimension), dtype=np.float32)
 
 

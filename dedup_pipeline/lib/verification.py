@@ -217,8 +217,8 @@ def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, views: 
     with torch.inference_mode():
         for start in range(0, len(i), PAIR_BLOCK):
             stop = min(len(i), start + PAIR_BLOCK)
-            a = torch.from_numpy(thumbnails[i[start:stop]]).permute(0, 3, 1, 2).float() / 255
-            a = warped(a, views[start:stop])
+            seen = warped(thumbnails[i[start:stop]].astype(np.float32) / 255, views[start:stop])
+            a = torch.from_numpy(seen).permute(0, 3, 1, 2)
             b = torch.from_numpy(thumbnails[j[start:stop]]).permute(0, 3, 1, 2).float() / 255
             out[start:stop] = _pixel_features_block(a, b).numpy()
     return out

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from dedup_pipeline.lib.hamming_join import hamming_pairs_between
 from dedup_pipeline.lib.hashing import batch_hashes, dct_rows, mirror_key, pack_words
@@ -42,7 +40,7 @@ IDENTITY, MIRROR = 0, 1  # columns of view_hashes before the views'
 @dataclass(frozen=True)
 class View:
     """An affine map from the view's pixel grid to the thumbnail's (normalised coordinates, as
-    ``torch.nn.functional.affine_grid`` takes it)."""
+    ``torch.nn.functional.affine_grid`` takes it: -1 and 1 are the picture's outer edges)."""
 
     name: str
     theta: tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -74,43 +72,63 @@ VIEWS: tuple[View, ...] = (
 
 
 @cache
-def _grids(side: int) -> torch.Tensor:
-    """(len(VIEWS), side, side, 2): where each view samples a side x side picture."""
-    thetas = torch.tensor([view.theta for view in VIEWS], dtype=torch.float32)
-    return F.affine_grid(thetas, [len(VIEWS), 1, side, side], align_corners=False)
+def _sampling(side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each view samples a side x side picture, as ``torch.nn.functional.grid_sample`` does
+    (bilinear, zeros outside the picture, ``align_corners=False``): (len(VIEWS), side * side, 4)
+    flat source pixel indices and their weights, per output pixel. Plain numpy, so extraction
+    workers hash views without importing torch."""
+    centres = (2 * np.arange(side) + 1) / side - 1  # pixel centres in normalised coordinates
+    x, y = np.meshgrid(centres, centres)
+    points = np.stack([x.ravel(), y.ravel(), np.ones(side * side)])
+    indices, weights = [], []
+    for view in VIEWS:
+        source_x, source_y = ((np.asarray(view.theta) @ points + 1) * side - 1) / 2
+        left, top = np.floor(source_x), np.floor(source_y)
+        right_share, bottom_share = source_x - left, source_y - top
+        corner_indices, corner_weights = [], []
+        for row, row_weight in ((top, 1 - bottom_share), (top + 1, bottom_share)):
+            for column, column_weight in ((left, 1 - right_share), (left + 1, right_share)):
+                inside = (column >= 0) & (column < side) & (row >= 0) & (row < side)
+                corner_indices.append(np.where(inside, row * side + column, 0))
+                corner_weights.append(np.where(inside, row_weight * column_weight, 0.0))
+        indices.append(np.stack(corner_indices, axis=1))
+        weights.append(np.stack(corner_weights, axis=1))
+    return np.stack(indices).astype(np.intp), np.stack(weights).astype(np.float32)
 
 
-def _seen_through(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-    return F.grid_sample(images, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def warped(images: torch.Tensor, views: np.ndarray) -> torch.Tensor:
-    """``images`` (n, channels, side, side) float, each seen through ``VIEWS[views[k]]``; rows whose
-    view is negative are returned unchanged."""
+def warped(images: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """``images`` (n, side, side, channels) float32, each seen through ``VIEWS[views[k]]``; rows
+    whose view is negative are returned unchanged."""
     chosen = np.flatnonzero(views >= 0)
     if not len(chosen):
         return images
-    out = images.clone()
-    rows = torch.from_numpy(chosen)
-    out[rows] = _seen_through(images[rows], _grids(images.shape[-1])[torch.from_numpy(views[chosen])])
+    count, side, _, channels = images.shape
+    indices, weights = (table[views[chosen]] for table in _sampling(side))  # (chosen, pixels, 4)
+    flat = images[chosen].reshape(len(chosen), side * side, channels)
+    rows = np.arange(len(chosen))[:, None]
+    seen = sum(weights[:, :, k, None] * flat[rows, indices[:, :, k]] for k in range(4))
+    out = images.copy()
+    out[chosen] = seen.reshape(len(chosen), side, side, channels)
     return out
 
 
 @cache
-def _view_transforms(side: int) -> torch.Tensor:
+def _view_transforms(side: int) -> np.ndarray:
     """(side * side, len(VIEWS) * (side // 4)**2) float32: a flattened gray picture times this is
     the low-frequency DCT block pHash thresholds, of the picture seen through each view. Seeing
     through a view (bilinear sampling) and the DCT are both linear, so one matrix product does
     both; warped pixels are not rounded to 8 bits in between, which moves a bit in 4% of view
     hashes (0.09 bits per hash on CIFAR-10) and takes a third of the time."""
     pixels = side * side
-    basis = torch.eye(pixels, dtype=torch.float32).reshape(pixels, 1, side, side)
-    dct = torch.from_numpy(dct_rows(side, side // 4).astype(np.float32))
-    transforms = [
-        torch.matmul(torch.matmul(dct, _seen_through(basis, grid.expand(pixels, *grid.shape))[:, 0]), dct.T)
-        for grid in _grids(side)
-    ]
-    return torch.stack(transforms, dim=1).reshape(pixels, -1)
+    dct = dct_rows(side, side // 4)
+    low_frequencies = np.kron(dct, dct)  # (hash bits, pixels): row u * hash_size + v is D[u] x D[v]
+    indices, weights = _sampling(side)
+    transforms = []
+    for view_indices, view_weights in zip(indices, weights, strict=True):
+        sampling = np.zeros((pixels, pixels))
+        np.add.at(sampling, (np.arange(pixels)[:, None], view_indices), view_weights)
+        transforms.append((low_frequencies @ sampling).T)
+    return np.concatenate(transforms, axis=1).astype(np.float32)
 
 
 def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
@@ -126,11 +144,11 @@ def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
         plain = batch_hashes(gray, hash_size, [VIEW_HASH], [VIEW_HASH])
         block = slice(start, start + len(gray))
         out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[mirror_key(VIEW_HASH)][:, 0]
-        flat = torch.from_numpy(gray.reshape(len(gray), side * side).astype(np.float32))
-        coefficients = torch.matmul(flat, _view_transforms(side)).reshape(len(gray) * len(VIEWS), bits)
+        flat = gray.reshape(len(gray), side * side).astype(np.float32)
+        coefficients = (flat @ _view_transforms(side)).reshape(len(gray) * len(VIEWS), bits)
         # pHash's median of an even count: bits above the lower median are the bits above the mean of the middle two
-        lower_median = coefficients.kthvalue(bits // 2, dim=1, keepdim=True).values
-        out[block, 2:] = pack_words((coefficients > lower_median).numpy())[:, 0].reshape(len(gray), len(VIEWS))
+        lower_median = np.partition(coefficients, bits // 2 - 1, axis=1)[:, bits // 2 - 1 : bits // 2]
+        out[block, 2:] = pack_words(coefficients > lower_median)[:, 0].reshape(len(gray), len(VIEWS))
     return out
 
 

@@ -57,7 +57,7 @@ def sources(tmp_path: Path) -> list[ImageSource]:
 def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path) -> None:
     progress: list[int] = []
     result = extract(sources(tmp_path), SETTINGS, workers=1, progress=lambda done, total: progress.append(done))
-    embedder = embedder_for(PLUGIN, 16)
+    embedder = embedder_for(PLUGIN, 16, None)
     assert result.manifest["path"].to_list() == [f"{i}.png" for i in range(6)]
     assert result.manifest["image_id"].to_list() == list(range(6))
     assert sorted(result.failures["path"].to_list()) == ["bad.jpg", "gone.png"]
@@ -73,7 +73,7 @@ def test_chunks_are_embedded_in_batches_within_each_chunk(tmp_path: Path, monkey
     progress: list[int] = []
     chunked = extract(sources(tmp_path), SETTINGS, workers=1, progress=lambda done, total: progress.append(done))
     assert progress == [3, 6, 8]
-    assert embedder_for(PLUGIN, 16).batches == [3, 2, 1]  # 3 decodable, 2 (one bad file), 1 (one gone)
+    assert embedder_for(PLUGIN, 16, None).batches == [3, 2, 1]  # 3 decodable, 2 (one bad file), 1 (one gone)
     monkeypatch.setattr("dedup_pipeline.lib.extraction.CHUNK_SIZE", 128)
     whole = extract(sources(tmp_path), SETTINGS, workers=1)
     assert chunked.manifest.equals(whole.manifest) and chunked.failures.equals(whole.failures)

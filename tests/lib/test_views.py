@@ -1,5 +1,6 @@
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dedup_pipeline.lib.thumbnails import thumbnail
 from dedup_pipeline.lib.transforms import crop, jpeg, pad, rotate
@@ -64,7 +65,20 @@ def test_pair_views_lay_geometric_copies_over_and_leave_plain_copies_alone() -> 
 
 
 def test_warped_leaves_rows_without_a_view_unchanged() -> None:
-    images = torch.rand(3, 3, 32, 32)
+    images = np.random.default_rng(0).random((3, 32, 32, 3), dtype=np.float32)
     out = warped(images, np.array([-1, 0, -1]))
-    assert torch.equal(out[0], images[0]) and torch.equal(out[2], images[2])
-    assert not torch.equal(out[1], images[1])
+    assert np.array_equal(out[0], images[0]) and np.array_equal(out[2], images[2])
+    assert not np.array_equal(out[1], images[1])
+
+
+def test_views_sample_as_torch_grid_sample_does() -> None:
+    """The views' bilinear sampling is written in numpy (extraction workers need no torch); it must
+    see what ``grid_sample`` sees, zeros outside the picture included."""
+    images = np.random.default_rng(1).random((len(VIEWS), 32, 32, 2), dtype=np.float32)
+    thetas = torch.tensor([view.theta for view in VIEWS], dtype=torch.float32)
+    grids = F.affine_grid(thetas, [len(VIEWS), 2, 32, 32], align_corners=False)
+    expected = F.grid_sample(
+        torch.from_numpy(images).permute(0, 3, 1, 2), grids, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    seen = warped(images, np.arange(len(VIEWS)))
+    assert np.abs(seen - expected.permute(0, 2, 3, 1).numpy()).max() < 1e-5
