@@ -180,11 +180,16 @@ def embedding_rate(size: int, batch: int, seconds: float = 6.0) -> dict[str, flo
 
 
 def decode_and_hash(
-    root: Path, limit: int, workers: int, embedding_size: int | None = None, reduced_decoding: bool = True
+    root: Path,
+    limit: int,
+    workers: int,
+    embedding_size: int | None = None,
+    reduced_decoding: bool = True,
+    view_hashes: bool = False,
 ) -> dict[str, float]:
     """Our extraction without the model (decode once; content and pixel digests, four perceptual
-    hashes and the mirrored matching ones, thumbnail, and the embedding input when a size is given)
-    over the first ``limit`` images."""
+    hashes and the mirrored matching ones, thumbnail, the embedding input when a size is given and
+    the thumbnail's view hashes when asked for) over the first ``limit`` images."""
     from dedup_pipeline.lib.extraction import extract
     from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES
     from dedup_pipeline.lib.image_work import ExtractionSettings
@@ -198,6 +203,7 @@ def decode_and_hash(
         max_pixels=2 * 89_478_485,
         mirrored_algorithms=("phash", "dhash"),
         reduced_decoding=reduced_decoding,
+        view_hashes=view_hashes,
     )
     start = time.perf_counter()
     result = extract(sources, settings, workers=workers)

@@ -125,6 +125,7 @@ class DedupConfig(dg.ConfigurableResource):
             reduced_decoding=self.reduced_jpeg_decoding,
             embedding_model=self.embedding_model if embedding_size else None,
             embedding_batch_size=self.embedding_batch_size or preferred_batch_size(embedding_size or 64),
+            view_hashes=self.calibrate and self.verify,  # only the pair verifier uses them
         )
 
     def matching_hashes(self) -> list[str]:

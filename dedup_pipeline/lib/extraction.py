@@ -43,7 +43,7 @@ class ExtractionResult:
     failures: pl.DataFrame
     hashes: dict[str, np.ndarray]  # algorithm (or its mirror_key) -> (n_images, words) uint64
     thumbnails: np.ndarray  # (n_images, side, side, 3) uint8
-    view_hashes: np.ndarray  # (n_images, 2 + len(VIEWS)) uint64
+    view_hashes: np.ndarray | None  # (n_images, 2 + len(VIEWS)) uint64; None when not asked for
     embeddings: np.ndarray | None  # (n_images, dimension) float32, unit rows
 
 
@@ -95,7 +95,8 @@ def extract(
             for name, words in chunk.hashes.items():
                 hash_parts[name].append(words)
             thumbnails.append(chunk.thumbnails)
-            view_hashes.append(chunk.view_hashes)
+            if chunk.view_hashes is not None:
+                view_hashes.append(chunk.view_hashes)
             if chunk.embeddings is not None:
                 embeddings.append(chunk.embeddings)
         if progress is not None:
@@ -112,9 +113,15 @@ def extract(
         thumbnails=np.concatenate(thumbnails)
         if thumbnails
         else np.zeros((0, THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3), dtype=np.uint8),
-        view_hashes=np.concatenate(view_hashes) if view_hashes else np.zeros((0, 2 + len(VIEWS)), dtype=np.uint64),
+        view_hashes=_stacked_view_hashes(view_hashes, settings),
         embeddings=_stacked_embeddings(embeddings, settings, len(manifest_rows)),
     )
+
+
+def _stacked_view_hashes(parts: list[np.ndarray], settings: ExtractionSettings) -> np.ndarray | None:
+    if not settings.view_hashes:
+        return None
+    return np.concatenate(parts) if parts else np.zeros((0, 2 + len(VIEWS)), dtype=np.uint64)
 
 
 def _stacked_embeddings(parts: list[np.ndarray], settings: ExtractionSettings, count: int) -> np.ndarray | None:

@@ -52,6 +52,7 @@ class ExtractionSettings:
     embedding_model: str | None = None  # a name or import path for load_embedder; None: no embeddings
     embedding_batch_size: int = 64
     embedding_threads: int | None = None  # torch threads of the process that embeds (None: torch's default)
+    view_hashes: bool = True  # hash each thumbnail's geometric views (the pair verifier's candidates)
 
     @property
     def embeds(self) -> bool:
@@ -95,7 +96,7 @@ class ExtractedChunk:
     outcomes: list[ImageFacts | ImageFailure]
     hashes: dict[str, np.ndarray]  # hash name -> (decoded, words) uint64
     thumbnails: np.ndarray  # (decoded, side, side, 3) uint8
-    view_hashes: np.ndarray  # (decoded, 2 + len(VIEWS)) uint64: views.view_hashes of the thumbnails
+    view_hashes: np.ndarray | None  # (decoded, 2 + len(VIEWS)) uint64: views.view_hashes of the thumbnails
     embeddings: np.ndarray | None  # (decoded, dimension) float32, unit rows
 
 
@@ -176,7 +177,7 @@ def extract_chunk(files: Sequence[Path], settings: ExtractionSettings) -> Extrac
             settings.mirrored_algorithms,
         ),
         thumbnails=stacked,
-        view_hashes=view_hashes(stacked),
+        view_hashes=view_hashes(stacked) if settings.view_hashes else None,
         embeddings=embeddings,
     )
 

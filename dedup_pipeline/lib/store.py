@@ -142,22 +142,23 @@ def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
     return _array_rows(table.column("embedding"), np.float32)
 
 
-def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes: np.ndarray) -> pa.Table:
-    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side and their
-    ``views.view_hashes`` (a BIGINT[] per image: the unsigned words in two's complement)."""
+def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes: np.ndarray | None) -> pa.Table:
+    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side and, when they were
+    computed, their ``views.view_hashes`` (a BIGINT[] per image: the unsigned words in two's
+    complement)."""
     side = thumbnails.shape[1]
     flat = np.ascontiguousarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), side * side * 3)
-    signed = np.ascontiguousarray(view_hashes, dtype=np.uint64).view(np.int64)
-    return pa.table(
-        {
-            "image_id": pa.array(manifest["image_id"].to_numpy()),
-            "side": pa.array([side] * len(flat), type=pa.int32()),
-            "thumbnail": pa.Array.from_buffers(pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat)]).cast(
-                pa.binary()
-            ),
-            VIEW_HASHES_COLUMN: pa.FixedSizeListArray.from_arrays(pa.array(signed.ravel()), signed.shape[1]),
-        }
-    )
+    columns = {
+        "image_id": pa.array(manifest["image_id"].to_numpy()),
+        "side": pa.array([side] * len(flat), type=pa.int32()),
+        "thumbnail": pa.Array.from_buffers(pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat)]).cast(
+            pa.binary()
+        ),
+    }
+    if view_hashes is not None:
+        signed = np.ascontiguousarray(view_hashes, dtype=np.uint64).view(np.int64)
+        columns[VIEW_HASHES_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(signed.ravel()), signed.shape[1])
+    return pa.table(columns)
 
 
 def read_thumbnails(connection: duckdb.DuckDBPyConnection) -> np.ndarray:
@@ -176,8 +177,9 @@ def read_thumbnails(connection: duckdb.DuckDBPyConnection) -> np.ndarray:
 
 
 def read_view_hashes(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
-    """The stored ``views.view_hashes`` in image_id order, or None for thumbnails stored by a
-    version without them (they are then computed from the thumbnails)."""
+    """The stored ``views.view_hashes`` in image_id order, or None when they were not stored (no
+    verifier was configured, or an earlier version wrote the table): they are then computed from
+    the thumbnails."""
     stored = {row[0] for row in connection.execute("DESCRIBE image_thumbnails").fetchall()}
     if VIEW_HASHES_COLUMN not in stored:
         return None
