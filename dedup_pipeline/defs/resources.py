@@ -12,10 +12,10 @@ import dagster as dg
 from pydantic import Field
 
 from dedup_pipeline.lib.embedding import NO_EMBEDDING, preferred_batch_size
-from dedup_pipeline.lib.extraction import default_workers
 from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.image_work import ExtractionSettings
 from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.parallel import available_cores
 from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
 from dedup_pipeline.lib.stages import config_fingerprint
 
@@ -150,7 +150,7 @@ class DedupConfig(dg.ConfigurableResource):
         return fixed
 
     def worker_count(self) -> int:
-        return self.workers or default_workers()
+        return self.workers or available_cores()
 
     def fingerprint(self) -> str:
         """Changes when a setting that decides some stage's output changes (not worker or batch counts)."""

@@ -8,7 +8,6 @@ list: nothing here depends on the rest of the dataset.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -26,7 +25,7 @@ from dedup_pipeline.lib.image_work import (
     embedder_for,
     extract_chunk,
 )
-from dedup_pipeline.lib.parallel import WorkerCrash, map_chunks
+from dedup_pipeline.lib.parallel import WorkerCrash, available_cores, map_chunks
 from dedup_pipeline.lib.sources import ImageSource
 from dedup_pipeline.lib.thumbnails import THUMBNAIL_SIDE
 from dedup_pipeline.lib.views import VIEWS
@@ -61,10 +60,6 @@ def _extract_chunks(
     yield from map_chunks(work, files, workers, chunk_size)
 
 
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 def extract(
     sources: Sequence[ImageSource],
     settings: ExtractionSettings,
@@ -80,7 +75,7 @@ def extract(
     embeddings: list[np.ndarray] = []
     workers = workers if len(sources) >= 2 * workers else 1  # a handful of images: not worth the processes
     if workers > 1:
-        settings = replace(settings, embedding_threads=max(1, default_workers() // workers))
+        settings = replace(settings, embedding_threads=max(1, available_cores() // workers))
 
     for span, chunk in _extract_chunks(sources, settings, workers):
         chunk_sources = sources[span.start : span.stop]

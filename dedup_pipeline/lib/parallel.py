@@ -34,6 +34,11 @@ class WorkerCrash:
     reason: str = "the worker process crashed while decoding this file (native decoder fault)"
 
 
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def _share_of_cores(threads: int) -> None:
     """Limit a worker's BLAS threads to its share of the cores. Each BLAS otherwise starts a thread
     per core in every worker, and its spinning threads then fight: two workers' small matrix
@@ -46,12 +51,11 @@ def _share_of_cores(threads: int) -> None:
 
 def _new_pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: the parent may hold torch/OpenMP threads, which do not survive a fork.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_share_of_cores,
-        initargs=(max(1, cores // workers),),
+        initargs=(max(1, available_cores() // workers),),
     )
 
 
