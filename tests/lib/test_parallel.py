@@ -1,5 +1,8 @@
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dedup_pipeline.lib.parallel import WorkerCrash, map_chunks
 
@@ -28,3 +31,20 @@ def test_a_crashing_item_is_isolated_and_the_rest_complete() -> None:
         else:
             assert result == [value * value for value in span]
     assert sum(isinstance(result, WorkerCrash) for _, result in results) == 2
+
+
+def test_workers_do_not_rerun_the_programs_main_script(tmp_path: Path) -> None:
+    """A console script's main (dedup-pipeline, dagster) imports Dagster and torch: workers skip it."""
+    marker = tmp_path / "imports.txt"
+    script = tmp_path / "program.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        f"with open({str(marker)!r}, 'a') as log:\n"
+        "    log.write('main ran\\n')\n"
+        "from dedup_pipeline.lib.parallel import map_chunks\n"
+        "if __name__ == '__main__':\n"
+        "    print([result for _, result in map_chunks(len, list(range(10)), workers=2, chunk_size=3)])\n"
+    )
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "[3, 3, 3, 1]"
+    assert marker.read_text() == "main ran\n"  # once: the program itself, in neither worker
