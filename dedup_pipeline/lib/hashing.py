@@ -18,7 +18,8 @@ and wHash differs only where block sums tie exactly. On larger pictures imagehas
 picture separately for aHash, dHash and wHash (to its largest power-of-two side); deriving them
 from the base costs one resize instead of four and moves few bits (``tests/lib/test_hashing.py``
 bounds how many). Mirrored hashes are the hashes of the left-right flipped base, which is the base
-of the flipped picture (Pillow's Lanczos commutes with mirroring).
+of the flipped picture (Pillow's Lanczos commutes with mirroring); they are read off the same
+matrix products, since mirroring only reverses or flips the sign of response columns.
 
 A hash of ``hash_size**2`` bits is read as one big-endian integer, the way imagehash prints it in
 hex, and split into 64-bit words from the most significant end. With the default hash size 8 a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -97,37 +99,11 @@ def _lanczos_rows(source: int, target: int) -> np.ndarray:
 
 
 def _to_8bit(sums: np.ndarray) -> np.ndarray:
-    """Round fixed-point sums to 0..255 as Pillow does after each resampling pass."""
-    return np.clip(np.floor((sums + (1 << (PILLOW_PRECISION_BITS - 1))) / (1 << PILLOW_PRECISION_BITS)), 0, 255)
-
-
-def _lanczos_resample(pixels: np.ndarray, rows: int, columns: int) -> np.ndarray:
-    """Pillow's 8-bit Lanczos resize of every picture of a (n, side, side) stack to (rows, columns):
-    horizontal pass, rounding, vertical pass, rounding. The rounding matters: it makes nearly flat
-    regions exactly flat, so their dHash bits do not flicker between copies. The integer sums stay
-    far below 2**53, so float64 matrix products compute them exactly."""
-    side = pixels.shape[1]
-    horizontal = _to_8bit(np.matmul(pixels, _lanczos_rows(side, columns).T))
-    return _to_8bit(np.matmul(_lanczos_rows(side, rows), horizontal))
-
-
-def _separable(pixels: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """``rows @ picture @ columns.T`` for every picture of the stack."""
-    return np.matmul(rows, np.matmul(pixels, columns.T))
-
-
-def _above(values: np.ndarray, reference: Callable[..., np.ndarray]) -> np.ndarray:
-    flat = values.reshape(len(values), values.shape[1] * values.shape[2])
-    return flat > reference(flat, axis=1, keepdims=True)
-
-
-def _phash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    rows = dct_rows(pixels.shape[1], hash_size)
-    return _above(_separable(pixels, rows, rows), np.median)
-
-
-def _ahash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    return _above(_lanczos_resample(pixels, hash_size, hash_size), np.mean)
+    """Round fixed-point sums to 0..255 as Pillow does after each resampling pass (in a new array;
+    scaling by a power of two is exact)."""
+    scaled = (sums + (1 << (PILLOW_PRECISION_BITS - 1))) * (1.0 / (1 << PILLOW_PRECISION_BITS))
+    np.floor(scaled, out=scaled)
+    return np.clip(scaled, 0, 255, out=scaled)
 
 
 @cache
@@ -136,22 +112,87 @@ def _block_rows(side: int, count: int) -> np.ndarray:
     return np.kron(np.eye(count), np.ones(side // count))
 
 
-def _whash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    rows = _block_rows(pixels.shape[1], hash_size)
-    return _above(_separable(pixels, rows, rows), np.median)
+@dataclass(frozen=True)
+class _Filters:
+    """A hash's response to a base is ``rows @ base @ columns.T``; with ``rounded``, Pillow's 8-bit
+    Lanczos resize: the horizontal pass (columns) is rounded before the vertical one, and after it."""
+
+    rows: np.ndarray  # (hash_size, side)
+    columns: np.ndarray  # (width, side)
+    rounded: bool
 
 
-def _dhash(pixels: np.ndarray, hash_size: int) -> np.ndarray:
-    resampled = _lanczos_resample(pixels, hash_size, hash_size + 1)
-    return (resampled[:, :, 1:] > resampled[:, :, :-1]).reshape(len(pixels), hash_size * hash_size)
+@cache
+def _filters(side: int, hash_size: int) -> dict[str, _Filters]:
+    lanczos = _lanczos_rows(side, hash_size)
+    dct, blocks = dct_rows(side, hash_size), _block_rows(side, hash_size)
+    return {
+        "phash": _Filters(dct, dct, rounded=False),  # the low frequencies of the DCT
+        "dhash": _Filters(lanczos, _lanczos_rows(side, hash_size + 1), rounded=True),
+        "ahash": _Filters(lanczos, lanczos, rounded=True),
+        "whash": _Filters(blocks, blocks, rounded=False),  # the Haar LL band: block sums
+    }
 
 
-PERCEPTUAL_HASHES: Mapping[str, Callable[[np.ndarray, int], np.ndarray]] = {
-    "phash": _phash,
-    "dhash": _dhash,
-    "ahash": _ahash,
-    "whash": _whash,
+def _responses(pixels: np.ndarray, hash_size: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each named hash's (n, hash_size, width) response to every base of an (n, side, side) float64
+    stack. The horizontal passes of all of them are one matrix product over all the stack's rows
+    (a few large products instead of many tiny per-picture ones); each vertical pass is a batched
+    product with its rows."""
+    count, side = pixels.shape[0], pixels.shape[1]
+    filters = [_filters(side, hash_size)[name] for name in names]
+    columns = np.concatenate([f.columns for f in filters]) if filters else np.zeros((0, side))
+    horizontal = (pixels.reshape(count * side, side) @ columns.T).reshape(count, side, len(columns))
+    responses, start = {}, 0
+    for name, f in zip(names, filters, strict=True):
+        part = horizontal[:, :, start : start + len(f.columns)]
+        start += len(f.columns)
+        responses[name] = _to_8bit(np.matmul(f.rows, _to_8bit(part))) if f.rounded else np.matmul(f.rows, part)
+    return responses
+
+
+def _row_medians(flat: np.ndarray) -> np.ndarray:
+    """np.median along rows (as a column), from one partial sort."""
+    half = flat.shape[1] // 2
+    if flat.shape[1] % 2:
+        return np.partition(flat, half, axis=1)[:, half : half + 1]
+    middle = np.partition(flat, (half - 1, half), axis=1)
+    return (middle[:, half - 1 : half] + middle[:, half : half + 1]) / 2
+
+
+def _flat(response: np.ndarray) -> np.ndarray:
+    return response.reshape(len(response), response.shape[1] * response.shape[2])
+
+
+def _above_median(response: np.ndarray) -> np.ndarray:
+    flat = _flat(response)
+    return flat > _row_medians(flat)
+
+
+def _above_mean(response: np.ndarray) -> np.ndarray:
+    flat = _flat(response)
+    return flat > flat.mean(axis=1, keepdims=True)
+
+
+def _increases(response: np.ndarray) -> np.ndarray:
+    return _flat(response[:, :, 1:] > response[:, :, :-1])
+
+
+PERCEPTUAL_HASHES: Mapping[str, Callable[[np.ndarray], np.ndarray]] = {
+    "phash": _above_median,  # the DCT's low frequencies above their median
+    "dhash": _increases,  # left-to-right increases along the rows
+    "ahash": _above_mean,
+    "whash": _above_median,
 }
+
+
+def _mirrored(name: str, response: np.ndarray) -> np.ndarray:
+    """The response to the left-right mirrored base. Mirroring reverses the columns of every
+    response whose column filter is symmetric (resampling, block sums); it multiplies DCT
+    coefficient k by (-1)**k."""
+    if name == "phash":
+        return response * (-1.0) ** np.arange(response.shape[2])
+    return response[:, :, ::-1]
 
 
 def words_per_hash(hash_size: int) -> int:
@@ -195,10 +236,10 @@ def batch_hashes(
     pixels = np.asarray(bases, dtype=np.float64) if len(bases) else np.zeros((0, side, side))
     if pixels.ndim != 3 or pixels.shape[1:] != (side, side):
         raise ValueError(f"hash bases must be {side} x {side} pictures for hash size {hash_size}")
-    hashes = {name: pack_words(PERCEPTUAL_HASHES[name](pixels, hash_size)) for name in algorithms}
-    flipped = pixels[:, :, ::-1]
+    responses = _responses(pixels, hash_size, list(dict.fromkeys([*algorithms, *mirrored])))
+    hashes = {name: pack_words(PERCEPTUAL_HASHES[name](responses[name])) for name in algorithms}
     for name in mirrored:
-        hashes[mirror_key(name)] = pack_words(PERCEPTUAL_HASHES[name](flipped, hash_size))
+        hashes[mirror_key(name)] = pack_words(PERCEPTUAL_HASHES[name](_mirrored(name, responses[name])))
     return hashes
 
 

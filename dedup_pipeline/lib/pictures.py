@@ -23,10 +23,14 @@ def rgb_pixels(picture: Picture) -> np.ndarray:
     return picture
 
 
+LUMA_WEIGHTS = np.array([19595, 38470, 7471], dtype=np.float32)  # Pillow's, in 16-bit fixed point
+
+
 def luma(pixels: np.ndarray) -> np.ndarray:
-    """Pillow's RGB -> 'L' conversion (ITU-R 601-2 luma, with its fixed-point rounding) on an array."""
-    wide = pixels.astype(np.uint32)
-    return ((wide[..., 0] * 19595 + wide[..., 1] * 38470 + wide[..., 2] * 7471 + 0x8000) >> 16).astype(np.uint8)
+    """Pillow's RGB -> 'L' conversion (ITU-R 601-2 luma, with its fixed-point rounding) on an array.
+    As one float32 product: every partial sum is an integer below 2**24, so it is exact."""
+    sums = pixels.reshape(-1, 3).astype(np.float32) @ LUMA_WEIGHTS
+    return ((sums + 0x8000) * (1.0 / 0x10000)).astype(np.uint8).reshape(pixels.shape[:-1])
 
 
 def resized(pixels: np.ndarray, side: int, resample: Image.Resampling, reducing_gap: float | None = None) -> np.ndarray:

@@ -123,6 +123,17 @@ def test_mirror_hashes_are_the_hashes_of_the_mirrored_picture() -> None:
     assert hashes[mirror_key("dhash")] == perceptual_hashes(ImageOps.mirror(picture), 8, ["dhash"])["dhash"]
 
 
+@pytest.mark.parametrize("hash_size", [3, 4, 8, 11, 16])
+def test_every_mirrored_hash_is_the_hash_of_the_mirrored_base(hash_size: int) -> None:
+    bases = np.stack([hash_base(smooth_picture(seed, size=(90, 70)), hash_size) for seed in range(8)])
+    names = list(PERCEPTUAL_HASHES)
+    mirrored = batch_hashes(bases, hash_size, names, names)
+    of_flipped = batch_hashes(np.ascontiguousarray(bases[:, :, ::-1]), hash_size, names)
+    for name in names:
+        assert np.array_equal(mirrored[mirror_key(name)], of_flipped[name]), name
+        assert np.array_equal(mirrored[name], batch_hashes(bases, hash_size, [name])[name]), name
+
+
 def test_hash_bases_of_a_batch_keep_order_whatever_the_sizes() -> None:
     pictures = [smooth_picture(seed, size=size) for seed, size in enumerate([(32, 32), (70, 50), (32, 32), (20, 40)])]
     collected = HashBases(8)
