@@ -15,6 +15,7 @@ model is configured): a worker starts in about a tenth of a second.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -100,11 +101,27 @@ class ExtractedChunk:
     embeddings: np.ndarray | None  # (decoded, dimension) float32, unit rows
 
 
-def decode_file(file: Path, settings: ExtractionSettings) -> tuple[ImageFacts, np.ndarray] | ImageFailure:
+def read_bytes(file: str | Path) -> bytes:
+    """A file's bytes in as few system calls as Python allows (open, fstat, one read, close): about
+    a third less overhead than an unbuffered ``open().readall()``, which matters on tiny files."""
+    descriptor = os.open(file, os.O_RDONLY)
+    try:
+        size = os.fstat(descriptor).st_size
+        data = os.read(descriptor, size + 1)
+        if len(data) == size:  # the whole file (a regular file's read stops short only at its end)
+            return data
+        parts = [data]  # grown since fstat, or a file system that reads in parts: read to the end
+        while part := os.read(descriptor, 1 << 20):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(descriptor)
+
+
+def decode_file(file: str | Path, settings: ExtractionSettings) -> tuple[ImageFacts, np.ndarray] | ImageFailure:
     """Read and decode one image: its manifest facts and its canonical RGB pixels, or why not."""
     try:
-        with open(file, "rb", buffering=0) as stream:  # unbuffered: one read, half pathlib's overhead
-            data = stream.readall()
+        data = read_bytes(file)
     except OSError as error:
         return ImageFailure(f"cannot read file: {error.strerror or error}")
     try:
@@ -148,7 +165,7 @@ def embed_in_batches(embedder: Embedder, inputs: Sequence[np.ndarray], batch_siz
     return np.concatenate(batches) if batches else np.zeros((0, embedder.dimension), dtype=np.float32)
 
 
-def extract_chunk(files: Sequence[Path], settings: ExtractionSettings) -> ExtractedChunk:
+def extract_chunk(files: Sequence[str | Path], settings: ExtractionSettings) -> ExtractedChunk:
     """Everything extraction derives from a chunk of images, one decode each (runs in a worker)."""
     outcomes: list[ImageFacts | ImageFailure] = []
     bases, thumbnails, inputs = HashBases(settings.hash_size), [], []
