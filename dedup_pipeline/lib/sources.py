@@ -24,7 +24,7 @@ class ImageSource:
     path: str
     split: str
     label: str | None
-    file: Path
+    file: str  # where to read it
 
 
 @dataclass(frozen=True)
@@ -70,46 +70,55 @@ def discover(data: str | Path) -> DatasetSources:
     return sources
 
 
-def _is_hidden(relative: Path) -> bool:
-    return any(part.startswith(".") for part in relative.parts)
-
-
-def _walk(root: Path, problems: list[SourceProblem]) -> list[Path]:
-    """Every file below ``root``, following symbolic links to folders; a link back to one of its
-    own ancestors (a loop) is recorded as a problem instead of being followed forever."""
-    files: list[Path] = []
-    for directory, subdirectories, names in os.walk(root, followlinks=True):
-        here = Path(directory)
-        relative = here.relative_to(root)
-        real = here.resolve()
-        ancestors = {(root / Path(*relative.parts[:depth])).resolve() for depth in range(len(relative.parts))}
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]  # hidden: skipped
-        if real in ancestors:
-            subdirectories.clear()
-            problems.append(SourceProblem(relative.as_posix(), None, None, "symbolic link loop: folder not followed"))
+def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str]]:
+    """(path relative to ``root``, full path) of every file below ``root``, skipping hidden names
+    (.DS_Store, .git, editor swap files: documented as skipped) and following symbolic links to
+    folders. A link back to one of its own ancestors (a loop), a broken link and a folder that
+    cannot be listed are recorded as problems. One ``scandir`` per folder: a file costs no system
+    call of its own unless it is a symbolic link (which is checked for a target)."""
+    files: list[tuple[str, str]] = []
+    # each folder to list: its path relative to root, its path, its real path, its ancestors' real paths
+    pending = [("", root, root, frozenset({root}))]
+    while pending:
+        relative, folder, real, ancestors = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = [entry for entry in listing if not entry.name.startswith(".")]
+        except OSError as error:
+            problems.append(SourceProblem(relative or ".", None, None, f"folder not listed: {error.strerror}"))
             continue
-        files.extend(here / name for name in names)
+        for entry in entries:
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            if not entry.is_dir():
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    problems.append(SourceProblem(path, *_split_and_label(path), "broken symbolic link"))
+                else:
+                    files.append((path, entry.path))
+                continue
+            target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
+            if target in ancestors:
+                problems.append(SourceProblem(path, None, None, "symbolic link loop: folder not followed"))
+            else:
+                pending.append((path, entry.path, target, ancestors | {target}))
     return sorted(files)
+
+
+def _split_and_label(path: str) -> tuple[str | None, str | None]:
+    """``<split>/<label>/...``: a file directly in a split folder has no label."""
+    parts = path.split("/")
+    return (parts[0] if len(parts) > 1 else None), (parts[1] if len(parts) > 2 else None)
 
 
 def _discover_tree(root: Path) -> DatasetSources:
     images: list[ImageSource] = []
     problems: list[SourceProblem] = []
-    for file in _walk(root, problems):
-        relative = file.relative_to(root)
-        if _is_hidden(relative):
-            continue  # .DS_Store, .git, editor swap files: documented as skipped
-        path = relative.as_posix()
-        if len(relative.parts) < 2:
+    for path, file in _walk(str(root), problems):  # root is resolved: its own path is real
+        split, label = _split_and_label(path)
+        if split is None:
             problems.append(SourceProblem(path, None, None, "not inside a split folder (<root>/<split>/...)"))
-            continue
-        split = relative.parts[0]
-        label = relative.parts[1] if len(relative.parts) > 2 else None
-        if not file.exists():
-            problems.append(SourceProblem(path, split, label, "broken symbolic link"))
-            continue
-        images.append(ImageSource(path, split, label, file))
-    return DatasetSources(root, images, problems)
+        else:
+            images.append(ImageSource(path, split, label, file))
+    return DatasetSources(root, images, sorted(problems, key=lambda problem: problem.path))
 
 
 def _read_manifest_table(manifest: Path) -> pl.DataFrame:
@@ -162,5 +171,5 @@ def _read_manifest(manifest: Path) -> DatasetSources:
         if not file.is_file():
             problems.append(SourceProblem(path, split, label, "file not found"))
             continue
-        images[path] = ImageSource(path, split, label, file)
+        images[path] = ImageSource(path, split, label, str(file))
     return DatasetSources(root, sorted(images.values(), key=lambda image: image.path), problems)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 
 import duckdb
@@ -33,7 +34,7 @@ def dataset_signature(images: Sequence[ImageSource]) -> str:
     digest = hashlib.sha256()
     for source in sorted(images, key=lambda image: image.path):
         try:
-            stat = source.file.stat()
+            stat = os.stat(source.file)
             facts = f"{stat.st_size}:{stat.st_mtime_ns}"
         except OSError:
             facts = "unreadable"

@@ -77,3 +77,37 @@ def test_symlinked_folders_are_followed_and_loops_recorded(tmp_path: Path) -> No
     assert [(p.path, p.reason) for p in sources.problems] == [
         ("train/cat/loop", "symbolic link loop: folder not followed")
     ]
+
+
+def test_broken_links_and_hidden_folders(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "a.jpg")
+    touch(tmp_path / "train" / ".cache" / "b.jpg")  # hidden folder: skipped, with all below it
+    (tmp_path / "train" / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    sources = discover(tmp_path)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg"]
+    assert [(p.path, p.split, p.label, p.reason) for p in sources.problems] == [
+        ("train/cat/gone.jpg", "train", "cat", "broken symbolic link")
+    ]
+
+
+def test_images_are_ordered_by_their_path_text(tmp_path: Path) -> None:
+    for name in ["train/b/x.jpg", "train/a-b/y.jpg", "train/a/z.jpg", "test/a/w.jpg"]:
+        touch(tmp_path / name)
+    sources = discover(tmp_path)
+    paths = [s.path for s in sources.images]
+    assert paths == sorted(paths) == ["test/a/w.jpg", "train/a-b/y.jpg", "train/a/z.jpg", "train/b/x.jpg"]
+    assert all(Path(s.file) == tmp_path.resolve() / s.path for s in sources.images)
+
+
+def test_a_loop_inside_a_linked_folder_is_followed_once(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    touch(outside / "sub" / "d.jpg")
+    (outside / "sub" / "again").symlink_to(outside / "sub", target_is_directory=True)
+    root = tmp_path / "data"
+    touch(root / "train" / "cat" / "a.jpg")
+    (root / "train" / "dog").symlink_to(outside, target_is_directory=True)
+    sources = discover(root)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg", "train/dog/sub/d.jpg"]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("train/dog/sub/again", "symbolic link loop: folder not followed")
+    ]
