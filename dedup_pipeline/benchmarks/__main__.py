@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from dedup_pipeline.benchmarks import cases
-from dedup_pipeline.benchmarks.measure import Measurement, fitted_exponent, isolated
+from dedup_pipeline.benchmarks.measure import Measurement, fitted_exponent, in_isolation, interleaved, isolated
 from dedup_pipeline.benchmarks.peers import FASTDUP_THRESHOLD, fastdup_run, imagededup_phash
 from dedup_pipeline.benchmarks.photos import build_photo_corpus
 from dedup_pipeline.benchmarks.pipeline import cifar_subset, pipeline_run
@@ -222,32 +222,30 @@ def embedding_section(results: dict, ceiling_gflops: float, bfloat16_gflops: flo
     ]
 
 
+DECODE_ROUNDS = 5
+
+
 def decode_section(results: dict, cifar: Path, work: Path) -> list[str]:
-    ours = isolated(cases.decode_and_hash, cifar, 10**9, WORKERS, repeats=3)
-    with_views = isolated(cases.decode_and_hash, cifar, 10**9, WORKERS, None, True, True, repeats=3)  # + view hashes
-    peer = imagededup_phash(work, cifar, WORKERS, repeats=3)
-    results["decode"] = {
-        "ours": ours.as_dict(),
-        "ours_with_view_hashes": with_views.as_dict(),
-        "imagededup_phash": peer,
+    measured = interleaved(
+        {
+            "ours": in_isolation(cases.decode_and_hash, cifar, 10**9, WORKERS),
+            "ours_with_view_hashes": in_isolation(cases.decode_and_hash, cifar, 10**9, WORKERS, None, True, True),
+            "imagededup_phash": imagededup_phash(work, cifar, WORKERS),
+        },
+        repeats=DECODE_ROUNDS,
+    )
+    results["decode"] = {name: run.as_dict() for name, run in measured.items()}
+    labels = {
+        "ours": "dedup-pipeline: list the folder, decode once, SHA-256 of bytes and pixels, 4 hashes + 2 mirrored, "
+        "thumbnail",
+        "ours_with_view_hashes": "the same and the thumbnail's 15 view hashes (as the pipeline runs with its verifier)",
+        "imagededup_phash": "imagededup 0.3 PHash.encode_images (lists the folder, pHash only)",
     }
     rows = [
-        (label, run["images"], run["seconds"], run["images_per_second"], run.peak_rss_mb)
-        for label, run in (
-            ("dedup-pipeline: decode once, SHA-256 of bytes and pixels, 4 hashes + 2 mirrored, thumbnail", ours),
-            ("the same and the thumbnail's 15 view hashes (as the pipeline runs with its verifier)", with_views),
-        )
+        (labels[name], run["images"], run["seconds"], run["images_per_second"], run.peak_rss_mb)
+        for name, run in measured.items()
     ]
-    if peer is not None:
-        rows.append(
-            (
-                "imagededup 0.3 PHash.encode_images (pHash only)",
-                peer["images"],
-                peer["seconds"],
-                peer["images_per_second"],
-                peer["peak_rss_mb"],
-            )
-        )
+    ours, with_views, peer = (measured.get(name) for name in labels)
     ratio = (
         f"{ours['images_per_second'] / peer['images_per_second']:.2f}x imagededup "
         f"({with_views['images_per_second'] / peer['images_per_second']:.2f}x with the view hashes)"
@@ -259,7 +257,8 @@ def decode_section(results: dict, cifar: Path, work: Path) -> list[str]:
         "",
         *_table(["tool", "images", "seconds", "images/s", "peak RSS (MB)"], rows),
         "",
-        f"Ours: {ratio} (median of 3 runs each). Target: >= 2x imagededup.",
+        f"Ours: {ratio}. Medians of {DECODE_ROUNDS} rounds; each round runs the three in turn, after one unmeasured "
+        "round that reads the files into the page cache. Target: >= 2x imagededup.",
         "",
     ]
 
@@ -271,35 +270,25 @@ def _megapixels(path: Path) -> float:
 
 def photo_decode_section(results: dict, work: Path) -> list[str]:
     photos = build_photo_corpus(work / "photos", PHOTO_COUNT, WORKERS)
-    reduced = isolated(cases.decode_and_hash, photos, PHOTO_COUNT, WORKERS, PHOTO_EMBEDDING_SIZE, True, repeats=1)
-    full = isolated(cases.decode_and_hash, photos, PHOTO_COUNT, WORKERS, PHOTO_EMBEDDING_SIZE, False, repeats=1)
-    peer = imagededup_phash(work, photos, WORKERS)
+    measured = interleaved(
+        {
+            "reduced": in_isolation(cases.decode_and_hash, photos, PHOTO_COUNT, WORKERS, PHOTO_EMBEDDING_SIZE, True),
+            "full": in_isolation(cases.decode_and_hash, photos, PHOTO_COUNT, WORKERS, PHOTO_EMBEDDING_SIZE, False),
+            "imagededup_phash": imagededup_phash(work, photos, WORKERS),
+        },
+        repeats=1,
+        warm_up=False,
+    )
+    reduced, full, peer = measured["reduced"], measured["full"], measured.get("imagededup_phash")
     megapixels = sum(map(_megapixels, photos.glob("*/*.jpg")))
     assert reduced["images"] == full["images"] == PHOTO_COUNT, "the photo corpus was not read whole"
-    results["photo_decode"] = {
-        "megapixels": megapixels,
-        "reduced": reduced.as_dict(),
-        "full": full.as_dict(),
-        "imagededup_phash": peer,
+    results["photo_decode"] = {"megapixels": megapixels} | {name: run.as_dict() for name, run in measured.items()}
+    labels = {
+        "reduced": "dedup-pipeline, JPEG DCT-scaled decoding (default)",
+        "full": "dedup-pipeline, full decoding",
+        "imagededup_phash": "imagededup 0.3 PHash.encode_images (pHash only)",
     }
-    rows = [
-        (
-            "dedup-pipeline, JPEG DCT-scaled decoding (default)",
-            reduced["seconds"],
-            reduced["images_per_second"],
-            reduced.peak_rss_mb,
-        ),
-        ("dedup-pipeline, full decoding", full["seconds"], full["images_per_second"], full.peak_rss_mb),
-    ]
-    if peer is not None:
-        rows.append(
-            (
-                "imagededup 0.3 PHash.encode_images (pHash only)",
-                peer["seconds"],
-                peer["images_per_second"],
-                peer["peak_rss_mb"],
-            )
-        )
+    rows = [(labels[name], run["seconds"], run["images_per_second"], run.peak_rss_mb) for name, run in measured.items()]
     ratio = f"{reduced['images_per_second'] / peer['images_per_second']:.1f}x imagededup" if peer else "no imagededup"
     return [
         f"## Decode + hash, {PHOTO_COUNT:,} camera-sized JPEGs ({megapixels / PHOTO_COUNT:.1f} megapixels on average), "

@@ -189,12 +189,14 @@ def decode_and_hash(
 ) -> dict[str, float]:
     """Our extraction without the model (decode once; content and pixel digests, four perceptual
     hashes and the mirrored matching ones, thumbnail, the embedding input when a size is given and
-    the thumbnail's view hashes when asked for) over the first ``limit`` images."""
+    the thumbnail's view hashes when asked for) over the first ``limit`` images. Timed from the
+    listing of the folder on, as imagededup's ``encode_images`` is."""
     from dedup_pipeline.lib.extraction import extract
     from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES
     from dedup_pipeline.lib.image_work import ExtractionSettings
     from dedup_pipeline.lib.sources import discover
 
+    start = time.perf_counter()
     sources = discover(str(root)).images[:limit]
     settings = ExtractionSettings(
         hash_size=8,
@@ -205,7 +207,6 @@ def decode_and_hash(
         reduced_decoding=reduced_decoding,
         view_hashes=view_hashes,
     )
-    start = time.perf_counter()
     result = extract(sources, settings, workers=workers)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "images": result.manifest.height, "images_per_second": result.manifest.height / seconds}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dedup_pipeline.benchmarks.measure import Run
+
 IMAGEDEDUP_PACKAGES = ["numpy", "pillow", "PyWavelets", "scipy", "tqdm", "scikit-learn", "matplotlib"]
 FASTDUP_THRESHOLD = 0.9  # the setting the issue measured fastdup with
 
@@ -43,19 +45,21 @@ def _venv(folder: Path, packages: list[str], no_deps: list[str]) -> Path | None:
     return python
 
 
-def imagededup_phash(work: Path, root: Path, workers: int, repeats: int = 1) -> dict[str, float] | None:
-    """imagededup 0.3.x ``PHash.encode_images`` over ``root``, the run with the median time of
-    ``repeats`` (None when it cannot be installed)."""
-    python = _venv(work / "imagededup-venv", IMAGEDEDUP_PACKAGES, ["imagededup"])
-    if python is None:
-        return None
-    runs = []
-    for _ in range(repeats):
+def imagededup_phash(work: Path, root: Path, workers: int) -> Run:
+    """A run of imagededup 0.3.x ``PHash.encode_images`` over ``root`` for :func:`interleaved`: its
+    result and peak RSS, or None when imagededup cannot be installed."""
+
+    def run() -> tuple[dict[str, float], float] | None:
+        python = _venv(work / "imagededup-venv", IMAGEDEDUP_PACKAGES, ["imagededup"])
+        if python is None:
+            return None
         completed = subprocess.run(
             [str(python), "-c", IMAGEDEDUP_SCRIPT, str(root), str(workers)], capture_output=True, text=True, check=True
         )
-        runs.append(json.loads(completed.stdout.strip().splitlines()[-1]))
-    return sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2] | {"runs": len(runs)}
+        result = json.loads(completed.stdout.strip().splitlines()[-1])
+        return result, result["peak_rss_mb"]
+
+    return run
 
 
 # fastdup's licence is non-commercial: a benchmark peer only. Its default model ships in the wheel.

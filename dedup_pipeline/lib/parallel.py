@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from dedup_pipeline.lib.allocator import keep_freed_memory_for_reuse
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 IN_FLIGHT_PER_WORKER = 4
@@ -42,14 +44,16 @@ def available_cores() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _share_of_cores(threads: int) -> None:
-    """Limit a worker's BLAS threads to its share of the cores. Each BLAS otherwise starts a thread
-    per core in every worker, and its spinning threads then fight: two workers' small matrix
-    products (the view hashes) ran 4x slower than with one thread each."""
+def _prepare_worker(threads: int) -> None:
+    """Limit a worker's BLAS threads to its share of the cores: each BLAS otherwise starts a thread
+    per core in every worker, and its spinning threads then fight (two workers' small matrix
+    products, the view hashes, ran 4x slower than with one thread each). And keep freed memory in
+    the worker for reuse: every chunk's arrays were fresh mmaps, page-faulted in and unmapped again."""
     import numpy  # noqa: F401  (threadpoolctl limits only the libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads, user_api="blas")
+    keep_freed_memory_for_reuse()
 
 
 @contextmanager
@@ -84,7 +88,7 @@ def _new_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=workers,
         mp_context=_WorkerContext(),
-        initializer=_share_of_cores,
+        initializer=_prepare_worker,
         initargs=(max(1, available_cores() // workers),),
     )
 

@@ -11,7 +11,7 @@ from dedup_pipeline.benchmarks.cases import (
     planted_hashes,
     sampled_recall,
 )
-from dedup_pipeline.benchmarks.measure import fitted_exponent, isolated
+from dedup_pipeline.benchmarks.measure import fitted_exponent, in_isolation, interleaved, isolated
 from dedup_pipeline.benchmarks.photos import build_photo_corpus
 from dedup_pipeline.benchmarks.pipeline import cifar_subset
 from dedup_pipeline.lib.cosine_join import cosine_pairs
@@ -30,6 +30,27 @@ def test_isolated_runs_the_case_in_fresh_processes_and_takes_medians() -> None:
     measured = isolated(hamming_synthetic, 2_000, 8, "multi-index", repeats=2)
     assert measured["pairs"] >= 2_000 * PLANTED_FRACTION * 0.9
     assert len(measured.all_seconds) == 2 and measured.peak_rss_mb > 10
+
+
+def test_interleaved_alternates_the_cases_after_a_warm_up_and_leaves_out_what_cannot_run() -> None:
+    order: list[str] = []
+
+    def case(name: str, seconds: list[float]):
+        def run():
+            order.append(name)
+            return {"seconds": seconds[len(order) % len(seconds)], "label": name}, 100.0
+
+        return run
+
+    measured = interleaved(
+        {"a": case("a", [1.0, 2.0, 3.0]), "b": case("b", [5.0]), "missing": lambda: order.append("m")},
+        repeats=3,
+    )
+    assert order == ["a", "b", "m", "a", "b", "a", "b", "a", "b"]  # the warm-up round, then three rounds
+    assert set(measured) == {"a", "b"} and len(measured["a"].all_seconds) == 3
+    assert measured["b"]["seconds"] == 5.0 and measured["a"].values["label"] == "a"
+    spawned = interleaved({"hamming": in_isolation(hamming_synthetic, 2_000, 8, "multi-index")}, 1, warm_up=False)
+    assert spawned["hamming"]["pairs"] >= 2_000 * PLANTED_FRACTION * 0.9
 
 
 def test_fitted_exponent() -> None:
