@@ -37,7 +37,10 @@ from dedup_pipeline.lib.views import pair_views, view_pairs
 EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
 EMBEDDING_EVIDENCE = "embedding"
 VERIFIED_EVIDENCE = "verified"
-SCREEN_MIN_PAIRS = 200_000  # candidates; aligning a pair takes about 0.25 ms on 2 cores
+# The verifier aligns every candidate when there are at most ALIGNED_PAIRS_MIN, or ALIGNED_PER_IMAGE
+# per image if more; beyond that, its screen picks which (aligning a pair takes about 0.25 ms on 2 cores)
+ALIGNED_PAIRS_MIN = 20_000
+ALIGNED_PER_IMAGE = 0.25
 
 
 @dataclass(frozen=True)
@@ -112,23 +115,38 @@ def verifier_probability(
 ) -> np.ndarray:
     """The verifier's probability that each pair ``(i[k], j[k])`` is a copy: NaN where its screen
     rejected the pair without aligning it (pairs in ``always`` are scored regardless; ``screen``
-    False scores every pair). The screen is used only from SCREEN_MIN_PAIRS candidates on: below
-    that, aligning them all takes under a minute and the screen's small recall loss buys nothing."""
+    False scores every pair). See :func:`screened` for which pairs the screen passes."""
     if VIEW_DISTANCE not in verifier.features:
         raise ValueError("the stored pair verifier predates geometric views: materialize match_thresholds again")
     hash_names, _ = scorer_inputs(verifier.features)
     views = pair_views(signals.views, i, j)
-    screened = screen_features(signals, i, j, hash_names, mirrored, views)
+    screen_input = screen_features(signals, i, j, hash_names, mirrored, views)
+    budget = max(ALIGNED_PAIRS_MIN, int(ALIGNED_PER_IMAGE * len(signals.thumbnails)))
     passed = np.ones(len(i), dtype=bool)
-    if screen and verifier.screen is not None and len(i) >= SCREEN_MIN_PAIRS:
-        passed = verifier.screen.probability(screened) >= verifier.screen.threshold
+    if screen and verifier.screen is not None and len(i) > budget:
+        passed = screened(verifier.screen.probability(screen_input), verifier.screen.threshold, budget)
         if always is not None:
             passed |= always
     probability = np.full(len(i), np.nan)
     probability[passed] = verifier.probability(
-        with_pixel_features(signals.thumbnails, i[passed], j[passed], screened[passed], views.selected(passed))
+        with_pixel_features(signals.thumbnails, i[passed], j[passed], screen_input[passed], views.selected(passed))
     )
     return probability
+
+
+def screened(probability: np.ndarray, threshold: float, budget: int) -> np.ndarray:
+    """Which candidates to align, from the screen's probability: those at or above its threshold
+    and the ``budget`` most probable. The threshold passes 99.5% of the
+    synthetic copies the verifier accepts, but real near-duplicates (other crops and processing of
+    one shot) score lower on the cheap features: on 20,000 CIFAR-10 images it passed 294 of the 392
+    pairs the verifier accepts when it aligns every candidate, while the screen's 5,000 most probable
+    candidates (of 172,117) held 390 of them. Its ranking is good where its threshold is not."""
+    passed = probability >= threshold
+    if budget >= len(probability):
+        passed[:] = True
+    elif budget > 0:
+        passed[np.argpartition(-probability, budget - 1)[:budget]] = True
+    return passed
 
 
 def find_similar_pairs(

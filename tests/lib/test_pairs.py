@@ -10,6 +10,7 @@ from dedup_pipeline.lib.pairs import (
     candidate_pairs,
     directed_pairs,
     find_similar_pairs,
+    screened,
     verifier_probability,
 )
 from dedup_pipeline.lib.thumbnails import thumbnail
@@ -112,15 +113,16 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them(monkeypa
     exact_only = find_similar_pairs(images, hashes, None, strict, thumbnails)
     assert exact_only.select("image_id_a", "image_id_b").rows() == [(0, 6)]  # exact copies always count
 
-    # a screen that rejects every pair: not used on few candidates, else nothing is aligned or
-    # verified and exact copies still count
+    # a screen that rejects every pair: not used on few candidates, else (with no budget for the
+    # screen's best-ranked) nothing is aligned or verified and exact copies still count
     verifier = descriptor_only_scorer(["phash"], 0.5)
     closed = verifier.with_screen(first_feature_scorer(screen_feature_names(["phash"], False), 1.01))
     unscreened = find_similar_pairs(
         images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
     )
     assert unscreened.select("image_id_a", "image_id_b").rows() == [(0, 6), (1, 7)]
-    monkeypatch.setattr(pairs_module, "SCREEN_MIN_PAIRS", 1)
+    monkeypatch.setattr(pairs_module, "ALIGNED_PAIRS_MIN", 0)
+    monkeypatch.setattr(pairs_module, "ALIGNED_PER_IMAGE", 0.0)
     screened = find_similar_pairs(
         images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
     )
@@ -131,3 +133,11 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them(monkeypa
     assert verifier_probability(closed, signals, frozenset(), i, j, screen=False).tolist() == pytest.approx(
         verifier_probability(verifier, signals, frozenset(), i, j).tolist()
     )
+
+
+def test_the_screen_passes_its_threshold_and_its_best_ranked_up_to_a_budget() -> None:
+    probability = np.array([0.9, 0.1, 0.5, 0.3, 0.95, 0.2])
+    assert screened(probability, 0.8, 0).tolist() == [True, False, False, False, True, False]
+    assert screened(probability, 0.8, 3).tolist() == [True, False, True, False, True, False]
+    assert screened(probability, 0.99, 2).tolist() == [True, False, False, False, True, False]
+    assert screened(probability, 0.99, 6).all() and screened(probability, 0.99, 60).all()
