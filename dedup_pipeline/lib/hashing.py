@@ -141,13 +141,13 @@ def _responses(pixels: np.ndarray, hash_size: int, names: Sequence[str]) -> dict
     product with its rows."""
     count, side = pixels.shape[0], pixels.shape[1]
     filters = [_filters(side, hash_size)[name] for name in names]
-    columns = np.concatenate([f.columns for f in filters]) if filters else np.zeros((0, side))
+    columns = np.concatenate([spec.columns for spec in filters]) if filters else np.zeros((0, side))
     horizontal = (pixels.reshape(count * side, side) @ columns.T).reshape(count, side, len(columns))
     responses, start = {}, 0
-    for name, f in zip(names, filters, strict=True):
-        part = horizontal[:, :, start : start + len(f.columns)]
-        start += len(f.columns)
-        responses[name] = _to_8bit(np.matmul(f.rows, _to_8bit(part))) if f.rounded else np.matmul(f.rows, part)
+    for name, spec in zip(names, filters, strict=True):
+        part = horizontal[:, :, start : start + len(spec.columns)]
+        start += len(spec.columns)
+        responses[name] = _to_8bit(np.matmul(spec.rows, _to_8bit(part))) if spec.rounded else np.matmul(spec.rows, part)
     return responses
 
 
