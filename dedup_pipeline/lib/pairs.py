@@ -136,11 +136,11 @@ def verifier_probability(
 
 def screened(probability: np.ndarray, threshold: float, budget: int) -> np.ndarray:
     """Which candidates to align, from the screen's probability: those at or above its threshold
-    and the ``budget`` most probable. The threshold passes 99.5% of the
-    synthetic copies the verifier accepts, but real near-duplicates (other crops and processing of
-    one shot) score lower on the cheap features: on 20,000 CIFAR-10 images it passed 294 of the 392
-    pairs the verifier accepts when it aligns every candidate, while the screen's 5,000 most probable
-    candidates (of 172,117) held 390 of them. Its ranking is good where its threshold is not."""
+    and the ``budget`` most probable. The threshold passes 99.5% of the synthetic copies the
+    verifier accepts, but real near-duplicates (other crops and processing of one shot) score lower
+    on the cheap features: on 20,000 CIFAR-10 images it passed 294 of the 392 pairs the verifier
+    accepts when it aligns every candidate, while the screen's 5,000 most probable candidates (of
+    172,117) held 390 of them. Its ranking is good where its threshold is not."""
     passed = probability >= threshold
     if budget >= len(probability):
         passed[:] = True
