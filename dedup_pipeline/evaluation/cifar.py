@@ -111,19 +111,35 @@ def verifier_operating_points(
     ]
 
 
+def best_partners(manifest: pl.DataFrame, scores: CandidateScores) -> pl.DataFrame:
+    """Every test image with a train candidate, ranked by its best-scoring train partner (exact pairs
+    score 1): test_path, train_path, score, rank (0 = most likely leaked)."""
+    split = manifest["split"].to_numpy()
+    paths = manifest["path"].to_numpy()
+    i, j = scores.pairs[:, 0], scores.pairs[:, 1]
+    cross = split[i] != split[j]
+    test_first = split[i] == "test"
+    return (
+        pl.DataFrame(
+            {
+                "test_path": paths[np.where(test_first, i, j)[cross]],
+                "train_path": paths[np.where(test_first, j, i)[cross]],
+                "score": np.where(scores.exact, 1.0, scores.probability)[cross],
+            }
+        )
+        .sort(["score", "train_path"], descending=[True, False])
+        .unique("test_path", keep="first", maintain_order=True)
+        .with_columns(pl.int_range(pl.len()).alias("rank"))
+    )
+
+
 def at_flagged_counts(
     run: StoredRun, scores: CandidateScores, counts: Sequence[int], test_train: pl.DataFrame, test_test: pl.DataFrame
 ) -> list[CifarScore]:
     """The verifier's threshold set so that it flags (about) ``counts`` test images: the ranking's
     quality, free of where calibration put the threshold."""
-    split = run.manifest["split"].to_numpy()
-    i, j = scores.pairs[:, 0], scores.pairs[:, 1]
-    cross = split[i] != split[j]
+    ranked = best_partners(run.manifest, scores).filter(pl.col("score") > 0)["score"].to_numpy()
     score = np.where(scores.exact, 1.0, scores.probability)
-    test_side = np.where(split[i] == "test", i, j)[cross]
-    best = np.zeros(len(split))
-    np.maximum.at(best, test_side, score[cross])
-    ranked = np.sort(best[best > 0])[::-1]
     results = []
     for count in counts:
         cut = ranked[min(count, len(ranked)) - 1] if len(ranked) else 1.0

@@ -50,6 +50,11 @@ def run_pipeline(data: Path, database: Path, **options: object) -> StoredRun:
         for key, entry in materialization.materialization.metadata.items()
         if key.endswith("seconds")
     )
+    return load_run(database, config, seconds)
+
+
+def load_run(database: Path, config: DedupConfig, seconds: float = float("nan")) -> StoredRun:
+    """What a finished run stored in ``database`` (``config`` is the configuration it ran with)."""
     with duckdb.connect(str(database), read_only=True) as connection:
         return StoredRun(
             database=database,
