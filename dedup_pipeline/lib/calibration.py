@@ -61,6 +61,8 @@ CALIBRATION_TRANSFORMS: tuple[str, ...] = (
     "colour jitter 0.2",
     "pad 5%",
     "aspect x0.8",
+    "recrop medium",
+    "recrop strong",
     "watermark 30%",
     "text overlay 10%",
     "screenshot chain 2 rounds",

@@ -88,6 +88,18 @@ def aspect(image: Image.Image, ratio: float) -> Image.Image:
     return image.resize((max(MIN_SIDE, round(image.width * ratio)), image.height), Image.Resampling.BILINEAR)
 
 
+def recrop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    """Re-cut from the same picture: the ``box`` (left, top, right, bottom, as shares of the width
+    and height; sub-pixel) stretched back to the full size, slightly re-coloured and re-encoded.
+    Dataset builders crop, rescale and re-encode one source photo several times; such copies
+    differ from each other by an off-centre crop, a small aspect change and new compression
+    together, which moves every whole-frame hash further than any one of those edits does."""
+    left, top, right, bottom = box
+    region = (left * image.width, top * image.height, right * image.width, bottom * image.height)
+    stretched = image.convert("RGB").resize(image.size, Image.Resampling.BICUBIC, box=region)
+    return jpeg(gamma(stretched, 0.85), 75)
+
+
 def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=max(6, size))
 
@@ -137,6 +149,15 @@ TRANSFORMS: tuple[Transform, ...] = tuple(
     + _family("rotate", rotate, [(f"{d}deg", d) for d in (2, 5, 10)])
     + _family("colour jitter", colour_jitter, [(f"{a}", a) for a in (0.1, 0.2, 0.4)])
     + _family("pad", pad, [(f"{round(f * 100)}%", f) for f in (0.05, 0.15)])
+    + _family(
+        "recrop",
+        recrop,
+        [
+            ("mild", (0.02, 0.05, 0.96, 0.99)),
+            ("medium", (0.07, 0.01, 0.97, 0.88)),
+            ("strong", (0.12, 0.09, 0.94, 0.97)),
+        ],
+    )
     + _family("aspect", aspect, [(f"x{r}", r) for r in (0.8, 1.25)])
     + _family("watermark", watermark, [(f"{round(o * 100)}%", o) for o in (0.3, 0.6)])
     + _family("screenshot chain", screenshot_chain, [(f"{n} rounds", n) for n in (2, 4)])
