@@ -11,15 +11,22 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
+from dedup_pipeline.evaluation.blind_judging import (
+    BLIND_JUDGMENTS,
+    CONTROL_SIMILAR,
+    control_rates,
+    judge_columns,
+    judged_flags,
+    judged_share,
+    unlisted_estimate,
+)
 from dedup_pipeline.evaluation.cifar import (
-    JUDGMENTS,
     CifarScore,
     at_flagged_counts,
     candidate_scores,
     contact_sheet,
     flagged_outside_cifair,
-    judged_flags,
-    judged_sample_estimate,
+    flagged_paths,
     load_cifair,
     prepare_cifar,
     verifier_operating_points,
@@ -105,6 +112,8 @@ def cifar_section(run: StoredRun, cifair: Path, out: Path, data_root: Path) -> l
                 (s.recipe, s.recall_near, s.recall_similar, s.recall_test_test, s.flagged_test_images) for s in points
             ]
 
+        flag_points = at_flagged_counts(run, candidates, FLAGGED_COUNTS, test_train, test_test)
+        judgments = pl.read_csv(BLIND_JUDGMENTS)
         lines += [
             f"The same trained verifier at other probability thresholds, on the same candidates (calibration "
             f"chose {run.thresholds.verifier.threshold:.3f} for target precision {run.config.target_precision}; "
@@ -116,9 +125,16 @@ def cifar_section(run: StoredRun, cifair: Path, out: Path, data_root: Path) -> l
             ),
             "",
             "And with the threshold set to flag a given number of test images (286 is ciFAIR's count): the "
-            "quality of the ranking itself, wherever calibration puts the threshold.",
+            "quality of the ranking itself, wherever calibration puts the threshold. The last columns: the "
+            "blind-judged pairs (below) among the flagged pairs and the judges' mean same-shot share of them.",
             "",
-            *_table(score_header, rows(at_flagged_counts(run, candidates, FLAGGED_COUNTS, test_train, test_test))),
+            *_table(
+                [*score_header, "judged pairs among the flags", "their same-shot share"],
+                [
+                    (*row, *judged_share(flagged_paths(run, point), judgments))
+                    for row, point in zip(rows(flag_points), flag_points, strict=True)
+                ],
+            ),
             "",
         ]
     default = next(s for s in scores if s.recipe == "combined default")
@@ -138,33 +154,55 @@ def cifar_section(run: StoredRun, cifair: Path, out: Path, data_root: Path) -> l
 
 
 def judged_lines(run: StoredRun, default: CifarScore, test_train: pl.DataFrame) -> list[str]:
-    """The developer-judged sample of flagged pairs outside ciFAIR: how many duplicates the lists
-    miss, and how the default's flags among the judged pairs fare."""
-    judgments = pl.read_csv(JUDGMENTS)
-    estimate = judged_sample_estimate(judgments)
-    flags = judged_flags(run, default, judgments)
+    """The blind judging of pairs outside ciFAIR: how many same-shot duplicates the lists miss, how
+    strict the judges are on pairs of known verdict, and how the default's judged flags fare."""
+    judgments = pl.read_csv(BLIND_JUDGMENTS)
+    judges = judge_columns(judgments)
+    estimate = unlisted_estimate(judgments)
+    controls = control_rates(judgments)
+    flags = judged_flags(flagged_paths(run, default), judgments)
     listed = test_train.filter(pl.col("judgment") <= 1)["test_path"].n_unique()
-    missing = int(estimate["estimated duplicates"].sum())
+    missing = int(estimate["estimated same shot"].sum())
+    lenient = (
+        controls.filter(pl.col("group") == CONTROL_SIMILAR)
+        .select(pl.mean_horizontal([pl.col(f"same shot, {judge}") for judge in judges]))
+        .item()
+    )
     return [
-        "### How many duplicates ciFAIR does not list",
+        "### How many duplicates ciFAIR does not list (blind judging)",
         "",
-        f"`{JUDGMENTS.relative_to(JUDGMENTS.parents[2])}` holds {judgments.height} flagged (test, train) "
-        "pairs outside ciFAIR, judged by the developer from 5x thumbnails: `duplicate` (the same shot, "
-        "including mirrored, re-cropped or re-coloured), `similar` (same object and pose, not certainly the "
-        "same shot) or `different`. They are a random sample, 30 per stratum, of the test images outside "
-        "ciFAIR among the top 1,000 of an intermediate verifier's ranking (the separate-axis zoom of "
-        "commit 64ea33a, before its mirror search, clipping and random negatives). These judgments are not "
-        "used for any choice the pipeline makes.",
+        f"`{BLIND_JUDGMENTS.relative_to(BLIND_JUDGMENTS.parents[2])}` holds {judgments.height} (test, train) "
+        "pairs judged blind by "
+        f"{len(judges)} judges ({', '.join(judges)}; `judge_a` and `judge_b` are helper agents that saw only the "
+        "numbered sheets, `judge_developer` is the developer, who had seen the group of a few control pairs "
+        "before judging) with ciFAIR's categories: exact, near (same shot, other processing), similar, "
+        "different. The pairs are unlisted test images with their best-scoring train partner, sampled per "
+        "band of the verifier's ranking of test images in the run at commit a36f90b, shuffled together with "
+        "controls: ciFAIR's own judgment 0/1 and judgment 2 pairs, and best partners from rank 4,000 on "
+        "(`python -m dedup_pipeline.evaluation.blind_judging` writes the sheets and the key). These "
+        "judgments are not used for any choice the pipeline makes.",
+        "",
+        "How often each judge called a control group the same shot (exact or near):",
+        "",
+        *_table(list(controls.columns), controls.rows()),
+        "",
+        "Unlisted test images per band of that ranking, and the estimated same-shot duplicates among them "
+        "(band size x the judges' mean same-shot share):",
         "",
         *_table(list(estimate.columns), estimate.rows()),
         "",
         f"So about {missing} test images outside ciFAIR's lists have a same-shot duplicate in the training set, "
-        f"beside the {listed} test images ciFAIR lists at judgment 0/1. A detector that flagged only real "
-        f"duplicates, 400 of those {missing + listed}, without preferring ciFAIR's, would find about "
-        f"{400 / (missing + listed):.2f} of ciFAIR's pairs: recall 0.95 with at most 400 flagged is out of "
-        "reach for an unbiased ranking, and flagging more is not over-flagging. Of the "
-        f"judged pairs, the combined default flags {flags['duplicate']} judged duplicate, "
-        f"{flags['similar']} judged similar and {flags['different']} judged different.",
+        f"beside the {listed} ciFAIR lists at judgment 0/1. The judges found every ciFAIR 0/1 control and "
+        f"called {lenient:.0%} of ciFAIR's 'very similar' pairs the same shot, so they are more lenient than "
+        "ciFAIR's annotators on borderline pairs: the estimate leans high by at most that share of the "
+        "borderline pairs among the unlisted. A detector that flagged only real duplicates, 400 of those "
+        f"{missing + listed}, without preferring ciFAIR's, would find about {400 / (missing + listed):.2f} of "
+        "ciFAIR's pairs: recall 0.95 with at most 400 flagged is out of reach for an unbiased ranking, and "
+        "flagging more is not over-flagging.",
+        "",
+        "The judged pairs among the combined default's flags:",
+        "",
+        *_table(list(flags.columns), flags.rows()),
         "",
     ]
 

@@ -132,7 +132,7 @@ def control_rates(judgments: pl.DataFrame) -> pl.DataFrame:
     return judgments.group_by("group", maintain_order=True).agg(
         pl.len().alias("judged"),
         *[pl.col(judge).is_in(SAME_SHOT).mean().alias(f"same shot, {judge}") for judge in judges],
-        pl.all_horizontal([pl.col(judge).is_in(SAME_SHOT) for judge in judges]).mean().alias("same shot, both"),
+        pl.all_horizontal([pl.col(judge).is_in(SAME_SHOT) for judge in judges]).mean().alias("same shot, all judges"),
     )
 
 
@@ -148,6 +148,27 @@ def unlisted_estimate(judgments: pl.DataFrame) -> pl.DataFrame:
         .sort(pl.col("band").str.split("-").list.first().cast(pl.Int64))
         .with_columns((pl.col("unlisted") * pl.col("share")).round(0).cast(pl.Int64).alias("estimated same shot"))
     )
+
+
+def judged_flags(flagged: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+    """The judged pairs among a recipe's flagged (test_path, train_path) pairs, per group: how many
+    and their mean same-shot share (over judges)."""
+    judges = judge_columns(judgments)
+    return (
+        flagged.unique()
+        .join(judgments, on=["test_path", "train_path"], how="inner")
+        .group_by("group")
+        .agg(pl.len().alias("flagged and judged"), same_shot_share(judges).mean().alias("same shot"))
+        .sort("group")
+    )
+
+
+def judged_share(flagged: pl.DataFrame, judgments: pl.DataFrame) -> tuple[int, float | None]:
+    """How many judged pairs are among the flagged (test_path, train_path) pairs, and their mean
+    same-shot share: the flags' precision by the judges' eyes, on the judged sample."""
+    judged = flagged.unique().join(judgments, on=["test_path", "train_path"], how="inner")
+    share = judged.select(same_shot_share(judge_columns(judgments)).mean()).item() if judged.height else None
+    return judged.height, share
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -184,35 +184,6 @@ def flagged_outside_cifair(run: StoredRun, score: CifarScore, test_train: pl.Dat
     )
 
 
-JUDGMENTS = Path(__file__).with_name("cifar_judgments.csv")
-JUDGMENT_KINDS = ("duplicate", "similar", "different")
-
-
-def judged_sample_estimate(judgments: pl.DataFrame) -> pl.DataFrame:
-    """Per stratum of the sampled ranking: unlisted test images, how many were judged, the counts per
-    judgment and the estimated duplicates among the unlisted (stratum size x judged share)."""
-    return (
-        judgments.group_by("band", maintain_order=True)
-        .agg(
-            pl.col("band_unlisted").first().alias("unlisted"),
-            pl.len().alias("judged"),
-            *[(pl.col("judgment") == kind).sum().alias(kind) for kind in JUDGMENT_KINDS],
-        )
-        .with_columns(
-            (pl.col("unlisted") * pl.col("duplicate") / pl.col("judged"))
-            .round(0)
-            .cast(pl.Int64)
-            .alias("estimated duplicates")
-        )
-    )
-
-
-def judged_flags(run: StoredRun, score: CifarScore, judgments: pl.DataFrame) -> dict[str, int]:
-    """How the judged (test, train) pairs among a recipe's flags were judged."""
-    judged = flagged_paths(run, score).unique().join(judgments, on=["test_path", "train_path"], how="inner")
-    return {kind: int((judged["judgment"] == kind).sum()) for kind in JUDGMENT_KINDS}
-
-
 def contact_sheet(root: Path, pairs: pl.DataFrame, target: Path, scale: int = 3) -> None:
     """Pairs side by side (test left, train right), upscaled, one pair per cell, 4 pairs a row."""
     cell = 32 * scale

@@ -10,6 +10,7 @@ from dedup_pipeline.evaluation.blind_judging import (
     DEEP_FROM,
     UNLISTED,
     control_rates,
+    judged_share,
     sample_pairs,
     unlisted_estimate,
 )
@@ -91,3 +92,19 @@ def test_control_rates_count_same_shot_verdicts_per_judge_and_jointly() -> None:
     rates = control_rates(judgments)
 
     assert rates.rows() == [(CONTROL_SAME_SHOT, 2, 1.0, 0.5, 0.5), (CONTROL_SIMILAR, 2, 0.5, 0.0, 0.0)]
+
+
+def test_judged_share_is_the_judges_same_shot_share_of_the_judged_flags() -> None:
+    judgments = pl.DataFrame(
+        {
+            "test_path": ["t1", "t2", "t3"],
+            "train_path": ["r1", "r2", "r3"],
+            "group": [UNLISTED] * 3,
+            "judge_a": ["near", "different", "near"],
+            "judge_b": ["exact", "similar", "different"],
+        }
+    )
+    flagged = pl.DataFrame({"test_path": ["t1", "t2", "t2", "t9"], "train_path": ["r1", "r2", "r2", "r9"]})
+
+    assert judged_share(flagged, judgments) == (2, 0.5)
+    assert judged_share(flagged.head(0), judgments) == (0, None)
