@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from dedup_pipeline.lib.transforms import TRANSFORMS, recrop, transform_named
+from dedup_pipeline.lib.transforms import RECUT_TRANSFORMS, TRANSFORMS, recrop, transform_named
 
 
 def test_recrop_stretches_the_box_back_to_the_full_size() -> None:
@@ -27,7 +27,7 @@ def test_recrop_of_an_off_centre_box_moves_the_picture() -> None:
 
 def test_every_transform_is_deterministic_and_named_uniquely() -> None:
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
-    names = [transform.name for transform in TRANSFORMS]
+    names = [transform.name for transform in TRANSFORMS + RECUT_TRANSFORMS]
     assert len(set(names)) == len(names)
     for name in ("recrop mild", "recrop medium", "recrop strong"):
         transform = transform_named(name)
