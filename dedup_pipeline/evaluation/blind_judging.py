@@ -23,6 +23,10 @@ from pathlib import Path
 import polars as pl
 from PIL import Image, ImageDraw, ImageOps
 
+from dedup_pipeline.defs.resources import DedupConfig
+from dedup_pipeline.evaluation.cifar import best_partners, candidate_scores, load_cifair
+from dedup_pipeline.evaluation.runs import load_run
+
 BLIND_JUDGMENTS = Path(__file__).with_name("cifar_blind_judgments.csv")
 # ciFAIR's categories: exact and near-duplicates are the same shot (the pairs the target counts).
 VERDICTS = ("exact", "near", "similar", "different")
@@ -172,10 +176,6 @@ def judged_share(flagged: pl.DataFrame, judgments: pl.DataFrame) -> tuple[int, f
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dedup_pipeline.defs.resources import DedupConfig
-    from dedup_pipeline.evaluation.cifar import best_partners, candidate_scores, load_cifair
-    from dedup_pipeline.evaluation.runs import load_run
-
     parser = argparse.ArgumentParser(description="Write blind judging sheets and their key from a CIFAR-10 run.")
     parser.add_argument("--shared", type=Path, default=Path("../shared"), help="the shared data folder")
     parser.add_argument("--work", type=Path, default=Path("build/eval"), help="where make eval left its run")

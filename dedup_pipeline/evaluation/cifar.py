@@ -74,6 +74,11 @@ class CandidateScores:
     probability: np.ndarray
     exact: np.ndarray
 
+    @property
+    def score(self) -> np.ndarray:
+        """Per pair: 1 for exact pairs, else the verifier's probability."""
+        return np.where(self.exact, 1.0, self.probability)
+
 
 def candidate_scores(run: StoredRun) -> CandidateScores | None:
     verifier = run.thresholds.verifier
@@ -124,7 +129,7 @@ def best_partners(manifest: pl.DataFrame, scores: CandidateScores) -> pl.DataFra
             {
                 "test_path": paths[np.where(test_first, i, j)[cross]],
                 "train_path": paths[np.where(test_first, j, i)[cross]],
-                "score": np.where(scores.exact, 1.0, scores.probability)[cross],
+                "score": scores.score[cross],
             }
         )
         .sort(["score", "train_path"], descending=[True, False])
@@ -139,11 +144,12 @@ def at_flagged_counts(
     """The verifier's threshold set so that it flags (about) ``counts`` test images: the ranking's
     quality, free of where calibration put the threshold."""
     ranked = best_partners(run.manifest, scores).filter(pl.col("score") > 0)["score"].to_numpy()
-    score = np.where(scores.exact, 1.0, scores.probability)
     results = []
     for count in counts:
         cut = ranked[min(count, len(ranked)) - 1] if len(ranked) else 1.0
-        results.append(score_pairs(run, f"flag the top {count}", scores.pairs[score >= cut], test_train, test_test))
+        results.append(
+            score_pairs(run, f"flag the top {count}", scores.pairs[scores.score >= cut], test_train, test_test)
+        )
     return results
 
 

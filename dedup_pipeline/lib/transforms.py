@@ -161,11 +161,7 @@ RECUT_TRANSFORMS: tuple[Transform, ...] = tuple(
     _family(
         "recrop",
         recrop,
-        [
-            ("mild", (0.02, 0.05, 0.96, 0.99)),
-            ("medium", (0.07, 0.01, 0.97, 0.88)),
-            ("strong", (0.12, 0.09, 0.94, 0.97)),
-        ],
+        [("medium", (0.07, 0.01, 0.97, 0.88)), ("strong", (0.12, 0.09, 0.94, 0.97))],
     )
 )
 
