@@ -21,15 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from dedup_pipeline.defs.resources import DedupConfig
-from dedup_pipeline.evaluation.cifar import best_partners, candidate_scores, load_cifair
+from dedup_pipeline.evaluation.cifar import best_partners, candidate_scores, enlarged, load_cifair
 from dedup_pipeline.evaluation.runs import load_run
 
 BLIND_JUDGMENTS = Path(__file__).with_name("cifar_blind_judgments.csv")
 # ciFAIR's categories: exact and near-duplicates are the same shot (the pairs the target counts).
-VERDICTS = ("exact", "near", "similar", "different")
 SAME_SHOT = ("exact", "near")
 UNLISTED = "unlisted"
 CONTROL_SAME_SHOT = "ciFAIR 0/1"
@@ -93,12 +92,6 @@ def sample_pairs(ranking: pl.DataFrame, test_train: pl.DataFrame, seed: int = 0)
     return pairs.with_columns(pl.int_range(1, pl.len() + 1).alias("pair")).select("pair", pl.exclude("pair"))
 
 
-def _thumbnail(path: Path, size: int, mirror: bool = False) -> Image.Image:
-    with Image.open(path) as image:
-        picture = image.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
-    return ImageOps.mirror(picture) if mirror else picture
-
-
 def judging_sheets(pairs: pl.DataFrame, root: Path, out: Path, scale: int = 4) -> list[Path]:
     """One sheet per ``PAIRS_PER_SHEET`` pairs: each row is the pair's number, the test image, the
     other image and the other image mirrored (mirrored copies count as the same shot)."""
@@ -113,7 +106,7 @@ def judging_sheets(pairs: pl.DataFrame, root: Path, out: Path, scale: int = 4) -
             y = row * (cell + 8)
             draw.text((8, y + cell // 2 - 6), f"#{number}", fill="black")
             for column, (path, mirror) in enumerate(((test_path, False), (train_path, False), (train_path, True))):
-                sheet.paste(_thumbnail(root / path, cell, mirror), (label + column * (cell + 8), y))
+                sheet.paste(enlarged(root / path, cell, mirror), (label + column * (cell + 8), y))
         target = out / f"sheet_{first // PAIRS_PER_SHEET + 1:02d}.png"
         sheet.save(target)
         sheets.append(target)
@@ -154,15 +147,22 @@ def unlisted_estimate(judgments: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def judged_flags(flagged: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
-    """The judged pairs among a recipe's flagged (test_path, train_path) pairs, per group: how many
-    and their mean same-shot share (over judges)."""
-    judges = judge_columns(judgments)
+def _judged_among(flagged: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+    """The judged pairs among flagged (test_path, train_path) pairs, with their same-shot share."""
     return (
         flagged.unique()
         .join(judgments, on=["test_path", "train_path"], how="inner")
+        .with_columns(same_shot_share(judge_columns(judgments)).alias("same shot"))
+    )
+
+
+def judged_flags(flagged: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame:
+    """The judged pairs among a recipe's flagged (test_path, train_path) pairs, per group: how many
+    and their mean same-shot share (over judges)."""
+    return (
+        _judged_among(flagged, judgments)
         .group_by("group")
-        .agg(pl.len().alias("flagged and judged"), same_shot_share(judges).mean().alias("same shot"))
+        .agg(pl.len().alias("flagged and judged"), pl.col("same shot").mean())
         .sort("group")
     )
 
@@ -170,9 +170,8 @@ def judged_flags(flagged: pl.DataFrame, judgments: pl.DataFrame) -> pl.DataFrame
 def judged_share(flagged: pl.DataFrame, judgments: pl.DataFrame) -> tuple[int, float | None]:
     """How many judged pairs are among the flagged (test_path, train_path) pairs, and their mean
     same-shot share: the flags' precision by the judges' eyes, on the judged sample."""
-    judged = flagged.unique().join(judgments, on=["test_path", "train_path"], how="inner")
-    share = judged.select(same_shot_share(judge_columns(judgments)).mean()).item() if judged.height else None
-    return judged.height, share
+    judged = _judged_among(flagged, judgments)
+    return judged.height, (judged["same shot"].mean() if judged.height else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

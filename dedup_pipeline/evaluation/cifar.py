@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from PIL import Image
+from PIL import Image, ImageOps
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
@@ -190,6 +190,13 @@ def flagged_outside_cifair(run: StoredRun, score: CifarScore, test_train: pl.Dat
     )
 
 
+def enlarged(path: Path, size: int, mirror: bool = False) -> Image.Image:
+    """The picture at ``path`` as RGB, ``size`` pixels square (nearest neighbour: pixels stay visible)."""
+    with Image.open(path) as image:
+        picture = image.convert("RGB").resize((size, size), Image.Resampling.NEAREST)
+    return ImageOps.mirror(picture) if mirror else picture
+
+
 def contact_sheet(root: Path, pairs: pl.DataFrame, target: Path, scale: int = 3) -> None:
     """Pairs side by side (test left, train right), upscaled, one pair per cell, 4 pairs a row."""
     cell = 32 * scale
@@ -199,7 +206,6 @@ def contact_sheet(root: Path, pairs: pl.DataFrame, target: Path, scale: int = 3)
     for index, (test_path, train_path) in enumerate(pairs.select("test_path", "train_path").rows()):
         x, y = (index % columns) * (2 * cell + 12), (index // columns) * (cell + 8)
         for offset, path in ((0, test_path), (cell, train_path)):
-            with Image.open(root / path) as image:
-                sheet.paste(image.convert("RGB").resize((cell, cell), Image.Resampling.NEAREST), (x + offset, y))
+            sheet.paste(enlarged(root / path, cell), (x + offset, y))
     target.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(target)
