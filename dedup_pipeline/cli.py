@@ -22,9 +22,9 @@ import polars as pl
 
 from dedup_pipeline.defs import ASSETS
 from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
-from dedup_pipeline.lib.demo_dataset import build_demo_dataset
-from dedup_pipeline.lib.sources import DatasetError, discover
-from dedup_pipeline.lib.stages import dataset_signature, done_stages, stages_to_run
+from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset
+from dedup_pipeline.lib.inputs.sources import DatasetError, discover
+from dedup_pipeline.lib.storage.stages import dataset_signature, done_stages, stages_to_run
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_DIR = Path("demo_data")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup_pipeline.lib.demo_dataset import build_demo_dataset
+from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset
 
 
 def smooth_picture(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:

@@ -29,7 +29,7 @@ def planted_hashes(count: int, seed: int = 0) -> np.ndarray:
 
 
 def hamming_synthetic(count: int, threshold: int, method: str) -> dict[str, float]:
-    from dedup_pipeline.lib.hamming_join import hamming_pairs
+    from dedup_pipeline.lib.search.hamming_join import hamming_pairs
 
     words = planted_hashes(count)
     start = time.perf_counter()
@@ -45,8 +45,8 @@ def _stored(database: Path, read):
 
 
 def hamming_stored(database: Path, algorithm: str, threshold: int, method: str) -> dict[str, float]:
-    from dedup_pipeline.lib.hamming_join import hamming_pairs
-    from dedup_pipeline.lib.store import read_hashes
+    from dedup_pipeline.lib.search.hamming_join import hamming_pairs
+    from dedup_pipeline.lib.storage.database import read_hashes
 
     words = _stored(database, lambda connection: read_hashes(connection, [algorithm])[algorithm])
     start = time.perf_counter()
@@ -56,8 +56,8 @@ def hamming_stored(database: Path, algorithm: str, threshold: int, method: str) 
 
 def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, float]:
     """``method``: bfloat16 / float32 (our triangular join) or faiss (IndexFlatIP.range_search)."""
-    from dedup_pipeline.lib.cosine_join import cosine_pairs
-    from dedup_pipeline.lib.store import read_embeddings
+    from dedup_pipeline.lib.search.cosine_join import cosine_pairs
+    from dedup_pipeline.lib.storage.database import read_embeddings
 
     vectors = _stored(database, read_embeddings)
     start = time.perf_counter()
@@ -121,8 +121,8 @@ def sampled_recall(
 
 def cosine_synthetic(count: int, threshold: float, method: str) -> dict[str, float]:
     """``method``: exact (our triangular join) or approximate (k-means cells); recall from sampled queries."""
-    from dedup_pipeline.lib.approximate_cosine_join import approximate_cosine_pairs
-    from dedup_pipeline.lib.cosine_join import cosine_pairs
+    from dedup_pipeline.lib.search.approximate_cosine_join import approximate_cosine_pairs
+    from dedup_pipeline.lib.search.cosine_join import cosine_pairs
 
     vectors, planted = planted_embeddings(count)
     join = approximate_cosine_pairs if method == "approximate" else cosine_pairs
@@ -159,7 +159,7 @@ def embedding_rate(size: int, batch: int, seconds: float = 6.0) -> dict[str, flo
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dedup_pipeline.lib.embedding import load_embedder, preferred_batch_size
+    from dedup_pipeline.lib.features.embedding import load_embedder, preferred_batch_size
 
     embedder = load_embedder("efficientnet-lite0", size)
     batch = batch or preferred_batch_size(size)
@@ -191,10 +191,10 @@ def decode_and_hash(
     hashes and the mirrored matching ones, thumbnail, the embedding input when a size is given and
     the thumbnail's view hashes when asked for) over the first ``limit`` images. Timed from the
     listing of the folder on, as imagededup's ``encode_images`` is."""
-    from dedup_pipeline.lib.extraction import extract
-    from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES
-    from dedup_pipeline.lib.image_work import ExtractionSettings
-    from dedup_pipeline.lib.sources import discover
+    from dedup_pipeline.lib.features.extraction import extract
+    from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES
+    from dedup_pipeline.lib.features.image_work import ExtractionSettings
+    from dedup_pipeline.lib.inputs.sources import discover
 
     start = time.perf_counter()
     sources = discover(str(root)).images[:limit]

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 from tqdm import tqdm
 
-from dedup_pipeline.lib.memory import PeakMemory
+from dedup_pipeline.lib.runtime.memory import PeakMemory
 
 PREVIEW_ROWS = 20
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from dedup_pipeline.lib.embedding import NO_EMBEDDING, preferred_batch_size
-from dedup_pipeline.lib.hashing import PERCEPTUAL_HASHES, validate_hash_settings
-from dedup_pipeline.lib.image_work import ExtractionSettings
-from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
-from dedup_pipeline.lib.parallel import available_cores
-from dedup_pipeline.lib.splits import DEFAULT_SPLIT_PRIORITY
-from dedup_pipeline.lib.stages import config_fingerprint
+from dedup_pipeline.lib.decisions.splits import DEFAULT_SPLIT_PRIORITY
+from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, preferred_batch_size
+from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
+from dedup_pipeline.lib.features.image_work import ExtractionSettings
+from dedup_pipeline.lib.runtime.parallel import available_cores
+from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.storage.stages import config_fingerprint
 
 DUCKDB_POOL = "duckdb"
 DUCKDB_RESOURCE_KEY = "duckdb"

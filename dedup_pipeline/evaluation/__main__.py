@@ -36,10 +36,10 @@ from dedup_pipeline.evaluation.recipes import ANCHORS, evidence_recipes
 from dedup_pipeline.evaluation.runs import StoredRun, run_pipeline
 from dedup_pipeline.evaluation.suite import SuiteScore, best_at_precision, build_suite
 from dedup_pipeline.evaluation.suite import score_recipe as score_suite
-from dedup_pipeline.lib.demo_dataset import ORIGINALS, skimage_photo
-from dedup_pipeline.lib.hashing import MIRROR_SUFFIX
-from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE
-from dedup_pipeline.lib.transforms import TRANSFORMS
+from dedup_pipeline.lib.calibration.transforms import TRANSFORMS
+from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX
+from dedup_pipeline.lib.inputs.demo_dataset import ORIGINALS, skimage_photo
+from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
 
 TARGET_PRECISION = 0.99
 INPUT_SIZES = (32, 96)  # compared with the automatic choice (64 px for CIFAR's 32-px pictures)

@@ -18,8 +18,13 @@ from PIL import Image, ImageOps
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.pairs import EXACT_EVIDENCE, candidate_pairs, verifier_probability, with_look_alikes
-from dedup_pipeline.lib.verification import ImageSignals
+from dedup_pipeline.lib.search.similar_pairs import (
+    EXACT_EVIDENCE,
+    candidate_pairs,
+    verifier_probability,
+    with_look_alikes,
+)
+from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 READY_MARKER = ".extracted"
 

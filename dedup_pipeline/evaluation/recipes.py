@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.pairs import VERIFIED_EVIDENCE, MatchThresholds, candidate_pairs
+from dedup_pipeline.lib.search.similar_pairs import VERIFIED_EVIDENCE, MatchThresholds, candidate_pairs
 
 STORED_ALL = "all"
 

@@ -11,8 +11,8 @@ import polars as pl
 
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
-from dedup_pipeline.lib.pairs import MatchThresholds
-from dedup_pipeline.lib.store import (
+from dedup_pipeline.lib.search.similar_pairs import MatchThresholds
+from dedup_pipeline.lib.storage.database import (
     read_embeddings,
     read_hashes,
     read_manifest,

@@ -14,7 +14,7 @@ from dedup_pipeline.benchmarks.cases import (
 from dedup_pipeline.benchmarks.measure import fitted_exponent, in_isolation, interleaved, isolated
 from dedup_pipeline.benchmarks.photos import build_photo_corpus
 from dedup_pipeline.benchmarks.pipeline import cifar_subset
-from dedup_pipeline.lib.cosine_join import cosine_pairs
+from dedup_pipeline.lib.search.cosine_join import cosine_pairs
 
 
 def test_planted_hashes_hold_copies_within_eight_bits() -> None:

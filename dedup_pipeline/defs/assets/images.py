@@ -7,11 +7,17 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import ProgressLogger, preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.embedding import load_embedder
-from dedup_pipeline.lib.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
-from dedup_pipeline.lib.sources import discover
-from dedup_pipeline.lib.stages import FIRST_STAGE, dataset_signature, record_stage
-from dedup_pipeline.lib.store import create_views, embeddings_table, hashes_table, thumbnails_table, write_table
+from dedup_pipeline.lib.features.embedding import load_embedder
+from dedup_pipeline.lib.features.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
+from dedup_pipeline.lib.inputs.sources import discover
+from dedup_pipeline.lib.storage.database import (
+    create_views,
+    embeddings_table,
+    hashes_table,
+    thumbnails_table,
+    write_table,
+)
+from dedup_pipeline.lib.storage.stages import FIRST_STAGE, dataset_signature, record_stage
 
 DECODE_CHECK = "decode_failure_rate"
 

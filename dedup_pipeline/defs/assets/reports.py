@@ -5,13 +5,13 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.dedup_policy import decide, guarantee_violations
-from dedup_pipeline.lib.reports import label_conflicts as find_label_conflicts
-from dedup_pipeline.lib.reports import leak_report as build_leak_report
-from dedup_pipeline.lib.reports import leaked_fraction_by_split, leaked_images
-from dedup_pipeline.lib.splits import split_ranks
-from dedup_pipeline.lib.stages import record_stage
-from dedup_pipeline.lib.store import create_views, read_manifest, read_table, write_table
+from dedup_pipeline.lib.decisions.dedup_policy import decide, guarantee_violations
+from dedup_pipeline.lib.decisions.reports import label_conflicts as find_label_conflicts
+from dedup_pipeline.lib.decisions.reports import leak_report as build_leak_report
+from dedup_pipeline.lib.decisions.reports import leaked_fraction_by_split, leaked_images
+from dedup_pipeline.lib.decisions.splits import split_ranks
+from dedup_pipeline.lib.storage.database import create_views, read_manifest, read_table, write_table
+from dedup_pipeline.lib.storage.stages import record_stage
 
 LEAK_CHECK = "leak_budget"
 GUARANTEE_CHECK = "no_leaks_among_kept"

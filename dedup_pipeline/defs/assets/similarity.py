@@ -5,11 +5,10 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.clustering import build_clusters
-from dedup_pipeline.lib.pairs import find_similar_pairs
-from dedup_pipeline.lib.splits import split_ranks
-from dedup_pipeline.lib.stages import record_stage
-from dedup_pipeline.lib.store import (
+from dedup_pipeline.lib.decisions.clustering import build_clusters
+from dedup_pipeline.lib.decisions.splits import split_ranks
+from dedup_pipeline.lib.search.similar_pairs import find_similar_pairs
+from dedup_pipeline.lib.storage.database import (
     create_views,
     read_embeddings,
     read_hashes,
@@ -20,6 +19,7 @@ from dedup_pipeline.lib.store import (
     read_view_hashes,
     write_table,
 )
+from dedup_pipeline.lib.storage.stages import record_stage
 
 
 @dg.asset(

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.calibration import (
+from dedup_pipeline.lib.calibration.thresholds import (
     SyntheticCopies,
     calibrate,
     choose_mirroring,
@@ -22,13 +22,12 @@ from dedup_pipeline.lib.calibration import (
     synthesize_copies,
     with_negatives,
 )
-from dedup_pipeline.lib.embedding import load_embedder
-from dedup_pipeline.lib.hashing import mirror_key
-from dedup_pipeline.lib.pair_scorer import PairScorer
-from dedup_pipeline.lib.pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
-from dedup_pipeline.lib.sources import data_root
-from dedup_pipeline.lib.stages import record_stage
-from dedup_pipeline.lib.store import (
+from dedup_pipeline.lib.calibration.verifier_training import calibrate_verifier
+from dedup_pipeline.lib.features.embedding import load_embedder
+from dedup_pipeline.lib.features.hashing import mirror_key
+from dedup_pipeline.lib.inputs.sources import data_root
+from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
+from dedup_pipeline.lib.storage.database import (
     read_embeddings,
     read_hashes,
     read_manifest,
@@ -37,8 +36,9 @@ from dedup_pipeline.lib.store import (
     write_table,
     write_verifier,
 )
-from dedup_pipeline.lib.verification import ImageSignals
-from dedup_pipeline.lib.verifier_training import calibrate_verifier
+from dedup_pipeline.lib.storage.stages import record_stage
+from dedup_pipeline.lib.verification.pair_features import ImageSignals
+from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 # Used when calibration is off or the dataset is too small to calibrate.
 FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING_EVIDENCE: 0.85}

@@ -1,0 +1,1 @@
+"""Runtime helpers: the worker pool, memory measurement, allocator and CPU feature checks."""

@@ -1,0 +1,1 @@
+"""Storage: the per-drop Parquet store, the DuckDB tables and contract views."""

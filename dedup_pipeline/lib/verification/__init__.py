@@ -1,0 +1,2 @@
+"""Stage 5, verification: the features of a candidate pair (aligned thumbnails, distances) and
+the model that judges it."""

@@ -1,0 +1,113 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dedup_pipeline.lib.inputs.sources import DatasetError, discover
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+
+
+def test_folder_tree_splits_labels_and_problems(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "a.jpg")
+    touch(tmp_path / "train" / "cat" / "deeper" / "b.jpg")
+    touch(tmp_path / "holdout" / "c.png")  # directly under the split: no label
+    touch(tmp_path / "stray.jpg")  # outside any split
+    touch(tmp_path / "train" / ".DS_Store")
+    sources = discover(tmp_path)
+    assert [(s.path, s.split, s.label) for s in sources.images] == [
+        ("holdout/c.png", "holdout", None),
+        ("train/cat/a.jpg", "train", "cat"),
+        ("train/cat/deeper/b.jpg", "train", "cat"),
+    ]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("stray.jpg", "not inside a split folder (<root>/<split>/...)")
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_manifest_file_records_every_bad_row(tmp_path: Path, suffix: str) -> None:
+    touch(tmp_path / "img" / "a.jpg")
+    touch(tmp_path / "img" / "b.jpg")
+    table = pl.DataFrame(
+        {
+            "path": ["img/a.jpg", "img/b.jpg", "img/a.jpg", "img/missing.jpg", "img/b.jpg"],
+            "split": ["train", None, "test", "val", "test"],
+            "label": ["cat", "dog", "cat", None, "dog"],
+        }
+    )
+    manifest = tmp_path / f"manifest{suffix}"
+    table.write_csv(manifest) if suffix == ".csv" else table.write_parquet(manifest)
+    sources = discover(manifest)
+    assert [(s.path, s.split, s.label) for s in sources.images] == [
+        ("img/a.jpg", "train", "cat"),
+        ("img/b.jpg", "test", "dog"),
+    ]
+    reasons = sorted((p.path, p.reason.split(";")[0]) for p in sources.problems)
+    assert len(reasons) == 3  # b without split, a listed twice, missing file: nothing silently dropped
+    assert ("img/missing.jpg", "file not found") in reasons
+    assert any("listed again" in reason for _, reason in reasons)
+    assert any("has no split" in reason for _, reason in reasons)
+
+
+def test_manifest_without_required_columns_is_a_clear_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,split\na.jpg,train\n")
+    with pytest.raises(DatasetError, match="lacks column"):
+        discover(manifest)
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        discover(tmp_path / "nowhere")
+
+
+def test_symlinked_folders_are_followed_and_loops_recorded(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    touch(outside / "dog" / "d.jpg")
+    root = tmp_path / "data"
+    touch(root / "train" / "cat" / "a.jpg")
+    (root / "train" / "dog").symlink_to(outside / "dog", target_is_directory=True)
+    (root / "train" / "cat" / "loop").symlink_to(root / "train", target_is_directory=True)
+    sources = discover(root)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg", "train/dog/d.jpg"]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("train/cat/loop", "symbolic link loop: folder not followed")
+    ]
+
+
+def test_broken_links_and_hidden_folders(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "a.jpg")
+    touch(tmp_path / "train" / ".cache" / "b.jpg")  # hidden folder: skipped, with all below it
+    (tmp_path / "train" / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    sources = discover(tmp_path)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg"]
+    assert [(p.path, p.split, p.label, p.reason) for p in sources.problems] == [
+        ("train/cat/gone.jpg", "train", "cat", "broken symbolic link")
+    ]
+
+
+def test_images_are_ordered_by_their_path_text(tmp_path: Path) -> None:
+    for name in ["train/b/x.jpg", "train/a-b/y.jpg", "train/a/z.jpg", "test/a/w.jpg"]:
+        touch(tmp_path / name)
+    sources = discover(tmp_path)
+    paths = [s.path for s in sources.images]
+    assert paths == sorted(paths) == ["test/a/w.jpg", "train/a-b/y.jpg", "train/a/z.jpg", "train/b/x.jpg"]
+    assert all(Path(s.file) == tmp_path.resolve() / s.path for s in sources.images)
+
+
+def test_a_loop_inside_a_linked_folder_is_followed_once(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    touch(outside / "sub" / "d.jpg")
+    (outside / "sub" / "again").symlink_to(outside / "sub", target_is_directory=True)
+    root = tmp_path / "data"
+    touch(root / "train" / "cat" / "a.jpg")
+    (root / "train" / "dog").symlink_to(outside, target_is_directory=True)
+    sources = discover(root)
+    assert [s.path for s in sources.images] == ["train/cat/a.jpg", "train/dog/sub/d.jpg"]
+    assert [(p.path, p.reason) for p in sources.problems] == [
+        ("train/dog/sub/again", "symbolic link loop: folder not followed")
+    ]
