@@ -112,13 +112,23 @@ def warped(images: np.ndarray, views: np.ndarray) -> np.ndarray:
     return out
 
 
+# The view transforms' weights are rounded to multiples of 2**-TRANSFORM_BITS and the product is taken
+# in float64 on integers: 8-bit pixels times weights below 2**TRANSFORM_BITS, summed over 1,024
+# pixels, stay below 2**53, so every partial sum is exact. A float32 product's rounding depends on
+# how BLAS blocks the rows, so the same thumbnail hashed in another chunk could get another bit
+# (2 of 6,000 CIFAR view hashes did between chunks of 128 and 37); an incremental run must hash an
+# image as a from-scratch run does.
+TRANSFORM_BITS = 24
+
+
 @cache
 def _view_transforms(side: int) -> np.ndarray:
-    """(side * side, len(VIEWS) * (side // 4)**2) float32: a flattened gray picture times this is
-    the low-frequency DCT block pHash thresholds, of the picture seen through each view. Seeing
-    through a view (bilinear sampling) and the DCT are both linear, so one matrix product does
-    both; warped pixels are not rounded to 8 bits in between, which moves a bit in 4% of view
-    hashes (0.09 bits per hash on CIFAR-10) and is 6x faster than warping and hashing each view."""
+    """(side * side, len(VIEWS) * (side // 4)**2) float64 integers: a flattened gray picture times
+    this is, up to the scale 2**TRANSFORM_BITS, the low-frequency DCT block pHash thresholds of the
+    picture seen through each view. Seeing through a view (bilinear sampling) and the DCT are both
+    linear, so one matrix product does both; warped pixels are not rounded to 8 bits in between,
+    which moves a bit in 4% of view hashes (0.09 bits per hash on CIFAR-10) and is 6x faster than
+    warping and hashing each view."""
     dct = dct_rows(side, side // 4)
     low_frequencies = np.kron(dct, dct).T  # (pixels, hash bits): column u * hash_size + v is D[u] x D[v]
     indices, weights = _sampling(side)
@@ -132,7 +142,7 @@ def _view_transforms(side: int) -> np.ndarray:
             (view_weights[:, :, None] * low_frequencies[:, None, :]).reshape(-1, low_frequencies.shape[1]),
         )
         transforms.append(transform)
-    return np.concatenate(transforms, axis=1).astype(np.float32)
+    return np.round(np.concatenate(transforms, axis=1) * 2.0**TRANSFORM_BITS)
 
 
 def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
@@ -148,8 +158,8 @@ def view_hashes(thumbnails: np.ndarray) -> np.ndarray:
         plain = batch_hashes(gray, hash_size, [VIEW_HASH], [VIEW_HASH])
         block = slice(start, start + len(gray))
         out[block, IDENTITY], out[block, MIRROR] = plain[VIEW_HASH][:, 0], plain[mirror_key(VIEW_HASH)][:, 0]
-        flat = gray.reshape(len(gray), side * side).astype(np.float32)
-        coefficients = (flat @ _view_transforms(side)).reshape(len(gray) * len(VIEWS), bits)
+        flat = gray.reshape(len(gray), side * side).astype(np.float64)
+        coefficients = (flat @ _view_transforms(side)).reshape(len(gray) * len(VIEWS), bits)  # exact
         # pHash's median of an even count: bits above the lower median are the bits above the mean of the middle two
         lower_median = np.partition(coefficients, bits // 2 - 1, axis=1)[:, bits // 2 - 1 : bits // 2]
         out[block, 2:] = pack_words(coefficients > lower_median)[:, 0].reshape(len(gray), len(VIEWS))

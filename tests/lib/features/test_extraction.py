@@ -64,7 +64,7 @@ def test_one_pass_yields_manifest_hashes_embeddings_and_failures(tmp_path: Path)
     assert all(reason for reason in result.failures["reason"])
     assert result.hashes["phash"].shape == (6, 1) and result.hashes["phash"].dtype == np.uint64
     assert result.embeddings.shape == (6, 3)
-    assert embedder.batches == [4, 2]
+    assert embedder.batches == [4, 4]  # every batch padded to the batch size
     assert progress == [8]  # once per chunk
 
 
@@ -73,7 +73,8 @@ def test_chunks_are_embedded_in_batches_within_each_chunk(tmp_path: Path, monkey
     progress: list[int] = []
     chunked = extract(sources(tmp_path), SETTINGS, workers=1, progress=lambda done, total: progress.append(done))
     assert progress == [3, 6, 8]
-    assert embedder_for(PLUGIN, 16, None).batches == [3, 2, 1]  # 3 decodable, 2 (one bad file), 1 (one gone)
+    # 3 decodable, 2 (one bad file), 1 (one gone): each padded to the batch size of 4
+    assert embedder_for(PLUGIN, 16, None).batches == [4, 4, 4]
     monkeypatch.setattr("dedup_pipeline.lib.features.extraction.CHUNK_SIZE", 128)
     whole = extract(sources(tmp_path), SETTINGS, workers=1)
     assert chunked.manifest.equals(whole.manifest) and chunked.failures.equals(whole.failures)

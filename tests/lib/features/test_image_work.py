@@ -8,6 +8,7 @@ from dedup_pipeline.lib.features.image_work import (
     ExtractionSettings,
     ImageFacts,
     ImageFailure,
+    embed_in_batches,
     extract_chunk,
     read_bytes,
 )
@@ -44,3 +45,13 @@ def test_read_bytes_reads_whole_files_whatever_their_reported_size(tmp_path: Pat
     writer.start()
     assert read_bytes(pipe) == data
     writer.join()
+
+
+def test_an_embedding_does_not_depend_on_the_batch_it_was_computed_in() -> None:
+    from dedup_pipeline.lib.features.embedding import EfficientNetLite0
+
+    embedder = EfficientNetLite0(64)
+    pictures = [np.asarray(smooth_picture(seed, size=(64, 64))) for seed in range(7)]
+    together = embed_in_batches(embedder, pictures, batch_size=4)
+    one_by_one = np.concatenate([embed_in_batches(embedder, [picture], batch_size=4) for picture in pictures])
+    assert np.array_equal(together, one_by_one)  # bit for bit: a drop's image gets a from-scratch run's embedding
