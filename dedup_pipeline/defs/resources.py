@@ -16,7 +16,7 @@ from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, preferred_batch_
 from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.runtime.parallel import available_cores
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.storage.stages import config_fingerprint
 
 DUCKDB_POOL = "duckdb"

@@ -39,7 +39,7 @@ from dedup_pipeline.evaluation.suite import score_recipe as score_suite
 from dedup_pipeline.lib.calibration.transforms import TRANSFORMS
 from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX
 from dedup_pipeline.lib.inputs.demo_dataset import ORIGINALS, skimage_photo
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 
 TARGET_PRECISION = 0.99
 INPUT_SIZES = (32, 96)  # compared with the automatic choice (64 px for CIFAR's 32-px pictures)

@@ -11,7 +11,7 @@ import polars as pl
 
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
-from dedup_pipeline.lib.search.similar_pairs import MatchThresholds
+from dedup_pipeline.lib.search.criteria import MatchThresholds
 from dedup_pipeline.lib.storage.database import (
     read_embeddings,
     read_hashes,

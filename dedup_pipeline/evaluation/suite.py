@@ -23,8 +23,8 @@ from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.calibration.transforms import TRANSFORMS, Transform
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.search.cosine_join import cosine_pairs
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.search.hamming_join import hamming_pairs, mirror_aware_pairs
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
 
 ORIGINAL = "original"
 

@@ -26,7 +26,7 @@ from dedup_pipeline.lib.calibration.verifier_training import calibrate_verifier
 from dedup_pipeline.lib.features.embedding import load_embedder
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.inputs.sources import data_root
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
 from dedup_pipeline.lib.storage.database import (
     read_embeddings,
     read_hashes,

@@ -36,13 +36,13 @@ from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX, batch_hashes, has
 from dedup_pipeline.lib.features.image_work import embed_in_batches, embedding_input
 from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.inputs.decoding import DecodeError, decode_image
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.search.hamming_join import (
     cross_distances,
     mirror_aware_cross_distances,
     mirror_aware_distances,
     pair_distances,
 )
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 CALIBRATION_TRANSFORMS: tuple[str, ...] = (

@@ -1,9 +1,9 @@
 """Training the pair verifier on the dataset's own images, and choosing its threshold.
 
 The verifier judges candidate pairs: each image's nearest look-alikes by thumbnail descriptor
-(``CANDIDATE_NEIGHBOURS`` of them), the pairs a geometric view matches and the pairs the
+(``LOOK_ALIKES`` of them, in the frozen ``look_alikes`` space), the pairs a geometric view matches and the pairs the
 calibrated thresholds match. It is trained on what it will see, from the sampled images of the
-tuning half (an image's "look-alikes" below include up to ``CANDIDATE_NEIGHBOURS`` images that one
+tuning half (an image's "look-alikes" below include up to ``LOOK_ALIKES`` images that one
 of its views matches, closest first):
 
 * positives: each synthetic copy against the image it was made from;
@@ -40,9 +40,8 @@ from dedup_pipeline.lib.calibration.thresholds import (
     precision_recall,
 )
 from dedup_pipeline.lib.features.views import nominated, view_matches
-from dedup_pipeline.lib.search.cosine_join import LookAlikeIndex
+from dedup_pipeline.lib.search.look_alikes import LOOK_ALIKES, LookAlikeSpace, nearest
 from dedup_pipeline.lib.verification.pair_features import (
-    CANDIDATE_NEIGHBOURS,
     ImageSignals,
     feature_names,
     pair_features,
@@ -55,16 +54,17 @@ SCREEN_LOSS = 0.005  # share of accepted copies the screen may reject
 
 
 def with_view_matches(look_alike_ids: np.ndarray, matches: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
-    """Per query row, its look-alikes followed by up to ``CANDIDATE_NEIGHBOURS`` other images a
+    """Per query row, its look-alikes followed by up to ``LOOK_ALIKES`` other images a
     geometric view matches (``matches`` from :func:`view_matches`), closest first: the
     candidates the pipeline would judge for it."""
     pairs, distances = matches
     pairs = pairs[np.lexsort((distances, pairs[:, 0]))]
     starts = np.searchsorted(pairs[:, 0], np.arange(len(look_alike_ids) + 1))
     candidates = []
-    for row, alikes in enumerate(look_alike_ids):
+    for row, listed in enumerate(look_alike_ids):
+        alikes = listed[listed >= 0]  # lists are padded with -1 when the dataset is small
         matched = pairs[starts[row] : starts[row + 1], 1]
-        candidates.append(np.concatenate([alikes, matched[~np.isin(matched, alikes)][:CANDIDATE_NEIGHBOURS]]))
+        candidates.append(np.concatenate([alikes, matched[~np.isin(matched, alikes)][:LOOK_ALIKES]]))
     return candidates
 
 
@@ -89,9 +89,9 @@ def half_pairs(
     exact_keys: np.ndarray,
     labels: np.ndarray | None,
     rule: str,
+    space: LookAlikeSpace,
 ) -> HalfPairs:
-    descriptors = signals.descriptors
-    count = len(descriptors)
+    count = len(signals)
     other_label_only = rule == NEAREST_OTHER_LABEL and labels is not None
     position = {image_id: row for row, image_id in enumerate(sample.tolist())}
     fold_of_row = np.arange(len(sample)) % 2
@@ -102,9 +102,9 @@ def half_pairs(
             keep &= labels[candidates] != labels[source]
         return keep
 
-    index = LookAlikeIndex(descriptors)
+    vectors = space.vectors(signals.descriptors)
     originals = with_view_matches(
-        index.search(descriptors[sample], CANDIDATE_NEIGHBOURS + 1),
+        nearest(vectors[sample], vectors, LOOK_ALIKES, sample).neighbours,
         view_matches(signals.views[sample], signals.views),
     )
     original_rows, original_candidates = [], []
@@ -119,7 +119,7 @@ def half_pairs(
     original_targets = np.concatenate(original_candidates) if original_candidates else np.zeros(0, np.int64)
 
     neighbours = with_view_matches(
-        index.search(copies.signals.descriptors, CANDIDATE_NEIGHBOURS),
+        nearest(space.vectors(copies.signals.descriptors), vectors, LOOK_ALIKES).neighbours,
         view_matches(copies.signals.views, signals.views),
     )
     by_view = nominated(copies.signals.views, signals.views[copies.owner])
@@ -181,6 +181,7 @@ def calibrate_verifier(
     hash_names: Sequence[str],
     mirrored: frozenset[str],
     target_precision: float,
+    space: LookAlikeSpace,
 ) -> VerifierCalibration | None:
     """Train on the tuning half's sample, threshold on its out-of-fold scores, measure on the
     held-out half. None when no threshold reaches the target precision."""
@@ -188,7 +189,7 @@ def calibrate_verifier(
 
     def prepared(half: tuple[np.ndarray, SyntheticCopies]) -> tuple[HalfPairs, np.ndarray, np.ndarray, int]:
         sample, copies = half
-        pairs = half_pairs(sample, copies, signals, exact_keys, labels, rule)
+        pairs = half_pairs(sample, copies, signals, exact_keys, labels, rule, space)
         extended = signals.appended(copies.signals)
 
         def features(ids: np.ndarray) -> np.ndarray:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import polars as pl
 
 from dedup_pipeline.lib.decisions.splits import with_split_rank
-from dedup_pipeline.lib.search.similar_pairs import directed_pairs
+
+
+def directed_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
+    """Each unordered pair as two rows ``(image_id, partner_id)``."""
+    forward = pairs.select(pl.col("image_id_a").alias("image_id"), pl.col("image_id_b").alias("partner_id"))
+    backward = pairs.select(pl.col("image_id_b").alias("image_id"), pl.col("image_id_a").alias("partner_id"))
+    return pl.concat([forward, backward])
 
 
 def _labelled_pairs(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:

@@ -1,6 +1,10 @@
 """Find the images of a dataset: a folder tree ``<root>/<split>/<label>/**/<image>`` or a
 manifest file (CSV or Parquet with columns ``path``, ``split`` and optional ``label``).
 
+A folder tree may also hold drops that arrive whole: ``<root>/drops/<drop>/<split>/<label>/...``,
+where the split and label are read below the drop's folder. Marker files (``_SUCCESS``) are not
+inputs.
+
 Nothing is dropped silently: every input that cannot become an image record (a file outside
 any split folder, a manifest row without a split, a missing file, a path listed twice) comes
 back as a :class:`SourceProblem` with the reason, and ends up in the ``image_errors`` table.
@@ -15,6 +19,10 @@ from pathlib import Path
 import polars as pl
 
 MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
+# Drops that arrive whole: <root>/drops/<drop name>/<split>/<label>/..., complete once the marker
+# file is in the drop's folder (or once nothing in it has changed for a while; see ``changes``).
+DROPS_FOLDER = "drops"
+READY_MARKER = "_SUCCESS"
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str]]:
         relative, folder, real, ancestors = pending.pop()
         try:
             with os.scandir(folder) as listing:
-                entries = [entry for entry in listing if not entry.name.startswith(".")]
+                entries = [entry for entry in listing if not entry.name.startswith(".") and entry.name != READY_MARKER]
         except OSError as error:
             problems.append(SourceProblem(relative or ".", None, None, f"folder not listed: {error.strerror}"))
             continue
@@ -103,9 +111,18 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str]]:
     return sorted(files)
 
 
-def _split_and_label(path: str) -> tuple[str | None, str | None]:
-    """``<split>/<label>/...``: a file directly in a split folder has no label."""
+def drop_folder(path: str) -> str | None:
+    """The drop a path belongs to (``drops/<drop>/...``), or None for the tree that grows in place."""
     parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == DROPS_FOLDER else None
+
+
+def _split_and_label(path: str) -> tuple[str | None, str | None]:
+    """``<split>/<label>/...`` (below ``drops/<drop>/`` for a drop's files): a file directly in a
+    split folder has no label."""
+    parts = path.split("/")
+    if drop_folder(path) is not None:
+        parts = parts[2:]
     return (parts[0] if len(parts) > 1 else None), (parts[1] if len(parts) > 2 else None)
 
 

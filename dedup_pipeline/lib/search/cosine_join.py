@@ -1,4 +1,4 @@
-"""Exact cosine-similarity range self-join of unit-length embeddings, and look-alike kNN.
+"""Exact cosine-similarity range joins of unit-length embeddings: a self-join, and some rows against all.
 
 The range join multiplies blocks of query rows by the rows from the block on (each unordered
 pair once: half the work of a full similarity matrix) and keeps only pairs above the threshold,
@@ -10,7 +10,6 @@ so the result is exactly the float32 join.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
 
@@ -66,46 +65,24 @@ def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> n
     return np.clip(similarity, -1.0, 1.0)
 
 
-class LookAlikeIndex:
-    """Exact inner-product search over a PCA projection of ``vectors`` to ``reduced_dimension``
-    (fit on at most 20,000 rows, rows re-normalised): ranking look-alikes does not need every
-    dimension, and the search costs a tenth. The pipeline's candidates and the verifier's training
-    pairs both come from it, so training sees the candidates the pipeline will judge."""
-
-    def __init__(self, vectors: np.ndarray, reduced_dimension: int = 64) -> None:
-        data = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.projection = None
-        if data.shape[1] > reduced_dimension and len(data) > reduced_dimension:
-            self.projection = faiss.PCAMatrix(data.shape[1], reduced_dimension)
-            self.projection.train(data[:: max(1, len(data) // 20_000)])
-        self.index = faiss.IndexFlatIP(reduced_dimension if self.projection is not None else data.shape[1])
-        self.index.add(self._projected(data))
-
-    def _projected(self, vectors: np.ndarray) -> np.ndarray:
-        data = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.projection is None:
-            return data
-        data = self.projection.apply(data)
-        faiss.normalize_L2(data)
-        return data
-
-    def search(self, queries: np.ndarray, count: int) -> np.ndarray:
-        """(len(queries), min(count, indexed rows)) row ids, most similar first."""
-        count = min(count, self.index.ntotal)
-        if count < 1 or not len(queries):
-            return np.zeros((len(queries), max(count, 0)), dtype=np.int64)
-        return self.index.search(self._projected(queries), count)[1].astype(np.int64)
-
-
-def nearest_neighbour_pairs(vectors: np.ndarray, neighbours: int) -> np.ndarray:
-    """Unique pairs ``(i, j)``, ``i < j``, where either is among the other's ``neighbours`` most
-    similar rows (by :class:`LookAlikeIndex`), as an (n, 2) array sorted by ``(i, j)``."""
-    count = len(vectors)
-    if count < 2 or neighbours < 1:
-        return np.zeros((0, 2), dtype=np.int64)
-    found = LookAlikeIndex(vectors).search(vectors, neighbours + 1)  # + 1: a row finds itself
-    queries = np.repeat(np.arange(count), found.shape[1])
-    found = found.ravel()
-    keep = (found >= 0) & (found != queries)
-    pairs = np.stack([np.minimum(queries, found)[keep], np.maximum(queries, found)[keep]], axis=1)
-    return np.unique(pairs, axis=0)
+def cosine_pairs_of(
+    embeddings: np.ndarray, rows: np.ndarray, threshold: float, query_block: int = DEFAULT_QUERY_BLOCK
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(i, j)``, ``i < j``, with cosine similarity >= ``threshold`` where ``i`` or ``j`` is
+    one of ``rows`` (new images against every image), sorted, with their similarity: the pairs of
+    :func:`cosine_pairs` that involve ``rows``, found with ``len(rows) / N`` of its work. Rescored
+    by :func:`pair_similarities` as it is, so a pair is in both or in neither."""
+    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
+    rows = np.asarray(rows, dtype=np.int64)
+    found_i, found_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    for start in range(0, len(rows), query_block):
+        queries = rows[start : start + query_block]
+        query, partner = np.nonzero(vectors[queries] @ vectors.T >= threshold - FLOAT32_MARGIN)
+        found_i.append(queries[query])
+        found_j.append(partner.astype(np.int64))
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    keep = i != j
+    pairs = np.unique(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1).reshape(-1, 2), axis=0)
+    similarity = pair_similarities(vectors, pairs[:, 0], pairs[:, 1])
+    close = similarity >= threshold
+    return pairs[close, 0], pairs[close, 1], similarity[close]

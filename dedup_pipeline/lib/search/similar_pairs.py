@@ -1,157 +1,242 @@
-"""Similar pairs, each pair once with all its distances.
+"""The similarity join, from scratch or incrementally: new images against every stored image and
+each other, with the stored pairs kept, equal to a from-scratch join of the same images.
 
-Candidates come from identical file bytes, identical decoded pixels, a Hamming join per
-configured hash, and a cosine join on embeddings. Every candidate pair then gets every distance
-(not only the one that found it), so a reader can see how strong the case is on each criterion.
+Candidates are nominated by pair-local rules (``candidates``: exact digests, hash thresholds,
+cosine threshold, geometric views) and, with a verifier, by look-alike lists (``look_alikes``);
+each candidate is judged on its own (``judging``). Why an incremental join equals a from-scratch
+one, with the same thresholds, verifier, look-alike space and screen cutoff:
 
-Without a trained verifier, a candidate is a duplicate when any criterion holds. With one (see
-``verification``), each image's nearest look-alikes and the pairs a geometric view of one image
-matches (``views``: crops, pads, rotations) join the candidates and the verifier is the
-judge: a pair is a duplicate when it is an exact copy or the verifier's probability reaches its
-threshold; the other criteria stay in ``evidence`` as supporting facts.
+* a pair-local rule nominates a pair of old images in both or in neither, so the candidates it
+  adds are exactly those with a new image in them (joined new against all);
+* look-alike lists are kept exact (``look_alikes.updated_lists``); a pair of old images that
+  enters the lists (when a retired image freed a place) is judged, and a stored pair that leaves
+  them is dropped unless another rule still nominates it;
+* a verdict depends on the pair's own features only (the screen's cutoff is fixed by the first
+  join and stored with the calibration), and every feature is computed bit for bit as a
+  from-scratch run computes it (per-image features do not depend on their chunk; pair features
+  on their pair);
+* pairs with a retired image are removed.
+
+Positions are rows of the live images in path order, as a from-scratch run numbers them; pairs are
+stored by stable image id with ``image_id_a`` the one whose path sorts first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX, mirror_key
-from dedup_pipeline.lib.features.views import pair_views, view_pairs
-from dedup_pipeline.lib.search.approximate_cosine_join import cosine_range_join
-from dedup_pipeline.lib.search.cosine_join import nearest_neighbour_pairs, pair_similarities
-from dedup_pipeline.lib.search.hamming_join import (
-    hamming_pairs,
-    mirror_aware_distances,
-    mirror_aware_pairs,
-    pair_distances,
+from dedup_pipeline.lib.features.thumbnails import thumbnail_descriptors
+from dedup_pipeline.lib.search.candidates import NO_PAIRS, local_candidates, union
+from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE, LOOK_ALIKE_NOMINATION, MatchThresholds
+from dedup_pipeline.lib.search.look_alikes import (
+    LOOK_ALIKES,
+    NO_SIMILARITY,
+    PROJECTED_DIMENSION,
+    LookAlikeLists,
+    fit_space,
+    look_alike_lists,
+    updated_lists,
 )
-from dedup_pipeline.lib.verification.pair_features import (
-    CANDIDATE_NEIGHBOURS,
-    VIEW_DISTANCE,
-    ImageSignals,
-    scorer_inputs,
-    screen_features,
-    with_pixel_features,
-)
-from dedup_pipeline.lib.verification.pair_scorer import PairScorer
-
-EXACT_EVIDENCE = {"content": "content_sha256", "pixels": "pixel_sha256"}
-EMBEDDING_EVIDENCE = "embedding"
-VERIFIED_EVIDENCE = "verified"
-# The verifier aligns every candidate when there are at most ALIGNED_PAIRS_MIN, or ALIGNED_PER_IMAGE
-# per image if more; beyond that, its screen picks which (aligning a pair takes about 0.25 ms on 2 cores)
-ALIGNED_PAIRS_MIN = 20_000
-ALIGNED_PER_IMAGE = 0.25
+from dedup_pipeline.lib.verification.judging import judge
+from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 
 @dataclass(frozen=True)
-class MatchThresholds:
-    """A pair matches when any configured criterion holds.
+class JoinImages:
+    """The live images a join sees, rows in path order: stable ids, digests (content and pixel
+    SHA-256 by evidence name) and signals."""
 
-    ``hamming`` maps a hash algorithm to its largest accepted distance (inclusive); ``cosine`` is
-    the smallest accepted embedding similarity (inclusive), or None to not match on embeddings;
-    hashes in ``mirrored`` count the smaller of the direct and the mirrored distance. With a
-    ``verifier``, the verifier decides instead (the thresholds then only nominate candidates).
-    """
+    image_ids: np.ndarray
+    digests: Mapping[str, np.ndarray]
+    signals: ImageSignals
 
-    hamming: Mapping[str, int] = field(default_factory=dict)
-    cosine: float | None = None
-    mirrored: frozenset[str] = frozenset()  # hashes that also match the mirrored picture
-    verifier: PairScorer | None = None
+    @cached_property
+    def _id_order(self) -> np.ndarray:
+        return np.argsort(self.image_ids, kind="stable")
 
-    def mirror_hashes(self, algorithm: str, hashes: Mapping[str, np.ndarray]) -> np.ndarray | None:
-        """The mirrored-picture hashes to match ``algorithm`` with, if it matches mirror-aware."""
-        return hashes.get(mirror_key(algorithm)) if algorithm in self.mirrored else None
-
-
-def exact_pairs(manifest: pl.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``i < j`` with equal values in ``column`` (a digest)."""
-    keyed = manifest.select(pl.col("image_id"), pl.col(column).alias("key"))
-    joined = keyed.join(keyed, on="key", suffix="_b").filter(pl.col("image_id") < pl.col("image_id_b"))
-    return joined["image_id"].to_numpy(), joined["image_id_b"].to_numpy()
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Position of each id among these images, -1 where it is not one of them."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not len(self.image_ids):
+            return np.full(len(ids), -1, dtype=np.int64)
+        sorted_ids = self.image_ids[self._id_order]
+        found = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return np.where(sorted_ids[found] == ids, self._id_order[found], -1)
 
 
-def candidate_pairs(
-    manifest: pl.DataFrame,
-    hashes: Mapping[str, np.ndarray],
-    embeddings: np.ndarray | None,
-    thresholds: MatchThresholds,
-    exact: bool = True,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-    """Unique pairs ``(i, j)``, ``i < j``, that any criterion matches, as an (n, 2) array sorted by
-    ``(i, j)``, and the cosine join's own ``(i, j, similarity)`` when it ran. ``exact`` adds pairs
-    with identical file bytes or decoded pixels."""
-    found = [np.zeros((0, 2), dtype=np.int64)]
-    if exact:
-        found += [np.stack(exact_pairs(manifest, column), axis=1) for column in EXACT_EVIDENCE.values()]
-    for algorithm, limit in thresholds.hamming.items():
-        mirrored = thresholds.mirror_hashes(algorithm, hashes)
-        if mirrored is None:
-            i, j, _ = hamming_pairs(hashes[algorithm], limit)
-        else:
-            i, j, _ = mirror_aware_pairs(hashes[algorithm], mirrored, limit)
-        found.append(np.stack([i, j], axis=1))
-    cosine_found = None
-    if thresholds.cosine is not None and embeddings is not None:
-        cosine_found = cosine_range_join(embeddings, thresholds.cosine)
-        found.append(np.stack(cosine_found[:2], axis=1))
-    return np.unique(np.concatenate(found).astype(np.int64), axis=0), cosine_found
+@dataclass(frozen=True)
+class JoinState:
+    """What a join leaves for the next one, by stable image id: the images joined, their duplicate
+    pairs (every ``similar_pairs`` column), their look-alike lists (``look_alike_ids`` rows, -1
+    padded neighbour ids, exact similarities) and projected look-alike vectors, and the screen
+    cutoff the verifier applied (to be stored with the calibration: later joins must apply it)."""
+
+    joined: np.ndarray
+    pairs: pl.DataFrame
+    look_alike_ids: np.ndarray
+    neighbours: np.ndarray
+    similarities: np.ndarray
+    vectors: np.ndarray
+    screen_cutoff: float | None
+
+    @classmethod
+    def empty(cls) -> JoinState:
+        return cls(
+            joined=np.zeros(0, dtype=np.int64),
+            pairs=pl.DataFrame(),
+            look_alike_ids=np.zeros(0, dtype=np.int64),
+            neighbours=np.zeros((0, LOOK_ALIKES), dtype=np.int64),
+            similarities=np.zeros((0, LOOK_ALIKES), dtype=np.int32),
+            vectors=np.zeros((0, PROJECTED_DIMENSION), dtype=np.int16),
+            screen_cutoff=None,
+        )
 
 
-def with_look_alikes(pairs: np.ndarray, signals: ImageSignals) -> np.ndarray:
-    """``pairs`` (an (n, 2) array, ``i < j``), each image's nearest look-alikes by thumbnail
-    descriptor and the pairs a geometric view matches (``views``), unique and sorted."""
-    look_alikes = nearest_neighbour_pairs(signals.descriptors, CANDIDATE_NEIGHBOURS)
-    return np.unique(np.concatenate([pairs, look_alikes, view_pairs(signals.views)]), axis=0)
+@dataclass(frozen=True)
+class JoinReport:
+    """What one join did, for the run's metadata."""
+
+    new_images: int
+    retired_images: int
+    candidates_judged: int
+    pairs_added: int
+    pairs_removed: int
 
 
-def verifier_probability(
-    verifier: PairScorer,
-    signals: ImageSignals,
-    mirrored: frozenset[str],
-    i: np.ndarray,
-    j: np.ndarray,
-    always: np.ndarray | None = None,
-    screen: bool = True,
-) -> np.ndarray:
-    """The verifier's probability that each pair ``(i[k], j[k])`` is a copy: NaN where its screen
-    rejected the pair without aligning it (pairs in ``always`` are scored regardless; ``screen``
-    False scores every pair). See :func:`screened` for which pairs the screen passes."""
-    if VIEW_DISTANCE not in verifier.features:
-        raise ValueError("the stored pair verifier predates geometric views: materialize match_thresholds again")
-    hash_names, _ = scorer_inputs(verifier.features)
-    views = pair_views(signals.views, i, j)
-    screen_input = screen_features(signals, i, j, hash_names, mirrored, views)
-    budget = max(ALIGNED_PAIRS_MIN, int(ALIGNED_PER_IMAGE * len(signals.thumbnails)))
-    passed = np.ones(len(i), dtype=bool)
-    if screen and verifier.screen is not None and len(i) > budget:
-        passed = screened(verifier.screen.probability(screen_input), verifier.screen.threshold, budget)
-        if always is not None:
-            passed |= always
-    probability = np.full(len(i), np.nan)
-    probability[passed] = verifier.probability(
-        with_pixel_features(signals.thumbnails, i[passed], j[passed], screen_input[passed], views.selected(passed))
+def _pair_keys(pairs: np.ndarray, count: int) -> np.ndarray:
+    return pairs[:, 0].astype(np.int64) * max(count, 1) + pairs[:, 1]
+
+
+def _stored_pairs(previous: JoinState, images: JoinImages) -> tuple[pl.DataFrame, np.ndarray, int]:
+    """The previous pairs whose images are both still live, in positions, and how many were dropped."""
+    if previous.pairs.is_empty():
+        return pl.DataFrame(), NO_PAIRS, 0
+    a = images.positions(previous.pairs["image_id_a"].to_numpy())
+    b = images.positions(previous.pairs["image_id_b"].to_numpy())
+    live = (a >= 0) & (b >= 0)
+    kept = previous.pairs.filter(pl.Series(live)).with_columns(
+        pl.Series("image_id_a", a[live]), pl.Series("image_id_b", b[live])
     )
-    return probability
+    return kept, np.stack([a[live], b[live]], axis=1), int((~live).sum())
 
 
-def screened(probability: np.ndarray, threshold: float, budget: int) -> np.ndarray:
-    """Which candidates to align, from the screen's probability: those at or above its threshold
-    and the ``budget`` most probable. The threshold passes 99.5% of the synthetic copies the
-    verifier accepts, but real near-duplicates (other crops and processing of one shot) score lower
-    on the cheap features: on 20,000 CIFAR-10 images it passed 294 of the 392 pairs the verifier
-    accepts when it aligns every candidate, while the screen's 5,000 most probable candidates (of
-    172,117) held 390 of them. Its ranking is good where its threshold is not."""
-    passed = probability >= threshold
-    if budget >= len(probability):
-        passed[:] = True
-    elif budget > 0:
-        passed[np.argpartition(-probability, budget - 1)[:budget]] = True
-    return passed
+def _previous_lists(previous: JoinState, images: JoinImages, new: np.ndarray) -> tuple[LookAlikeLists, np.ndarray]:
+    """The previous look-alike lists of the images still live, in positions, and which of them are
+    stale (held a retired image)."""
+    count = len(images.image_ids)
+    neighbours = np.full((count, LOOK_ALIKES), -1, dtype=np.int64)
+    similarities = np.full((count, LOOK_ALIKES), NO_SIMILARITY, dtype=np.int32)
+    stale = np.zeros(count, dtype=bool)
+    rows = images.positions(previous.look_alike_ids)
+    live = rows >= 0
+    listed = previous.neighbours[live]
+    translated = np.where(listed >= 0, images.positions(listed.ravel()).reshape(listed.shape), -1)
+    stale[rows[live]] = np.any((listed >= 0) & (translated < 0), axis=1)
+    neighbours[rows[live]] = translated
+    similarities[rows[live]] = previous.similarities[live]
+    return LookAlikeLists(neighbours, similarities), stale
+
+
+def _look_alike_vectors(
+    previous: JoinState, images: JoinImages, project: Callable[[np.ndarray], np.ndarray], new: np.ndarray
+) -> np.ndarray:
+    """Every live image's projected vector: stored for joined images, projected for the others."""
+    vectors = np.zeros((len(images.image_ids), PROJECTED_DIMENSION), dtype=np.int16)
+    rows = images.positions(previous.look_alike_ids)
+    have = np.zeros(len(images.image_ids), dtype=bool)
+    vectors[rows[rows >= 0]] = previous.vectors[rows >= 0]
+    have[rows[rows >= 0]] = True
+    missing = np.flatnonzero(~have | new)
+    if len(missing):
+        vectors[missing] = project(thumbnail_descriptors(images.signals.thumbnails[missing]))
+    return vectors
+
+
+def _with_look_alike_flag(pairs: pl.DataFrame, listed: np.ndarray) -> pl.DataFrame:
+    """``found_by`` with ``look-alike`` set where ``listed``; pairs nominated by nothing else and no
+    longer listed are dropped (they are not candidates any more)."""
+    others = pl.col("found_by").str.replace(f",?{LOOK_ALIKE_NOMINATION}$", "").alias("found_by")
+    updated = pairs.with_columns(others).with_columns(
+        pl.when(pl.Series(listed))
+        .then(pl.concat_str([pl.col("found_by"), pl.lit(LOOK_ALIKE_NOMINATION)], separator=","))
+        .otherwise(pl.col("found_by"))
+        .str.strip_chars(",")
+        .alias("found_by")
+    )
+    return updated.filter(pl.col("found_by") != "")
+
+
+def join(
+    images: JoinImages, thresholds: MatchThresholds, previous: JoinState | None = None
+) -> tuple[JoinState, JoinReport]:
+    """Join ``images`` (every live image) given what the ``previous`` join of the same thresholds
+    left (None: from scratch). Returns the new state (pairs by stable id) and what changed."""
+    count = len(images.image_ids)
+    previous = previous or JoinState.empty()
+    new = ~np.isin(images.image_ids, previous.joined)
+    from_scratch = bool(new.all())
+    retired = int((~np.isin(previous.joined, images.image_ids)).sum())
+    stored, stored_positions, removed = _stored_pairs(previous, images)
+    signals = images.signals
+    verifier = thresholds.verifier
+    views = signals.views if verifier is not None else None
+    to_judge = local_candidates(
+        images.digests, signals.hashes, signals.embeddings, views, thresholds, None if from_scratch else new
+    )
+    listed = NO_PAIRS
+    vectors = np.zeros((count, PROJECTED_DIMENSION), dtype=np.int16)
+    lists = LookAlikeLists(np.zeros((count, 0), dtype=np.int64), np.zeros((count, 0), dtype=np.int32))
+    if verifier is not None and thresholds.look_alikes is not None:
+        vectors = _look_alike_vectors(previous, images, thresholds.look_alikes.vectors, new)
+        listed_before = NO_PAIRS
+        if from_scratch:
+            lists = look_alike_lists(vectors)
+        else:
+            old_lists, stale = _previous_lists(previous, images, new)
+            listed_before = old_lists.pairs()
+            lists = updated_lists(old_lists, vectors, new, stale)
+        listed = lists.pairs()
+        with_new = new[listed[:, 0]] | new[listed[:, 1]]
+        # pairs of old images that entered the lists (a retired image freed a place): judged now
+        entering = listed[~with_new & ~np.isin(_pair_keys(listed, count), _pair_keys(listed_before, count))]
+        to_judge = union(to_judge, listed[with_new], entering)
+    if len(stored_positions):  # pairs of old images that were judged already
+        to_judge = to_judge[~np.isin(_pair_keys(to_judge, count), _pair_keys(stored_positions, count))]
+    in_lists = np.isin(_pair_keys(to_judge, count), _pair_keys(listed, count)) if verifier is not None else None
+    verdicts = judge(to_judge, images.digests, signals, thresholds, in_lists)
+    before = stored.height
+    if before and verifier is not None:
+        stored = _with_look_alike_flag(stored, np.isin(_pair_keys(stored_positions, count), _pair_keys(listed, count)))
+    pairs = pl.concat([stored, verdicts.pairs], how="diagonal_relaxed") if before else verdicts.pairs
+    pairs = pairs.sort("image_id_a", "image_id_b")
+    pairs = pairs.with_columns(
+        pl.Series("image_id_a", images.image_ids[pairs["image_id_a"].to_numpy()]),
+        pl.Series("image_id_b", images.image_ids[pairs["image_id_b"].to_numpy()]),
+    )
+    state = JoinState(
+        joined=np.sort(images.image_ids),
+        pairs=pairs,
+        look_alike_ids=images.image_ids if lists.neighbours.shape[1] else np.zeros(0, dtype=np.int64),
+        neighbours=np.where(lists.neighbours >= 0, images.image_ids[np.maximum(lists.neighbours, 0)], -1)
+        if lists.neighbours.shape[1]
+        else np.zeros((0, LOOK_ALIKES), dtype=np.int64),
+        similarities=lists.similarities if lists.neighbours.shape[1] else np.zeros((0, LOOK_ALIKES), np.int32),
+        vectors=vectors if lists.neighbours.shape[1] else np.zeros((0, PROJECTED_DIMENSION), np.int16),
+        screen_cutoff=verdicts.screen_cutoff,
+    )
+    report = JoinReport(
+        new_images=int(new.sum()),
+        retired_images=retired,
+        candidates_judged=len(to_judge),
+        pairs_added=verdicts.pairs.height,
+        pairs_removed=removed + before - (stored.height if before else 0),
+    )
+    return state, report
 
 
 def find_similar_pairs(
@@ -162,83 +247,17 @@ def find_similar_pairs(
     thumbnails: np.ndarray | None = None,
     view_hashes: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """One row per matching unordered pair ``image_id_a < image_id_b``, sorted.
-
-    Columns: ``content_equal``, ``pixels_equal``, one distance column per computed hash (the
-    smaller of the direct and the mirrored distance for hashes matched mirror-aware),
-    ``hamming`` (smallest distance over the configured hashes), ``cosine``,
-    ``verification_score`` (the verifier's probability; null without a verifier) and
-    ``evidence`` (comma-separated criteria that hold, in a fixed order). ``thumbnails`` are
-    required when ``thresholds`` has a verifier (their ``view_hashes`` are computed when not given).
-    """
-    pairs, cosine_found = candidate_pairs(manifest, hashes, embeddings, thresholds)
-    verifier = thresholds.verifier
-    if verifier is not None:
-        if thumbnails is None:
-            raise ValueError("the verifier needs the images' thumbnails")
-        signals = ImageSignals(thumbnails, hashes, embeddings, views=view_hashes)
-        pairs = with_look_alikes(pairs, signals)
-    i, j = pairs[:, 0], pairs[:, 1]
-
-    columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
-    criteria: dict[str, np.ndarray] = {}
-    for name, column in EXACT_EVIDENCE.items():
-        values = manifest[column].to_numpy()
-        columns[f"{name}_equal"] = criteria[name] = values[i] == values[j]
-    for algorithm, words in hashes.items():
-        if algorithm.endswith(MIRROR_SUFFIX):
-            continue
-        mirrored = thresholds.mirror_hashes(algorithm, hashes)
-        distances = pair_distances(words, i, j) if mirrored is None else mirror_aware_distances(words, mirrored, i, j)
-        columns[algorithm] = distances
-        if algorithm in thresholds.hamming:
-            criteria[algorithm] = distances <= thresholds.hamming[algorithm]
-    configured = [columns[algorithm] for algorithm in thresholds.hamming]
-    columns["hamming"] = np.min(np.stack(configured), axis=0) if configured else None
-    columns["cosine"] = None
-    if embeddings is not None:
-        columns["cosine"] = similarity = pair_similarities(embeddings, i, j)
-    if cosine_found is not None:
-        # The join's own values for the pairs it found: a recomputed dot product can differ in
-        # the last float bit and put a pair found at the threshold just below it.
-        found_i, found_j, found_similarity = cosine_found
-        width = max(len(manifest), 1)
-        position = np.searchsorted(i * width + j, found_i * width + found_j)
-        similarity[position] = found_similarity
-        criteria[EMBEDDING_EVIDENCE] = np.zeros(len(i), dtype=bool)
-        criteria[EMBEDDING_EVIDENCE][position] = True
-    columns["verification_score"] = None
-    keep = np.ones(len(i), dtype=bool)
-    if verifier is not None:
-        exact = criteria["content"] | criteria["pixels"]
-        columns["verification_score"] = score = verifier_probability(
-            verifier, signals, thresholds.mirrored, i, j, always=exact
-        )
-        criteria[VERIFIED_EVIDENCE] = score >= verifier.threshold  # False where screened out (NaN)
-        keep = exact | criteria[VERIFIED_EVIDENCE]
-
-    frame = pl.DataFrame(
-        [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]
+    """A from-scratch join of ``manifest``'s images (rows in path order, arrays aligned with them)
+    with pairs by position (``image_id_a < image_id_b`` index the rows). With a verifier but no
+    look-alike space, the space is fit on these images."""
+    if thresholds.verifier is not None and thumbnails is None:
+        raise ValueError("the verifier needs the images' thumbnails")
+    images = JoinImages(
+        np.arange(manifest.height, dtype=np.int64),
+        {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()},
+        ImageSignals(thumbnails, hashes, embeddings, views=view_hashes),
     )
-    flags = pl.DataFrame([pl.Series(name, mask, dtype=pl.Boolean) for name, mask in criteria.items()])
-    evidence = flags.select(
-        pl.concat_str(
-            [pl.when(pl.col(name)).then(pl.lit(name)) for name in criteria], separator=",", ignore_nulls=True
-        ).alias("evidence")
-    )
-    return (
-        pl.concat([frame, evidence], how="horizontal")
-        .with_columns(
-            pl.col("hamming").cast(pl.Int64),
-            pl.col("cosine").cast(pl.Float32),
-            pl.col("verification_score").cast(pl.Float32),
-        )
-        .filter(pl.Series(keep))
-    )
-
-
-def directed_pairs(pairs: pl.DataFrame) -> pl.DataFrame:
-    """Each unordered pair as two rows ``(image_id, partner_id)``."""
-    forward = pairs.select(pl.col("image_id_a").alias("image_id"), pl.col("image_id_b").alias("partner_id"))
-    backward = pairs.select(pl.col("image_id_b").alias("image_id"), pl.col("image_id_a").alias("partner_id"))
-    return pl.concat([forward, backward])
+    if thresholds.verifier is not None and thresholds.look_alikes is None:
+        thresholds = replace(thresholds, look_alikes=fit_space(images.signals.descriptors))
+    state, _ = join(images, thresholds)
+    return state.pairs

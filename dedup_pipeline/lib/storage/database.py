@@ -1,15 +1,28 @@
-"""DuckDB storage: the tables each asset writes, and the stable contract views.
+"""DuckDB storage: the global tables the assets write, the views over the store's per-drop Parquet
+files, and the stable contract views.
 
-Tables (one per asset) may gain columns over time; the views below are the contract that outside
-tools rely on and keep their exact columns:
+Per-image tables (``image_manifest``, ``image_hashes``, ``image_thumbnails``, ``image_embeddings``,
+``image_failures``) are views over the shard files of the drops merged so far, restricted to what is
+live (``image_catalog``: each input's latest version). Global tables (pairs, clusters, reports,
+calibration, join state) live in the database file. Tables may gain columns over time; the views
+below are the contract that outside tools rely on and keep their exact columns:
 
 * ``duplicate_pairs(path_a, path_b, split_a, split_b, label_a, label_b, hamming, cosine, evidence)``
 * ``leaks``: the rows of ``duplicate_pairs`` whose splits differ
 * ``dedup_manifest(path, split, label, keep, reason)``
 * ``image_errors(path, split, reason)``
+
+Every value that comes from the data (paths, labels, splits) is passed as a parameter; the only
+text put into SQL is table names from this module and the store's file names, quoted.
 """
 
 from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import duckdb
 import numpy as np
@@ -17,10 +30,12 @@ import polars as pl
 import pyarrow as pa
 
 from dedup_pipeline.lib.features.hashing import mirror_key
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
+from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace
+from dedup_pipeline.lib.search.similar_pairs import JoinState
+from dedup_pipeline.lib.storage.shards import VIEW_HASHES_COLUMN, array_rows, hash_arrays, thumbnail_array
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
-VIEW_HASHES_COLUMN = "view_phashes"
 CONTRACT_VIEWS: dict[str, str] = {
     "image_errors": "SELECT path, split, reason FROM image_failures",
     "duplicate_pairs": """
@@ -32,26 +47,78 @@ CONTRACT_VIEWS: dict[str, str] = {
     "leaks": "SELECT * FROM duplicate_pairs WHERE split_a <> split_b",
     "dedup_manifest": "SELECT path, split, label, keep, reason FROM dedup_decisions",
 }
+# per-image view -> the shard table it reads, and how a shard row is matched to the live catalog
+IMAGE_VIEWS: dict[str, tuple[str, str]] = {
+    "image_manifest": ("manifest", "USING (image_id, drop_seq)"),
+    "image_hashes": ("hashes", "USING (image_id, drop_seq)"),
+    "image_thumbnails": ("thumbnails", "USING (image_id, drop_seq)"),
+    "image_embeddings": ("embeddings", "USING (image_id, drop_seq)"),
+    "image_failures": ("failures", "ON c.path = s.path AND c.kind = s.kind AND c.drop_seq = s.drop_seq"),
+}
+CATALOG_TABLE = "image_catalog"
 
 
-def write_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame | pa.Table) -> None:
-    """Replace table ``name`` with ``frame`` (atomically, in one transaction)."""
+def quoted(text: str) -> str:
+    """A SQL string literal (for file names in view definitions, which cannot take parameters)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Everything in the block is committed together or not at all."""
+    connection.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def replace_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame | pa.Table) -> None:
+    """Replace table ``name`` with ``frame`` (inside the caller's transaction, if any)."""
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     connection.register("_incoming", table)
     try:
-        connection.execute("BEGIN TRANSACTION")
         connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
-        connection.execute("COMMIT")
-    except Exception:
-        connection.execute("ROLLBACK")
-        raise
     finally:
         connection.unregister("_incoming")
+
+
+def append_rows(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    """Append ``frame`` to table ``name``, creating it with ``frame``'s columns if needed."""
+    connection.register("_incoming", frame.to_arrow())
+    try:
+        connection.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
+        connection.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
+    finally:
+        connection.unregister("_incoming")
+
+
+def write_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame | pa.Table) -> None:
+    """Replace table ``name`` with ``frame``, atomically."""
+    with transaction(connection):
+        replace_table(connection, name, frame)
 
 
 def create_views(connection: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     for name in names:
         connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {CONTRACT_VIEWS[name]}')
+
+
+def create_image_views(connection: duckdb.DuckDBPyConnection, shard_files: Mapping[str, Sequence[str]]) -> None:
+    """The per-image views over the shard files of the merged drops (``shard_files``: shard table
+    -> its files), each restricted to the live rows of the catalog."""
+    for view, (shard_table, match) in IMAGE_VIEWS.items():
+        files = ", ".join(quoted(str(path)) for path in shard_files[shard_table])
+        connection.execute(
+            f'CREATE OR REPLACE VIEW "{view}" AS SELECT s.* FROM read_parquet([{files}], union_by_name = true) s '
+            f"JOIN {CATALOG_TABLE} c {match}"
+        )
+
+
+def table_names(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    return {name for (name,) in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
 
 def read_table(connection: duckdb.DuckDBPyConnection, name: str, order_by: str | None = None) -> pl.DataFrame:
@@ -60,159 +127,189 @@ def read_table(connection: duckdb.DuckDBPyConnection, name: str, order_by: str |
 
 
 def read_manifest(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The manifest in image_id order; downstream code indexes arrays by image_id."""
-    manifest = read_table(connection, "image_manifest", order_by="image_id")
-    if not manifest["image_id"].equals(pl.Series("image_id", range(manifest.height), dtype=manifest["image_id"].dtype)):
-        raise ValueError("image_manifest.image_id must be 0..N-1: rematerialize image_manifest")
-    return manifest
+    """The live images in path order: row k is position k of every array read with their
+    ``image_id`` column (``read_hashes`` and the rest take it)."""
+    return read_table(connection, "image_manifest", order_by="path")
 
 
-def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_size: int) -> pl.DataFrame:
-    """One row per image, one column per algorithm: a BIGINT when the hash fits 64 bits (the
-    default), else a BIGINT[] of 64-bit words, most significant first. Values are the unsigned
-    words stored in two's complement."""
-    columns: dict[str, pl.Series] = {}
-    for name, words in hashes.items():
-        signed = np.ascontiguousarray(words, dtype=np.uint64).view(np.int64)
-        columns[name] = pl.Series(name, signed[:, 0]) if signed.shape[1] == 1 else pl.Series(name, signed.tolist())
-    return manifest.select("image_id", "path").with_columns(
-        pl.lit(hash_size, dtype=pl.Int32).alias("hash_size"), **columns
-    )
+def _aligned(connection: duckdb.DuckDBPyConnection, view: str, columns: str, image_ids: np.ndarray) -> pa.Table:
+    """``columns`` of ``view``, one row per id of ``image_ids``, in that order."""
+    rows = connection.execute(f'SELECT image_id, {columns} FROM "{view}"').to_arrow_table()
+    ids = rows.column("image_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    found = np.searchsorted(ids[order], image_ids)
+    if len(image_ids) and (found.max(initial=0) >= len(ids) or not np.array_equal(ids[order][found], image_ids)):
+        raise ValueError(f"{view} lacks rows of some live images: run the image_catalog asset again")
+    return rows.take(order[found])
 
 
-def read_hashes(connection: duckdb.DuckDBPyConnection, algorithms: list[str]) -> dict[str, np.ndarray]:
-    """Hashes as (n_images, words) uint64 arrays, rows in image_id order; the mirrored-picture
+def _columns(connection: duckdb.DuckDBPyConnection, view: str) -> set[str]:
+    return {row[0] for row in connection.execute(f'DESCRIBE "{view}"').fetchall()}
+
+
+def read_hashes(
+    connection: duckdb.DuckDBPyConnection, algorithms: list[str], image_ids: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Hashes as (n_images, words) uint64 arrays, rows in ``image_ids`` order; the mirrored-picture
     hashes of these algorithms come along (under their mirror_key names) when they were stored."""
-    stored = {row[0] for row in connection.execute("DESCRIBE image_hashes").fetchall()}
+    stored = _columns(connection, "image_hashes")
     names = [name for algorithm in algorithms for name in (algorithm, mirror_key(algorithm)) if name in stored]
     if not names:
         return {}
-    frame = connection.execute(f"SELECT {', '.join(names)} FROM image_hashes ORDER BY image_id").pl()
-    result: dict[str, np.ndarray] = {}
-    for name in names:
-        column = frame[name]
-        if column.dtype == pl.List(pl.Int64):
-            signed = np.array(column.to_list(), dtype=np.int64).reshape(frame.height, -1)
-        else:
-            signed = column.to_numpy().astype(np.int64).reshape(-1, 1)
-        result[name] = signed.view(np.uint64)
-    return result
+    table = _aligned(connection, "image_hashes", ", ".join(f'"{name}"' for name in names), image_ids)
+    return hash_arrays(pl.from_arrow(table), names)
 
 
-def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, model: str, image_size: int) -> pa.Table:
-    """Embeddings as a fixed-size FLOAT[dimension] column (DuckDB ARRAY); no rows when disabled."""
-    if embeddings is None:
-        manifest, embeddings = manifest.head(0), np.zeros((0, 1), dtype=np.float32)
-    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1])
-    return pa.table(
-        {
-            "image_id": pa.array(manifest["image_id"].to_numpy()),
-            "path": pa.array(manifest["path"].to_list(), type=pa.string()),
-            "model": pa.array([model] * manifest.height, type=pa.string()),
-            "image_size": pa.array([image_size] * manifest.height, type=pa.int32()),
-            "embedding": column,
-        }
-    )
-
-
-def _by_image_id(connection: duckdb.DuckDBPyConnection, table: str, columns: str) -> pa.Table:
-    """``columns`` of ``table`` in image_id order. Tables are written in that order and a plain scan
-    returns it, which is checked; an ``ORDER BY`` would make DuckDB sort wide rows (a second or
-    more for 60,000 embeddings) to find them already sorted."""
-    rows = connection.execute(f'SELECT image_id, {columns} FROM "{table}"').to_arrow_table()
-    ids = rows.column("image_id").to_numpy()
-    if len(ids) and not np.all(ids[1:] > ids[:-1]):
-        rows = rows.take(np.argsort(ids, kind="stable"))
-    return rows
-
-
-def _array_rows(column: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
-    """A fixed-size array column (DuckDB ``TYPE[n]``) as an (rows, n) array, one copy."""
-    parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
-    values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    return values.astype(dtype, copy=False).reshape(len(column), column.type.list_size)
-
-
-def read_embeddings(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
-    """Embeddings in image_id order, or None when the table is empty (embeddings disabled)."""
-    table = _by_image_id(connection, "image_embeddings", "embedding")
-    if table.num_rows == 0:
+def read_embeddings(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray | None:
+    """Embeddings in ``image_ids`` order, or None when embeddings are off."""
+    if connection.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 0:
         return None
-    return _array_rows(table.column("embedding"), np.float32)
+    return array_rows(_aligned(connection, "image_embeddings", "embedding", image_ids).column("embedding"), np.float32)
 
 
-def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes: np.ndarray | None) -> pa.Table:
-    """Thumbnails as raw RGB bytes (side x side x 3, row-major), with their side and, when they were
-    computed, their ``views.view_hashes`` (a BIGINT[] per image: the unsigned words in two's
-    complement)."""
-    side = thumbnails.shape[1]
-    flat = np.ascontiguousarray(thumbnails, dtype=np.uint8).reshape(len(thumbnails), side * side * 3)
-    columns = {
-        "image_id": pa.array(manifest["image_id"].to_numpy()),
-        "side": pa.array([side] * len(flat), type=pa.int32()),
-        "thumbnail": pa.Array.from_buffers(pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat)]).cast(
-            pa.binary()
-        ),
-    }
-    if view_hashes is not None:
-        signed = np.ascontiguousarray(view_hashes, dtype=np.uint64).view(np.int64)
-        columns[VIEW_HASHES_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(signed.ravel()), signed.shape[1])
-    return pa.table(columns)
+def read_thumbnails(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray:
+    """(n_images, side, side, 3) uint8 in ``image_ids`` order."""
+    return thumbnail_array(_aligned(connection, "image_thumbnails", "side, thumbnail", image_ids))
 
 
-def read_thumbnails(connection: duckdb.DuckDBPyConnection) -> np.ndarray:
-    """(n_images, side, side, 3) uint8 in image_id order."""
-    table = _by_image_id(connection, "image_thumbnails", "side, thumbnail")
-    if table.num_rows == 0:
-        return np.zeros((0, 0, 0, 3), dtype=np.uint8)
-    side = table.column("side")[0].as_py()
-    size = side * side * 3
-    # as fixed-size binary, a chunk's values are one contiguous buffer
-    chunks = table.column("thumbnail").cast(pa.binary(size)).chunks
-    values = [
-        np.frombuffer(chunk.buffers()[1], np.uint8)[chunk.offset * size :][: len(chunk) * size] for chunk in chunks
-    ]
-    return np.concatenate(values).reshape(table.num_rows, side, side, 3)
-
-
-def read_view_hashes(connection: duckdb.DuckDBPyConnection) -> np.ndarray | None:
-    """The stored ``views.view_hashes`` in image_id order, or None when they were not stored (no
-    verifier was configured, or an earlier version wrote the table): they are then computed from
-    the thumbnails."""
-    stored = {row[0] for row in connection.execute("DESCRIBE image_thumbnails").fetchall()}
-    if VIEW_HASHES_COLUMN not in stored:
+def read_view_hashes(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray | None:
+    """The stored ``views.view_hashes`` in ``image_ids`` order, or None when they were not stored
+    (the store was built without a verifier): they are then computed from the thumbnails."""
+    if VIEW_HASHES_COLUMN not in _columns(connection, "image_thumbnails"):
         return None
-    return _array_rows(
-        _by_image_id(connection, "image_thumbnails", VIEW_HASHES_COLUMN).column(VIEW_HASHES_COLUMN), np.int64
-    ).view(np.uint64)
+    table = _aligned(connection, "image_thumbnails", VIEW_HASHES_COLUMN, image_ids)
+    return array_rows(table.column(VIEW_HASHES_COLUMN), np.int64).view(np.uint64)
 
 
-def write_verifier(connection: duckdb.DuckDBPyConnection, scorer: PairScorer | None) -> None:
-    """The trained pair verifier as JSON (no row when there is none)."""
-    rows = [] if scorer is None else [{"model": scorer.to_json(), "threshold": scorer.threshold}]
-    write_table(connection, "pair_verifier", pl.DataFrame(rows, schema={"model": pl.String, "threshold": pl.Float64}))
+VERIFIER_SCHEMA = {
+    "model": pl.String,
+    "threshold": pl.Float64,
+    "look_alike_space": pl.Binary,
+    "screen_cutoff": pl.Float64,
+}
+CALIBRATION_SCHEMA = {
+    "calibration_id": pl.String,
+    "source": pl.String,
+    "fingerprint": pl.String,
+    "images": pl.Int64,
+    "calibrated_at": pl.Datetime("us"),
+}
 
 
-def read_verifier(connection: duckdb.DuckDBPyConnection) -> PairScorer | None:
-    tables = {name for (name,) in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if "pair_verifier" not in tables:
-        return None
-    row = connection.execute("SELECT model FROM pair_verifier").fetchone()
-    return None if row is None else PairScorer.from_json(row[0])
+def write_verifier(
+    connection: duckdb.DuckDBPyConnection, scorer: PairScorer | None, space: LookAlikeSpace | None = None
+) -> None:
+    """The trained pair verifier as JSON with its look-alike space (no row when there is none);
+    its screen cutoff is set later, by the first join (:func:`write_screen_cutoff`)."""
+    rows = [] if scorer is None else [(scorer.to_json(), scorer.threshold, space.to_bytes() if space else None, None)]
+    replace_table(connection, "pair_verifier", pl.DataFrame(rows, schema=VERIFIER_SCHEMA, orient="row"))
+
+
+def write_screen_cutoff(connection: duckdb.DuckDBPyConnection, cutoff: float | None) -> None:
+    if cutoff is not None:
+        connection.execute("UPDATE pair_verifier SET screen_cutoff = ?", [cutoff])
 
 
 def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:
-    """The thresholds the match_thresholds asset chose (rows without a threshold do not match)."""
+    """The thresholds the match_thresholds asset chose (rows without a threshold do not match), with
+    the verifier, its look-alike space and screen cutoff."""
     rows = connection.execute(
         "SELECT evidence, threshold, coalesce(mirror_aware, false) FROM match_thresholds "
-        f"WHERE threshold IS NOT NULL AND evidence NOT IN ('combined', '{VERIFIED_EVIDENCE}')"
+        "WHERE threshold IS NOT NULL AND evidence NOT IN ('combined', ?)",
+        [VERIFIED_EVIDENCE],
     ).fetchall()
     chosen = {evidence: threshold for evidence, threshold, _ in rows}
     cosine = chosen.pop(EMBEDDING_EVIDENCE, None)
+    verifier = space = cutoff = None
+    if "pair_verifier" in table_names(connection):
+        row = connection.execute("SELECT model, look_alike_space, screen_cutoff FROM pair_verifier").fetchone()
+        if row is not None:
+            verifier = PairScorer.from_json(row[0])
+            space = LookAlikeSpace.from_bytes(row[1]) if row[1] is not None else None
+            cutoff = row[2]
     return MatchThresholds(
         hamming={name: int(value) for name, value in chosen.items()},
         cosine=cosine,
         mirrored=frozenset(evidence for evidence, _, mirror in rows if mirror and evidence != EMBEDDING_EVIDENCE),
-        verifier=read_verifier(connection),
+        verifier=verifier,
+        look_alikes=space,
+        screen_cutoff=cutoff,
+    )
+
+
+def calibration_id(connection: duckdb.DuckDBPyConnection) -> str:
+    """A digest of what the join applies (thresholds, mirroring, verifier, look-alike space), not
+    of the screen cutoff the first join adds to it."""
+    digest = hashlib.sha256()
+    rows = connection.execute(
+        "SELECT evidence, threshold, mirror_aware FROM match_thresholds ORDER BY evidence"
+    ).fetchall()
+    digest.update(json.dumps(rows, default=str).encode())
+    if "pair_verifier" in table_names(connection):
+        for model, space in connection.execute("SELECT model, look_alike_space FROM pair_verifier").fetchall():
+            digest.update(model.encode())
+            digest.update(space or b"")
+    return digest.hexdigest()[:16]
+
+
+def record_calibration(connection: duckdb.DuckDBPyConnection, source: str, fingerprint: str, images: int) -> None:
+    row = (calibration_id(connection), source, fingerprint, images, datetime.datetime.now())
+    replace_table(connection, "calibration", pl.DataFrame([row], schema=CALIBRATION_SCHEMA, orient="row"))
+
+
+def read_calibration(connection: duckdb.DuckDBPyConnection) -> dict[str, object] | None:
+    if "calibration" not in table_names(connection):
+        return None
+    frame = read_table(connection, "calibration")
+    return frame.row(0, named=True) if frame.height else None
+
+
+def write_join_state(connection: duckdb.DuckDBPyConnection, state: JoinState, calibration: str) -> None:
+    """The join's tables (inside the caller's transaction): ``similar_pairs``, the look-alike lists
+    with their vectors, the joined images, and what they were computed under."""
+    replace_table(connection, "similar_pairs", state.pairs)
+    replace_table(connection, "joined_images", pl.DataFrame({"image_id": state.joined}, schema={"image_id": pl.Int64}))
+    look_alikes = pl.DataFrame(
+        {
+            "image_id": state.look_alike_ids,
+            "neighbours": state.neighbours,
+            "similarities": state.similarities,
+            "vector": state.vectors,
+        },
+        schema={
+            "image_id": pl.Int64,
+            "neighbours": pl.Array(pl.Int64, state.neighbours.shape[1]),
+            "similarities": pl.Array(pl.Int32, state.similarities.shape[1]),
+            "vector": pl.Array(pl.Int16, state.vectors.shape[1]),
+        },
+    )
+    replace_table(connection, "look_alikes", look_alikes)
+    row = (calibration, state.screen_cutoff, datetime.datetime.now())
+    replace_table(
+        connection,
+        "join_state",
+        pl.DataFrame(
+            [row],
+            schema={"calibration_id": pl.String, "screen_cutoff": pl.Float64, "joined_at": pl.Datetime("us")},
+            orient="row",
+        ),
+    )
+
+
+def read_join_state(connection: duckdb.DuckDBPyConnection, calibration: str) -> JoinState | None:
+    """What the last join left, if it ran under ``calibration`` (else None: join from scratch)."""
+    if "join_state" not in table_names(connection):
+        return None
+    row = connection.execute("SELECT calibration_id, screen_cutoff FROM join_state").fetchone()
+    if row is None or row[0] != calibration:
+        return None
+    lists = read_table(connection, "look_alikes")
+    return JoinState(
+        joined=read_table(connection, "joined_images")["image_id"].to_numpy(),
+        pairs=read_table(connection, "similar_pairs"),
+        look_alike_ids=lists["image_id"].to_numpy(),
+        neighbours=lists["neighbours"].to_numpy().astype(np.int64),
+        similarities=lists["similarities"].to_numpy().astype(np.int32),
+        vectors=lists["vector"].to_numpy().astype(np.int16),
+        screen_cutoff=row[1],
     )

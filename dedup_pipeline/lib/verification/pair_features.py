@@ -29,7 +29,6 @@ from dedup_pipeline.lib.features.views import PairViews, pair_views, view_hashes
 from dedup_pipeline.lib.search.cosine_join import pair_similarities
 from dedup_pipeline.lib.search.hamming_join import mirror_aware_distances, pair_distances
 
-CANDIDATE_NEIGHBOURS = 10  # look-alikes per image verified, besides the pairs thresholds match
 SHIFT = 3  # pixels (of a 32-pixel thumbnail) searched in each direction
 # Pixels cut from the centre of the 32-pixel thumbnail before it is stretched back, per axis: zooms
 # of 1, 1.10 and 1.23, searched for width and height apart and on either image. Real copies
@@ -224,31 +223,50 @@ def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, views: 
     return out
 
 
-@dataclass(frozen=True)
 class ImageSignals:
-    """What the verifier knows of each image, rows by image id: thumbnails, the matching hashes
-    (and their mirror_key hashes where stored), embeddings (None when off), and the thumbnails'
-    descriptors and view hashes (computed here when not given: once per image, not once per pair)."""
+    """What the verifier knows of each image, rows by position: thumbnails (None when no verifier
+    needs them), the matching hashes (and their mirror_key hashes where stored), embeddings (None
+    when off), and the thumbnails' descriptors and view hashes (computed from the thumbnails on
+    first use when not given: once per image, not once per pair)."""
 
-    thumbnails: np.ndarray
-    hashes: Mapping[str, np.ndarray]
-    embeddings: np.ndarray | None
-    descriptors: np.ndarray | None = None
-    views: np.ndarray | None = None  # view_hashes of the thumbnails
+    def __init__(
+        self,
+        thumbnails: np.ndarray | None,
+        hashes: Mapping[str, np.ndarray],
+        embeddings: np.ndarray | None,
+        descriptors: np.ndarray | None = None,
+        views: np.ndarray | None = None,
+    ) -> None:
+        self.thumbnails, self.hashes, self.embeddings = thumbnails, hashes, embeddings
+        self._descriptors, self._views = descriptors, views
 
-    def __post_init__(self) -> None:
-        if self.descriptors is None:
-            object.__setattr__(self, "descriptors", thumbnail_descriptors(self.thumbnails))
-        if self.views is None:
-            object.__setattr__(self, "views", view_hashes(self.thumbnails))
+    @property
+    def descriptors(self) -> np.ndarray:
+        if self._descriptors is None:
+            self._descriptors = thumbnail_descriptors(self._required_thumbnails())
+        return self._descriptors
+
+    @property
+    def views(self) -> np.ndarray:
+        if self._views is None:
+            self._views = view_hashes(self._required_thumbnails())
+        return self._views
+
+    def _required_thumbnails(self) -> np.ndarray:
+        if self.thumbnails is None:
+            raise ValueError("these signals were read without thumbnails")
+        return self.thumbnails
 
     def __len__(self) -> int:
-        return len(self.thumbnails)
+        for rows in (self.thumbnails, self.embeddings, *self.hashes.values()):
+            if rows is not None:
+                return len(rows)
+        return 0
 
     def appended(self, other: ImageSignals) -> ImageSignals:
         """These images followed by ``other``'s (ids of ``other`` shift by ``len(self)``)."""
         return ImageSignals(
-            np.concatenate([self.thumbnails, other.thumbnails]),
+            np.concatenate([self._required_thumbnails(), other._required_thumbnails()]),
             {name: np.concatenate([words, other.hashes[name]]) for name, words in self.hashes.items()},
             None if self.embeddings is None else np.concatenate([self.embeddings, other.embeddings]),
             np.concatenate([self.descriptors, other.descriptors]),

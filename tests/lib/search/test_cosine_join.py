@@ -1,12 +1,7 @@
 import numpy as np
 import pytest
 
-from dedup_pipeline.lib.search.cosine_join import (
-    LookAlikeIndex,
-    cosine_pairs,
-    nearest_neighbour_pairs,
-    pair_similarities,
-)
+from dedup_pipeline.lib.search.cosine_join import cosine_pairs, cosine_pairs_of, pair_similarities
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:
@@ -50,33 +45,23 @@ def test_pair_similarities_and_tiny_inputs() -> None:
     assert len(cosine_pairs(vectors[:1], 0.5)[0]) == 0
 
 
-def test_nearest_neighbour_pairs_match_brute_force_and_find_planted_copies() -> None:
+def test_pairs_of_some_rows_are_the_self_join_pairs_that_involve_them() -> None:
     rng = np.random.default_rng(1)
-    small = unit_rows(rng.normal(size=(50, 8)))
-    pairs = nearest_neighbour_pairs(small, neighbours=3)
-    ranked = np.argsort(-(small @ small.T), axis=1)[:, 1:4]
-    expected = {(min(a, b), max(a, b)) for a in range(50) for b in ranked[a].tolist()}
-    assert {tuple(p) for p in pairs.tolist()} == expected
-    assert (pairs[:, 0] < pairs[:, 1]).all()
-
-    base = rng.normal(size=(400, 200))
-    base[300:] = base[:100] + rng.normal(scale=0.05, size=(100, 200))  # copies of rows 0..99
-    found = {tuple(p) for p in nearest_neighbour_pairs(unit_rows(base), neighbours=2).tolist()}  # PCA path
-    assert all((k, 300 + k) in found for k in range(100))
-    assert nearest_neighbour_pairs(small[:1], neighbours=3).shape == (0, 2)
+    vectors = unit_rows(rng.normal(size=(300, 16)))
+    vectors[200:260] = unit_rows(vectors[:60] + rng.normal(scale=0.1, size=(60, 16)))
+    i, j, similarity = cosine_pairs(vectors, 0.8)
+    rows = np.array([3, 7, 210, 299])
+    a, b, of_rows = cosine_pairs_of(vectors, rows, 0.8)
+    involved = np.isin(i, rows) | np.isin(j, rows)
+    assert np.stack([a, b], axis=1).tolist() == np.stack([i[involved], j[involved]], axis=1).tolist()
+    assert np.array_equal(of_rows, similarity[involved])  # the same values, bit for bit
 
 
-def test_look_alike_index_ranks_queries_by_inner_product() -> None:
-    rng = np.random.default_rng(0)
-    dataset = rng.normal(size=(300, 5))
-    queries = rng.normal(size=(7, 5))
-    expected = np.argsort(-(queries @ dataset.T), axis=1)[:, :4]
-    assert LookAlikeIndex(dataset).search(queries, 4).tolist() == expected.tolist()
-    assert LookAlikeIndex(dataset[:2]).search(queries, 4).shape == (7, 2)
-
-
-def test_look_alike_index_finds_copies_through_its_projection() -> None:
-    rng = np.random.default_rng(2)
-    dataset = unit_rows(rng.normal(size=(500, 300)))
-    copies = unit_rows(dataset[:40] + rng.normal(scale=0.05, size=(40, 300)))
-    assert (LookAlikeIndex(dataset).search(copies, 3)[:, 0] == np.arange(40)).all()
+def test_pair_similarities_do_not_depend_on_the_other_pairs_computed_with_them() -> None:
+    rng = np.random.default_rng(3)
+    vectors = unit_rows(rng.normal(size=(200, 1280)))
+    i, j = rng.integers(0, 200, 500), rng.integers(0, 200, 500)
+    together = pair_similarities(vectors, i, j)
+    alone = np.concatenate([pair_similarities(vectors, i[k : k + 1], j[k : k + 1]) for k in range(500)])
+    swapped = pair_similarities(vectors, j, i)
+    assert np.array_equal(together, alone) and np.array_equal(together, swapped)

@@ -1,18 +1,18 @@
+from dataclasses import replace
+
 import numpy as np
 import polars as pl
 import pytest
 from PIL import Image
 
-from dedup_pipeline.lib.features.thumbnails import thumbnail
-from dedup_pipeline.lib.search import similar_pairs as pairs_module
-from dedup_pipeline.lib.search.similar_pairs import (
-    MatchThresholds,
-    candidate_pairs,
-    directed_pairs,
-    find_similar_pairs,
-    screened,
-    verifier_probability,
-)
+from dedup_pipeline.lib.features.thumbnails import thumbnail, thumbnail_descriptors
+from dedup_pipeline.lib.features.views import nominated, view_hashes
+from dedup_pipeline.lib.search.candidates import local_candidates
+from dedup_pipeline.lib.search.criteria import MatchThresholds
+from dedup_pipeline.lib.search.look_alikes import fit_space
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, find_similar_pairs, join
+from dedup_pipeline.lib.verification import judging
+from dedup_pipeline.lib.verification.judging import screen_cutoff, verifier_probability
 from dedup_pipeline.lib.verification.pair_features import ImageSignals, feature_names, screen_feature_names
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 from tests.conftest import smooth_picture
@@ -48,11 +48,6 @@ def test_without_embeddings_cosine_is_null() -> None:
     assert pairs["evidence"].to_list() == ["content"]
 
 
-def test_directed_pairs_lists_both_directions() -> None:
-    pairs = pl.DataFrame({"image_id_a": [0], "image_id_b": [5]})
-    assert sorted(directed_pairs(pairs).iter_rows()) == [(0, 5), (5, 0)]
-
-
 def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> None:
     images = manifest(["a", "b", "c"], ["p", "q", "r"])
     hashes = {
@@ -66,14 +61,14 @@ def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> 
     assert find_similar_pairs(images, hashes, None, MatchThresholds(hamming={"phash": 2})).height == 0
 
 
-def test_candidate_pairs_without_exact_evidence() -> None:
-    images = manifest(["a", "a", "b"], ["p", "p", "q"])
+def test_local_candidates_with_and_without_exact_evidence() -> None:
+    digests = {"content": np.array(["a", "a", "b"]), "pixels": np.array(["p", "p", "q"])}
     hashes = {"phash": np.array([[0], [2**64 - 1], [1]], dtype=np.uint64)}
     thresholds = MatchThresholds(hamming={"phash": 1})
-    with_exact, _ = candidate_pairs(images, hashes, None, thresholds)
-    without_exact, cosine_found = candidate_pairs(images, hashes, None, thresholds, exact=False)
-    assert with_exact.tolist() == [[0, 1], [0, 2]] and without_exact.tolist() == [[0, 2]]
-    assert cosine_found is None
+    assert local_candidates(digests, hashes, None, None, thresholds).tolist() == [[0, 1], [0, 2]]
+    assert local_candidates({}, hashes, None, None, thresholds).tolist() == [[0, 2]]
+    new = np.array([False, True, False])
+    assert local_candidates(digests, hashes, None, None, thresholds, new).tolist() == [[0, 1]]
 
 
 def descriptor_only_scorer(hash_names: list[str], threshold: float) -> PairScorer:
@@ -121,23 +116,144 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them(monkeypa
         images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
     )
     assert unscreened.select("image_id_a", "image_id_b").rows() == [(0, 6), (1, 7)]
-    monkeypatch.setattr(pairs_module, "ALIGNED_PAIRS_MIN", 0)
-    monkeypatch.setattr(pairs_module, "ALIGNED_PER_IMAGE", 0.0)
+    monkeypatch.setattr(judging, "ALIGNED_PAIRS_MIN", 0)
+    monkeypatch.setattr(judging, "ALIGNED_PER_IMAGE", 0.0)
     screened = find_similar_pairs(
         images, hashes, None, MatchThresholds(hamming={"phash": 1}, verifier=closed), thumbnails
     )
     assert screened.select("image_id_a", "image_id_b", "evidence").rows() == [(0, 6, "pixels,phash,verified")]
     signals = ImageSignals(thumbnails, hashes, None)
     i, j = np.array([1, 2]), np.array([7, 3])
-    assert np.isnan(verifier_probability(closed, signals, frozenset(), i, j)).all()
-    assert verifier_probability(closed, signals, frozenset(), i, j, screen=False).tolist() == pytest.approx(
-        verifier_probability(verifier, signals, frozenset(), i, j).tolist()
+    rejected, cutoff = verifier_probability(closed, signals, frozenset(), i, j, budget=0)
+    assert np.isnan(rejected).all() and cutoff == 1.01
+    every, cutoff = verifier_probability(closed, signals, frozenset(), i, j)  # no cutoff, no budget: all
+    assert cutoff is None and every.tolist() == pytest.approx(
+        verifier_probability(verifier, signals, frozenset(), i, j)[0].tolist()
     )
 
 
-def test_the_screen_passes_its_threshold_and_its_best_ranked_up_to_a_budget() -> None:
+def test_the_screen_cutoff_admits_its_threshold_and_its_best_ranked_up_to_a_budget() -> None:
     probability = np.array([0.9, 0.1, 0.5, 0.3, 0.95, 0.2])
-    assert screened(probability, 0.8, 0).tolist() == [True, False, False, False, True, False]
-    assert screened(probability, 0.8, 3).tolist() == [True, False, True, False, True, False]
-    assert screened(probability, 0.99, 2).tolist() == [True, False, False, False, True, False]
-    assert screened(probability, 0.99, 6).all() and screened(probability, 0.99, 60).all()
+    assert screen_cutoff(probability, 0.8, 0) == 0.8
+    assert screen_cutoff(probability, 0.8, 3) == 0.5  # the three best: 0.95, 0.9, 0.5
+    assert screen_cutoff(probability, 0.99, 2) == 0.9
+    assert screen_cutoff(probability, 0.99, 6) == 0.0 and screen_cutoff(probability, 0.99, 60) == 0.0
+
+
+def planted_universe(count: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Thumbnails of distinct pictures, near copies (brightened, shifted, mirrored) and exact copies."""
+    rng = np.random.default_rng(seed)
+    pictures = [np.asarray(thumbnail(smooth_picture(int(s), size=(48, 40)))) for s in rng.integers(0, 10**6, count)]
+    for k in range(0, count // 3):
+        source = pictures[int(rng.integers(0, len(pictures)))]
+        kind = k % 4
+        if kind == 0:
+            copy = np.clip(source.astype(np.int16) + 12, 0, 255).astype(np.uint8)
+        elif kind == 1:
+            copy = np.roll(source, 1, axis=1)
+        elif kind == 2:
+            copy = source[:, ::-1]
+        else:
+            copy = source.copy()
+        pictures.append(np.ascontiguousarray(copy))
+    order = rng.permutation(len(pictures))
+    thumbnails = np.stack(pictures)[order]
+    return thumbnails, [f"{rng.choice(['train', 'test'])}/{k:04d}.png" for k in range(len(thumbnails))]
+
+
+def join_images(live: list[tuple[str, int]], thumbnails: np.ndarray) -> JoinImages:
+    """The live images (path, universe row), in path order; a row's image id is the row itself."""
+    live = sorted(live)
+    rows = np.array([row for _, row in live], dtype=np.int64)
+    views = view_hashes(thumbnails[rows])
+    signals = ImageSignals(
+        thumbnails[rows],
+        {"phash": views[:, [0]], "phash_mirror": views[:, [1]]},
+        thumbnail_descriptors(thumbnails[rows]),
+        views=views,
+    )
+    digests = {"content": rows.astype(str), "pixels": np.array([thumbnails[row].tobytes().hex()[:40] for row in rows])}
+    return JoinImages(rows, digests, signals)
+
+
+def test_an_incremental_join_equals_a_join_from_scratch_after_any_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(judging, "ALIGNED_PAIRS_MIN", 40)  # the first join sets a screen cutoff that matters
+    thumbnails, paths = planted_universe(150, seed=7)
+    scorer = PairScorer(
+        feature_names(["phash"], with_embedding=True),
+        mean=np.zeros(8),
+        scale=np.ones(8),
+        powers=np.eye(8, dtype=np.int64),
+        weights=np.r_[60.0, 12.0, 0, 0, 0, 0, 0, 0],  # descriptor cosine and gray correlation
+        intercept=-62.0,
+        threshold=0.5,
+    )
+    screen_names = screen_feature_names(["phash"], True)
+    screen = PairScorer(
+        screen_names, np.zeros(4), np.ones(4), np.eye(4, dtype=np.int64), np.r_[10.0, 0, 0, 0], -5.0, 0.99
+    )
+    thresholds = MatchThresholds(
+        hamming={"phash": 6},
+        cosine=0.97,
+        mirrored=frozenset({"phash"}),
+        verifier=scorer.with_screen(screen),
+        look_alikes=fit_space(thumbnail_descriptors(thumbnails)),
+    )
+    rng = np.random.default_rng(8)
+    rows = rng.permutation(len(thumbnails))
+    live = {paths[row]: int(row) for row in rows[:60]}  # path -> universe row (its content)
+    unused = list(rows[60:])
+    state, _ = join(join_images(list((p, r) for p, r in live.items()), thumbnails), thresholds)
+    thresholds = replace(thresholds, screen_cutoff=state.screen_cutoff)  # stored with the calibration
+    assert 0 < state.screen_cutoff < 1
+    seen = {"added": 0, "deleted": 0, "changed": 0, "pairs": set()}
+    for step in range(7):
+        for path in rng.choice(sorted(live), size=3, replace=False):  # deleted
+            del live[path]
+            seen["deleted"] += 1
+        for path in rng.choice(sorted(live), size=2, replace=False):  # rewritten in place: new content
+            live[path] = int(unused.pop())
+            seen["changed"] += 1
+        for _ in range(int(rng.integers(5, 15))):  # added
+            row = int(unused.pop())
+            live[paths[row]] = row
+            seen["added"] += 1
+        images = join_images(list(live.items()), thumbnails)
+        state, report = join(images, thresholds, state)
+        scratch, _ = join(images, thresholds)
+        assert report.new_images < len(live)
+        assert state.pairs.sort("image_id_a", "image_id_b").equals(scratch.pairs.sort("image_id_a", "image_id_b")), step
+        assert np.array_equal(state.neighbours, scratch.neighbours), step
+        seen["pairs"] |= set(state.pairs.select("image_id_a", "image_id_b").iter_rows())
+    assert len(seen["pairs"]) >= 10  # the sequence did find duplicates, through every rule
+    found_by = ",".join(state.pairs["found_by"].to_list())
+    assert {"look-alike", "view", "phash", "pixels"} <= set(found_by.split(","))
+
+
+def test_a_stored_pair_that_leaves_the_look_alike_lists_is_dropped_as_from_scratch() -> None:
+    # B is a noisy copy of A that only the look-alike lists nominate; then 12 exact copies of A
+    # arrive, with paths that sort first: they fill A's list and, tied with A, B's list as well
+    rng = np.random.default_rng(11)
+    others = [np.asarray(thumbnail(smooth_picture(int(s), size=(40, 40)))) for s in rng.integers(0, 10**6, 30)]
+    noisy = (
+        (picture, np.clip(picture + rng.normal(0, 15, picture.shape), 0, 255).astype(np.uint8))
+        for picture in others
+        for _ in range(10)
+    )
+    original, copy = next((a, b) for a, b in noisy if not nominated(view_hashes(a[None]), view_hashes(b[None]))[0])
+    others = [picture for picture in others if picture is not original]
+    thumbnails = np.stack([*others, original, copy, *([original] * 12)])
+    paths = [f"b/{k:02d}.png" for k in range(29)] + ["b/a.png", "b/b.png"] + [f"a/{k:02d}.png" for k in range(12)]
+    scorer = first_feature_scorer(feature_names(["phash"], with_embedding=True), 0.5)  # descriptor cosine >= 0.95
+    thresholds = MatchThresholds(verifier=scorer, look_alikes=fit_space(thumbnail_descriptors(thumbnails)))
+    live = list(zip(paths[:31], range(31), strict=True))
+    state, _ = join(join_images(live, thumbnails), thresholds)
+    a, b = 29, 30
+    assert state.pairs.filter((pl.col("image_id_a") == a) & (pl.col("image_id_b") == b))["found_by"].to_list() == [
+        "look-alike"
+    ]
+    images = join_images(list(zip(paths, range(len(paths)), strict=True)), thumbnails)
+    state, report = join(images, replace(thresholds, screen_cutoff=state.screen_cutoff), state)
+    scratch, _ = join(images, replace(thresholds, screen_cutoff=state.screen_cutoff))
+    assert state.pairs.sort("image_id_a", "image_id_b").equals(scratch.pairs.sort("image_id_a", "image_id_b"))
+    assert (a, b) not in set(state.pairs.select("image_id_a", "image_id_b").iter_rows()) and report.pairs_removed == 1
