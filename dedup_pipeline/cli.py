@@ -1,11 +1,15 @@
-"""``dedup-pipeline``: materialize every asset in-process and print a summary.
+"""``dedup-pipeline``: find duplicate images, leaks and label conflicts in a dataset, and keep finding
+them as it grows.
 
-``dedup-pipeline run --data DIR [--db PATH]`` exits 0 when every check passed, 1 when a check
-failed (for example the leak budget: the dedup manifest is still written), 2 on bad input.
-``--resume`` skips the stages an earlier run into the same database finished with the same
-settings and data (an interrupted run picks up where it stopped).
-``dedup-pipeline demo`` builds the embedded demo dataset, runs, and compares planted leaks with
-found ones.
+``dedup-pipeline run --data DIR [--db PATH]`` registers what changed in the dataset since the last
+run as a drop, extracts only that, joins it against every stored image and brings the reports up to
+date; it exits 0 when every check passed, 1 when a check failed (for example the leak budget: the
+dedup manifest is still written), 2 on bad input. ``dedup-pipeline check PATH...`` prints each
+image's duplicates already stored, without changing anything (exit 1 when any is found).
+``dedup-pipeline demo`` builds the embedded demo dataset, runs, adds a second drop, runs again, and
+compares planted leaks with found ones.
+
+Dagster and torch are imported by the commands that need them, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,17 +18,18 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dagster as dg
-import duckdb
-import polars as pl
+if TYPE_CHECKING:
+    import dagster as dg
+    import polars as pl
 
-from dedup_pipeline.defs import ASSETS
-from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
-from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset
-from dedup_pipeline.lib.inputs.sources import DatasetError, discover
-from dedup_pipeline.lib.storage.stages import dataset_signature, done_stages, stages_to_run
+    from dedup_pipeline.defs.resources import DedupConfig
+    from dedup_pipeline.lib.inputs.changes import Registration
+
+from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_DIR = Path("demo_data")
@@ -41,11 +46,16 @@ def _optional_float(text: str) -> float | str:
     return "off" if text.lower() in {"none", "off"} else float(text)
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    defaults = DedupConfig.model_fields
+def _add_database_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", default=os.environ.get("DEDUP_DB"), help="DuckDB file to write (default: dedup.duckdb, or DEDUP_DB)"
+        "--db",
+        default=os.environ.get("DEDUP_DB"),
+        help=f"DuckDB file (default: {DEFAULT_DATABASE}, or DEDUP_DB); its store is the folder beside it",
     )
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    _add_database_option(parser)
     parser.add_argument(
         "--hamming",
         type=_threshold,
@@ -70,16 +80,26 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--target-precision",
         type=float,
-        default=defaults["target_precision"].default,
+        default=DEFAULT_TARGET_PRECISION,
         help="precision calibrated thresholds aim for (default: %(default)s)",
     )
     parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="calibrate again on every stored image and judge the stored candidates again (nothing is decoded)",
+    )
+    parser.add_argument(
+        "--thresholds-from",
+        metavar="OTHER.duckdb",
+        help="apply the thresholds and pair verifier stored in another database instead of calibrating",
+    )
+    parser.add_argument(
         "--embedding-model",
-        default=defaults["embedding_model"].default,
+        default=DEFAULT_EMBEDDING_MODEL,
         help="registered model name, 'none', or package.module:factory (default: %(default)s)",
     )
     parser.add_argument(
-        "--embedding-image-size", type=int, default=None, help="model input size (default: the model's)"
+        "--embedding-image-size", type=int, default=None, help="model input size (default: chosen per dataset)"
     )
     parser.add_argument(
         "--split-priority",
@@ -89,13 +109,15 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-leaked-fraction",
         type=float,
-        default=defaults["max_leaked_fraction"].default,
+        default=0.0,
         help="leak budget per evaluation split (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
 
 
 def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
+    from dedup_pipeline.defs.resources import DedupConfig
+
     options: dict[str, object] = {
         "data": str(Path(data).expanduser().resolve()),
         "calibrate": not args.no_calibration,
@@ -105,6 +127,8 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
         "embedding_image_size": args.embedding_image_size,
         "max_leaked_fraction": args.max_leaked_fraction,
         "workers": args.workers,
+        "recalibrate": args.recalibrate,
+        "thresholds_from": str(Path(args.thresholds_from).expanduser().resolve()) if args.thresholds_from else None,
     }
     if args.hamming:
         options["hamming_thresholds"] = dict(args.hamming)
@@ -117,55 +141,162 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
     return DedupConfig(**options)
 
 
-def materialize(config: DedupConfig, database: Path, stages: Sequence[str] | None = None) -> dg.ExecuteInProcessResult:
-    """Materialize every asset (and its checks) in this process, or only those of ``stages``."""
+def _database(args: argparse.Namespace) -> Path:
+    return Path(args.db or DEFAULT_DATABASE).expanduser().resolve()
+
+
+@dataclass
+class PipelineRun:
+    """The Dagster runs of one ``materialize``: one per drop extracted, then the global assets."""
+
+    registration: Registration
+    results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(result.success for result in self.results)
+
+    def check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        return [evaluation for result in self.results for evaluation in result.get_asset_check_evaluations()]
+
+    def metadata(self, asset: str) -> dict[str, object]:
+        """The latest materialization metadata of ``asset`` in these runs (values unwrapped)."""
+        found: dict[str, object] = {}
+        for result in self.results:
+            for event in result.get_asset_materialization_events():
+                if event.asset_key.to_user_string() == asset:
+                    found = {key: entry.value for key, entry in event.materialization.metadata.items()}
+        return found
+
+    def seconds(self) -> float:
+        """The sum of every asset's recorded ``..._seconds``."""
+        return sum(
+            float(entry.value)
+            for result in self.results
+            for event in result.get_asset_materialization_events()
+            for key, entry in event.materialization.metadata.items()
+            if key.endswith("seconds")
+        )
+
+
+def materialize(config: DedupConfig, database: Path) -> PipelineRun:
+    """Register what changed in ``config.data`` as drops, extract every drop not extracted yet (one
+    Dagster run each, a partition of the per-drop assets), then materialize the global assets
+    (catalog, thresholds, join, clusters, reports) and their checks, all in this process."""
+    import dagster as dg
     from dagster_duckdb import DuckDBResource
 
+    from dedup_pipeline.defs import ASSETS, GLOBAL_ASSETS, PER_DROP_ASSETS
+    from dedup_pipeline.defs.partitions import DROPS
+    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, store_of
+    from dedup_pipeline.lib.inputs.changes import register_changes
+
     database.parent.mkdir(parents=True, exist_ok=True)
+    store = store_of(str(database))
+    registration = register_changes(config.data, store)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    selected = [asset for asset in ASSETS if stages is None or asset.op.name in stages]
-    return dg.materialize(
-        ASSETS,
-        selection=dg.AssetSelection.assets(*(key for asset in selected for key in asset.keys)),
-        resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
-        instance=instance,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
+    known = set(instance.get_dynamic_partitions(DROPS.name))
+    drops = store.drops()
+    instance.add_dynamic_partitions(DROPS.name, [drop.key for drop in drops if drop.key not in known])
+    resources = {"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))}
+    run = PipelineRun(registration)
 
+    def materialized(assets: list, partition: str | None = None) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.assets(*(key for asset in assets for key in asset.keys)),
+            partition_key=partition,
+            resources=resources,
+            instance=instance,
+            raise_on_error=False,
+            tags={"dedup/drop": partition} if partition else None,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
 
-def unfinished_stages(config: DedupConfig, database: Path) -> list[str]:
-    """The stages a resumed run must still materialize, upstream first."""
-    order = [asset.op.name for asset in ASSETS]
-    if not database.exists():
-        return order
-    signature = dataset_signature(discover(config.data).images)
-    with duckdb.connect(str(database), read_only=True) as connection:
-        return stages_to_run(order, done_stages(connection, config.fingerprint(), signature))
+    for drop in drops:
+        if not store.is_extracted(drop):
+            run.results.append(materialized(PER_DROP_ASSETS, drop.key))
+            if not run.success:
+                return run
+    run.results.append(materialized(GLOBAL_ASSETS))
+    return run
 
 
 def _print_frame(title: str, frame: pl.DataFrame) -> None:
+    import polars as pl
+
     print(f"\n{title}")
     with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
         print(frame)
 
 
-def summarize(result: dg.ExecuteInProcessResult | None, database: Path) -> int:
-    """Print row counts, the leak report and check outcomes (``result`` None: nothing was run);
-    return the exit code."""
-    if result is not None and not result.success:
-        failure = next((event for event in result.all_events if event.is_step_failure), None)
+def _leak_pairs(database: Path) -> set[tuple[str, str]]:
+    """The leaks a database holds now (empty when it has none yet)."""
+    import duckdb
+
+    if not database.exists():
+        return set()
+    with duckdb.connect(str(database), read_only=True) as connection:
+        views = {name for (name,) in connection.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+        if "leaks" not in views:
+            return set()
+        return set(connection.execute("SELECT path_a, path_b FROM leaks").fetchall())
+
+
+def _print_changes(run: PipelineRun, leaks_before: set[tuple[str, str]], database: Path) -> None:
+    """What this run changed: the drops it registered, what the join did, the new and gone leaks."""
+    import polars as pl
+
+    registration = run.registration
+    if registration.drops:
+        from dedup_pipeline.defs.resources import store_of
+
+        events = store_of(str(database)).events(registration.drops)
+        counts = events.group_by("sequence", "change").len().pivot("change", index="sequence", values="len")
+        keys = pl.DataFrame(
+            {"sequence": [d.sequence for d in registration.drops], "drop": [d.key for d in registration.drops]}
+        )
+        _print_frame("drops registered by this run", keys.join(counts, on="sequence").drop("sequence").fill_null(0))
+    else:
+        deferred = f", {registration.deferred} not settled" if registration.deferred else ""
+        print(f"\nno new, rewritten or deleted files in {registration.root} ({registration.listed:,} listed{deferred})")
+    join = run.metadata("similar_pairs")
+    if join:
+        scope = "from scratch" if join.get("from_scratch") else "incrementally"
+        print(
+            f"\njoined {scope}: {join['new_images']:,} new images against the store, {join['retired_images']:,} "
+            f"retired; {join['candidates_judged']:,} candidate pairs judged, {join['pairs_added']:,} duplicate "
+            f"pairs added, {join['pairs_removed']:,} removed"
+        )
+    after = _leak_pairs(database)
+    new, gone = sorted(after - leaks_before), sorted(leaks_before - after)
+    if leaks_before and (new or gone):
+        rows = [(a, b, "new") for a, b in new] + [(a, b, "gone") for a, b in gone]
+        _print_frame("leaks changed by this run", pl.DataFrame(rows, schema=["path_a", "path_b", "leak"], orient="row"))
+
+
+def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str]]) -> int:
+    """Print what changed, row counts, the leak report and check outcomes; return the exit code."""
+    import dagster as dg
+    import duckdb
+    import polars as pl
+
+    if not run.success:
+        failed = next(result for result in run.results if not result.success)
+        failure = next((event for event in failed.all_events if event.is_step_failure), None)
         error = failure.step_failure_data.error if failure else None
         while error is not None and error.cause is not None:  # Dagster wraps the user's exception
             error = error.cause
         print(f"\nrun failed: {error.message.strip() if error else 'see the log above'}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _print_changes(run, leaks_before, database)
     with duckdb.connect(str(database), read_only=True) as connection:
         counts = [
             (name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
             for name in (
                 "image_manifest",
                 "image_errors",
+                "retired_images",
                 "duplicate_pairs",
                 "leaks",
                 "duplicate_clusters",
@@ -181,23 +312,22 @@ def summarize(result: dg.ExecuteInProcessResult | None, database: Path) -> int:
     _print_frame("tables", pl.DataFrame(counts, schema=["table", "rows"], orient="row"))
     _print_frame("leak report", report)
     _print_frame("dedup manifest", kept)
-    if result is None:
-        print(f"\nevery stage was already done for these settings and data; results in {database}")
-        return EXIT_OK
+    evaluations = run.check_evaluations()
     checks = [
-        (str(e.asset_key.to_user_string()), e.check_name, "passed" if e.passed else f"FAILED ({e.severity.value})")
-        for e in result.get_asset_check_evaluations()
+        (e.asset_key.to_user_string(), e.check_name, "passed" if e.passed else f"FAILED ({e.severity.value})")
+        for e in evaluations
     ]
     _print_frame("checks", pl.DataFrame(checks, schema=["asset", "check", "outcome"], orient="row"))
     print(f"\nresults in {database} (views: duplicate_pairs, leaks, dedup_manifest, image_errors)")
-    failed = [
-        e for e in result.get_asset_check_evaluations() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
-    ]
+    failed = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
 
 def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]]) -> bool:
     """Print planted duplicate pairs against found ones; True when they are the same set."""
+    import duckdb
+    import polars as pl
+
     with duckdb.connect(str(database), read_only=True) as connection:
         found = {
             tuple(sorted(row)) for row in connection.execute("SELECT path_a, path_b FROM duplicate_pairs").fetchall()
@@ -212,43 +342,96 @@ def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]]
     return found == set(expected)
 
 
-def _run(args: argparse.Namespace) -> int:
-    database = Path(args.db or "dedup.duckdb").expanduser().resolve()
+def _validated_config(data: str, args: argparse.Namespace) -> DedupConfig | None:
+    from dedup_pipeline.lib.inputs.sources import DatasetError
+
     try:
-        config = _config_from_args(args.data, args)
+        config = _config_from_args(data, args)
         config.matching_evidence()
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return None
     if not Path(config.data).exists():
         print(f"error: dataset not found: {config.data}", file=sys.stderr)
+        return None
+    if config.thresholds_from and not Path(config.thresholds_from).is_file():
+        print(f"error: --thresholds-from: no database at {config.thresholds_from}", file=sys.stderr)
+        return None
+    return config
+
+
+def run_and_summarize(config: DedupConfig, database: Path) -> int:
+    from dedup_pipeline.lib.inputs.sources import DatasetError
+
+    leaks_before = _leak_pairs(database)
+    try:
+        run = materialize(config, database)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    stages = None
-    if args.resume:
-        stages = unfinished_stages(config, database)
-        skipped = [asset.op.name for asset in ASSETS if asset.op.name not in stages]
-        print(f"resuming: {', '.join(skipped) or 'no stage'} already done")
-        if not stages:
-            return summarize(None, database)
-    return summarize(materialize(config, database, stages), database)
+    return summarize(run, database, leaks_before)
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _validated_config(args.data, args)
+    if config is None:
+        return EXIT_BAD_INPUT
+    return run_and_summarize(config, _database(args))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dedup_pipeline.lib.search.lookup import StoreNotReady, stored_duplicates
+
+    database = _database(args)
+    try:
+        found = stored_duplicates([Path(path) for path in args.paths], database, workers=args.workers)
+    except StoreNotReady as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if found.failures.height:
+        _print_frame("images that could not be checked", found.failures)
+    if found.duplicates.is_empty():
+        print(f"\nno stored duplicate of the {len(args.paths)} checked image(s) in {database}")
+        return EXIT_OK
+    _print_frame("stored duplicates", found.duplicates)
+    checked = found.duplicates["checked"].n_unique()
+    print(f"\n{checked} of {len(args.paths)} checked image(s) have a duplicate in {database}")
+    return EXIT_CHECK_FAILED
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset, build_demo_drop
+
     root = Path(args.dir).resolve() / "images"
     database = Path(args.db or Path(args.dir) / "demo.duckdb").resolve()
+    for stale in (database, database.with_name(database.name + ".wal")):
+        stale.unlink(missing_ok=True)
+    from dedup_pipeline.defs.resources import store_of
+
+    store = store_of(str(database))
+    if store.folder.exists():
+        import shutil
+
+        shutil.rmtree(store.folder)
     planted = build_demo_dataset(root)
     print(
         f"demo dataset: {root} ({sum(1 for p in root.rglob('*') if p.is_file())} images, "
         f"{len(planted)} planted duplicate pairs)"
     )
-    code = summarize(materialize(_config_from_args(str(root), args), database), database)
+    config = _config_from_args(str(root), args)
+    code = run_and_summarize(config, database)
     if code == EXIT_BAD_INPUT:
         return code
-    if not compare_with_planted(database, planted):
+    drop_planted = build_demo_drop(root)
+    print(f"\ndemo: a second drop arrives in {root}/drops/ with {len(drop_planted)} planted leaks; running again")
+    code = run_and_summarize(config, database)
+    if code == EXIT_BAD_INPUT:
+        return code
+    if not compare_with_planted(database, [*planted, *drop_planted]):
         print("\ndemo: found pairs differ from the planted ones", file=sys.stderr)
         return EXIT_CHECK_FAILED
     print(
-        "\ndemo: every planted duplicate was found and nothing else "
+        "\ndemo: every planted duplicate of both drops was found and nothing else "
         "(the leak check fails on purpose: leaks were planted)"
     )
     return EXIT_OK
@@ -257,18 +440,24 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedup-pipeline", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="scan a dataset and write the reports")
+    run = commands.add_parser(
+        "run", help="register what changed in a dataset, process only that, and bring the reports up to date"
+    )
     run.add_argument(
         "--data", required=True, help="dataset folder <root>/<split>/<label>/... or a CSV/Parquet manifest"
     )
     _add_config_options(run)
-    run.add_argument(
-        "--resume",
-        action="store_true",
-        help="skip stages an earlier run into the same database finished with the same settings and data",
-    )
     run.set_defaults(handler=_run)
-    demo = commands.add_parser("demo", help="build the demo dataset, scan it, compare with the planted leaks")
+    check = commands.add_parser(
+        "check", help="print each image's duplicates already stored, without changing anything (exit 1 if any)"
+    )
+    check.add_argument("paths", nargs="+", metavar="PATH", help="image files to check")
+    _add_database_option(check)
+    check.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
+    check.set_defaults(handler=_check)
+    demo = commands.add_parser(
+        "demo", help="build the demo dataset, scan it, add a second drop, scan again, compare with the planted leaks"
+    )
     demo.add_argument("--dir", default=str(DEMO_DIR), help="where to build the demo (default: %(default)s)")
     _add_config_options(demo)
     demo.set_defaults(handler=_demo)

@@ -1,28 +1,56 @@
 """Resources: the pipeline's configuration and the one DuckDB connection factory.
 
-Every asset reaches the database only through :data:`DUCKDB_RESOURCE_KEY` and runs in the
-:data:`DUCKDB_POOL` concurrency pool (limit 1 in ``dagster_home/dagster.yaml``): DuckDB allows one
-writing process per database file.
+Every asset that connects to the database does so only through :data:`DUCKDB_RESOURCE_KEY` and runs
+in the :data:`DUCKDB_POOL` concurrency pool (limit 1 in ``dagster_home/dagster.yaml``): DuckDB allows
+one writing process per database file. Extraction of a drop does not connect: it writes the drop's
+Parquet files into the store beside the database (:func:`store_of`).
 """
 
+import hashlib
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
 from dedup_pipeline.lib.decisions.splits import DEFAULT_SPLIT_PRIORITY
 from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, preferred_batch_size
 from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
-from dedup_pipeline.lib.storage.stages import config_fingerprint
+from dedup_pipeline.lib.storage.store import Store
 
 DUCKDB_POOL = "duckdb"
 DUCKDB_RESOURCE_KEY = "duckdb"
-DEFAULT_DATABASE = "dedup.duckdb"
-RUN_ONLY_SETTINGS = frozenset({"workers", "embedding_batch_size"})  # speed only, not the results
+# The settings a calibration depends on: when one changes, the next run calibrates again.
+CALIBRATION_SETTINGS = (
+    "hash_size",
+    "hash_algorithms",
+    "match_hashes",
+    "mirror_hashes",
+    "hamming_thresholds",
+    "embedding_model",
+    "match_embeddings",
+    "cosine_threshold",
+    "calibrate",
+    "verify",
+    "target_precision",
+    "calibration_images",
+    "calibration_transforms_per_image",
+)
+# Extraction settings a drop's images must share with the store's earlier drops.
+STORE_SETTINGS = (
+    "hash_size",
+    "hash_algorithms",
+    "mirrored_algorithms",
+    "embedding_model",
+    "max_pixels",
+    "reduced_decoding",
+)
 PILLOW_BOMB_LIMIT = 2 * 89_478_485  # Pillow's own error threshold (twice MAX_IMAGE_PIXELS)
 
 
@@ -55,7 +83,7 @@ class DedupConfig(dg.ConfigurableResource):
         "Overrides calibration for that hash.",
     )
     embedding_model: str = Field(
-        default="efficientnet-lite0",
+        default=DEFAULT_EMBEDDING_MODEL,
         description="Embedding model: a registered name, 'none', or 'package.module:factory'.",
     )
     embedding_image_size: int | None = Field(
@@ -83,7 +111,9 @@ class DedupConfig(dg.ConfigurableResource):
         "candidate pairs (each image's nearest look-alikes and the calibrated threshold matches) by aligning their "
         "thumbnails; exact copies always count.",
     )
-    target_precision: float = Field(default=0.99, description="Precision the calibrated thresholds aim for.")
+    target_precision: float = Field(
+        default=DEFAULT_TARGET_PRECISION, description="Precision the calibrated thresholds aim for."
+    )
     calibration_images: int = Field(default=200, description="Images sampled per half for calibration.")
     calibration_transforms_per_image: int = Field(default=6, description="Synthetic copies per sampled image.")
     split_priority: list[str] = Field(
@@ -108,6 +138,22 @@ class DedupConfig(dg.ConfigurableResource):
         description="Decode JPEGs at 1/2, 1/4 or 1/8 size (libjpeg DCT scaling) when every output (hashes, "
         "thumbnail, embedding input) stays at full resolution; much faster on camera photos. pixel_sha256 is "
         "then of the reduced decode, and the image's notes say so.",
+    )
+    recalibrate: bool = Field(
+        default=False,
+        description="Calibrate the thresholds and the verifier again on every stored image, and judge the stored "
+        "images' candidate pairs again (from the stored features: nothing is decoded again). Otherwise a "
+        "calibration is reused by later drops, so a drop cannot change the meaning of earlier results.",
+    )
+    thresholds_from: str | None = Field(
+        default=None,
+        description="Another database whose thresholds and pair verifier to apply instead of calibrating "
+        "(a fixed gate across datasets).",
+    )
+    settle_seconds: float = Field(
+        default=60.0,
+        description="The drop sensor registers a file once it has not been modified for this long, and a "
+        "drops/<name>/ folder once it holds a _SUCCESS file or nothing in it was modified for this long.",
     )
     workers: int = Field(default=0, description="Decode/hash processes (0: one per CPU).")
     embedding_batch_size: int = Field(
@@ -152,10 +198,48 @@ class DedupConfig(dg.ConfigurableResource):
     def worker_count(self) -> int:
         return self.workers or available_cores()
 
-    def fingerprint(self) -> str:
-        """Changes when a setting that decides some stage's output changes (not worker or batch counts)."""
-        settings = {name: getattr(self, name) for name in type(self).model_fields if name not in RUN_ONLY_SETTINGS}
-        return config_fingerprint(settings)
+    def calibration_fingerprint(self) -> str:
+        """Changes when a setting that decides the calibration changes."""
+        return config_fingerprint({name: getattr(self, name) for name in CALIBRATION_SETTINGS})
+
+    def store_settings(self, store: Store, auto_embedding_size: Callable[[], int]) -> ExtractionSettings:
+        """The extraction settings of every drop of ``store``: recorded by its first drop (the
+        embedding input size chosen then by ``auto_embedding_size()`` unless configured), checked
+        against this configuration by the later ones (an embedding depends on its input size and
+        batch size, a hash on its settings: drops extracted otherwise would not compare)."""
+        recorded = store.settings()
+        if recorded is None:
+            embeds = self.embedding_model != NO_EMBEDDING
+            size = (self.embedding_image_size or auto_embedding_size()) if embeds else None
+            settings = self.extraction_settings(size)
+            recorded = store.fix_settings(settings.record())
+        settings = ExtractionSettings.from_record(recorded)
+        wanted = self.extraction_settings(self.embedding_image_size or settings.embedding_size)
+        configured = [
+            *(["embedding_size"] if self.embedding_image_size else []),
+            *(["embedding_batch_size"] if self.embedding_batch_size else []),
+        ]
+        differing = [
+            name for name in (*STORE_SETTINGS, *configured) if getattr(wanted, name) != getattr(settings, name)
+        ]
+        if differing:
+            described = ", ".join(
+                f"{name} {getattr(settings, name)!r} (asked: {getattr(wanted, name)!r})" for name in differing
+            )
+            raise ValueError(
+                f"the store {store.folder} was built with {described}; every drop must be extracted alike. "
+                "Use another database, or delete this one and its store to rebuild."
+            )
+        return settings
+
+
+def store_of(database: str) -> Store:
+    """The store folder beside a database file."""
+    return Store.beside(database)
+
+
+def config_fingerprint(settings: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def default_database() -> str:

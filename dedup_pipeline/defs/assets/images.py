@@ -1,23 +1,16 @@
-"""Per-image assets: manifest, perceptual hashes and embeddings, computed in one pass so each
-image is read and decoded once."""
+"""Per-drop assets: manifest, perceptual hashes, thumbnails and embeddings of one data drop,
+computed in one pass so each image is read and decoded once, and written as the drop's Parquet
+files in the store (no database connection: drops can be extracted side by side)."""
 
 import dagster as dg
 import polars as pl
 from dagster_duckdb import DuckDBResource
 
-from dedup_pipeline.defs.metadata import ProgressLogger, preview, table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
-from dedup_pipeline.lib.features.embedding import load_embedder
-from dedup_pipeline.lib.features.extraction import FAILURE_SCHEMA, choose_embedding_size, extract
-from dedup_pipeline.lib.inputs.sources import discover
-from dedup_pipeline.lib.storage.database import (
-    create_views,
-    embeddings_table,
-    hashes_table,
-    thumbnails_table,
-    write_table,
-)
-from dedup_pipeline.lib.storage.stages import FIRST_STAGE, dataset_signature, record_stage
+from dedup_pipeline.defs.metadata import ProgressLogger, preview, timed
+from dedup_pipeline.defs.partitions import DROPS
+from dedup_pipeline.defs.resources import DedupConfig, store_of
+from dedup_pipeline.lib.features.extraction import choose_embedding_size
+from dedup_pipeline.lib.storage.shards import drop_sources, extract_drop
 
 DECODE_CHECK = "decode_failure_rate"
 
@@ -32,7 +25,8 @@ DECODE_CHECK = "decode_failure_rate"
                 "and decode notes (EXIF orientation applied, bit depth scaled, animation). Inputs that "
                 "cannot be used are in table image_failures (view image_errors) with the reason."
             ),
-            kinds={"duckdb"},
+            kinds={"parquet"},
+            partitions_def=DROPS,
         ),
         dg.AssetSpec(
             "image_hashes",
@@ -42,7 +36,8 @@ DECODE_CHECK = "decode_failure_rate"
                 "pictures and differ in about 1% of bits on larger ones), as 64-bit integers (lists of "
                 "64-bit words when hash_size > 8)."
             ),
-            kinds={"duckdb"},
+            kinds={"parquet"},
+            partitions_def=DROPS,
         ),
         dg.AssetSpec(
             "image_thumbnails",
@@ -52,7 +47,8 @@ DECODE_CHECK = "decode_failure_rate"
                 "as it is, mirrored and through 15 geometric views (zooms, corner crops, small rotations), "
                 "which nominate cropped, padded and rotated copies."
             ),
-            kinds={"duckdb"},
+            kinds={"parquet"},
+            partitions_def=DROPS,
         ),
         dg.AssetSpec(
             "image_embeddings",
@@ -60,88 +56,71 @@ DECODE_CHECK = "decode_failure_rate"
                 "L2-normalised embedding of each image from the configured torch model "
                 "(default: EfficientNet-Lite0, ImageNet weights, offline)."
             ),
-            kinds={"duckdb", "pytorch"},
+            kinds={"parquet", "pytorch"},
+            partitions_def=DROPS,
         ),
     ],
     check_specs=[
         dg.AssetCheckSpec(
             DECODE_CHECK,
             asset="image_manifest",
-            description="Fails when more than max_failure_fraction of the inputs cannot be read or decoded.",
+            description="Fails when more than max_failure_fraction of a drop's inputs cannot be read or decoded.",
         )
     ],
-    pool=DUCKDB_POOL,
+    partitions_def=DROPS,
 )
 def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource):
+    store = store_of(duckdb.database)
+    drop = store.drop(context.partition_key)
     timings: dict[str, object] = {}
-    with timed(timings, "discover_seconds"):
-        sources = discover(dedup.data)
-    embedder = load_embedder(dedup.embedding_model, dedup.embedding_image_size)
-    if embedder is not None and dedup.embedding_image_size is None:
-        embedder.image_size = choose_embedding_size(sources.images, default=embedder.image_size)
-    settings = dedup.extraction_settings(embedder.image_size if embedder else None)
-    context.log.info(
-        f"{len(sources.images):,} images to process from {sources.root} with {dedup.worker_count()} workers"
-    )
-    with timed(timings, "extract_seconds"):
-        extracted = extract(
-            sources.images, settings, workers=dedup.worker_count(), progress=ProgressLogger(context.log)
-        )
-    problems = pl.DataFrame(
-        [{"path": p.path, "split": p.split, "label": p.label, "reason": p.reason} for p in sources.problems],
-        schema=FAILURE_SCHEMA,
-    )
-    failures = pl.concat([problems, extracted.failures]).sort("path")
-    model = embedder.name if embedder else "none"
-    with duckdb.get_connection() as connection, timed(timings, "write_seconds"):
-        write_table(connection, "image_manifest", extracted.manifest)
-        write_table(connection, "image_failures", failures)
-        write_table(connection, "image_hashes", hashes_table(extracted.manifest, extracted.hashes, dedup.hash_size))
-        write_table(
-            connection,
-            "image_thumbnails",
-            thumbnails_table(extracted.manifest, extracted.thumbnails, extracted.view_hashes),
-        )
-        write_table(
-            connection,
-            "image_embeddings",
-            embeddings_table(extracted.manifest, extracted.embeddings, model, settings.embedding_size or 0),
-        )
-        create_views(connection, ["image_errors"])
-        record_stage(connection, FIRST_STAGE, dedup.fingerprint(), dataset_signature(sources.images))
 
-    inputs = extracted.manifest.height + failures.height
+    def auto_embedding_size() -> int:
+        from dedup_pipeline.lib.features.embedding import load_embedder
+
+        embedder = load_embedder(dedup.embedding_model)
+        return choose_embedding_size(drop_sources(store.events([drop]))[0], default=embedder.image_size)
+
+    settings = dedup.store_settings(store, auto_embedding_size)
+    context.log.info(f"drop {drop.key}: extracting with {dedup.worker_count()} workers into {store.shard_folder(drop)}")
+    with timed(timings, "extract_seconds"):
+        summary = extract_drop(
+            store, drop, settings, dedup.worker_count(), dedup.embedding_model, ProgressLogger(context.log)
+        )
+    if summary.skipped:
+        context.log.info(f"drop {drop.key} was extracted already: its files stay as they are")
+    manifest = pl.read_parquet(store.shard_file(drop, "manifest"))
+    failures = pl.read_parquet(store.shard_file(drop, "failures"))
     yield dg.MaterializeResult(
         asset_key="image_manifest",
         metadata={
-            **table_metadata(extracted.manifest, duckdb.database, "image_manifest"),
-            "data_root": str(sources.root),
+            "dagster/row_count": manifest.height,
+            "drop": drop.key,
+            "files": dg.MetadataValue.path(str(store.shard_folder(drop))),
+            "preview": preview(manifest.drop("drop_seq")),
             "failures": failures.height,
             "failure_preview": preview(failures),
+            "extracted_before": summary.skipped,
             **timings,
         },
     )
     yield dg.MaterializeResult(
         asset_key="image_hashes",
         metadata={
-            "dagster/row_count": extracted.manifest.height,
-            "hash_size": dedup.hash_size,
-            "algorithms": ", ".join(dedup.hash_algorithms),
+            "dagster/row_count": manifest.height,
+            "hash_size": settings.hash_size,
+            "algorithms": ", ".join(settings.hash_algorithms),
         },
     )
-    yield dg.MaterializeResult(
-        asset_key="image_thumbnails",
-        metadata={"dagster/row_count": extracted.manifest.height, "side": int(extracted.thumbnails.shape[1])},
-    )
+    yield dg.MaterializeResult(asset_key="image_thumbnails", metadata={"dagster/row_count": manifest.height})
     yield dg.MaterializeResult(
         asset_key="image_embeddings",
         metadata={
-            "dagster/row_count": 0 if extracted.embeddings is None else extracted.embeddings.shape[0],
-            "model": model,
+            "dagster/row_count": manifest.height if settings.embeds else 0,
+            "model": settings.embedding_model or "none",
             "image_size": settings.embedding_size or 0,
-            "dimension": 0 if extracted.embeddings is None else int(extracted.embeddings.shape[1]),
         },
     )
+    inputs = manifest.height + failures.height
     failure_fraction = failures.height / inputs if inputs else 0.0
     yield dg.AssetCheckResult(
         check_name=DECODE_CHECK,

@@ -11,14 +11,13 @@ from dedup_pipeline.lib.decisions.reports import leak_report as build_leak_repor
 from dedup_pipeline.lib.decisions.reports import leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.decisions.splits import split_ranks
 from dedup_pipeline.lib.storage.database import create_views, read_manifest, read_table, write_table
-from dedup_pipeline.lib.storage.stages import record_stage
 
 LEAK_CHECK = "leak_budget"
 GUARANTEE_CHECK = "no_leaks_among_kept"
 
 
 @dg.asset(
-    deps=["similar_pairs", "image_manifest"],
+    deps=["similar_pairs"],
     description=(
         "For each pair of splits, the images of the evaluation (lower-priority) split that have a "
         "duplicate in the reference split: count, fraction of the split, how many share the label "
@@ -46,7 +45,6 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
         leaked = leaked_images(manifest, pairs, ranks)
         report = build_leak_report(manifest, leaked, ranks)
         write_table(connection, "leak_report", report)
-        record_stage(connection, "leak_report", dedup.fingerprint())
     per_split = leaked_fraction_by_split(manifest, leaked, ranks)
     worst = float(per_split["leaked_fraction"].max() or 0.0)
     yield dg.MaterializeResult(
@@ -70,24 +68,23 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
 
 
 @dg.asset(
-    deps=["similar_pairs", "image_manifest"],
+    deps=["similar_pairs"],
     description=(
         "Duplicate pairs (within or across splits) whose labels differ: one of the two labels is probably wrong."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def label_conflicts(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         conflicts = find_label_conflicts(read_manifest(connection), read_table(connection, "similar_pairs"))
         write_table(connection, "label_conflicts", conflicts)
-        record_stage(connection, "label_conflicts", dedup.fingerprint())
     return dg.MaterializeResult(metadata={**table_metadata(conflicts, duckdb.database, "label_conflicts"), **timings})
 
 
 @dg.asset(
-    deps=["duplicate_clusters", "similar_pairs", "image_manifest"],
+    deps=["duplicate_clusters"],
     description=(
         "Every decodable image with keep/drop and the reason: unique or representative (kept), leak "
         "(duplicates an image of a higher-priority split) or duplicate (duplicates an image of its own "
@@ -117,7 +114,6 @@ def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
         decisions = decide(manifest, clusters)
         write_table(connection, "dedup_decisions", decisions)
         create_views(connection, ["dedup_manifest"])
-        record_stage(connection, "dedup_manifest", dedup.fingerprint())
     counts = decisions.group_by("split", "reason").len().sort("split", "reason")
     violations = guarantee_violations(decisions, pairs)
     yield dg.MaterializeResult(

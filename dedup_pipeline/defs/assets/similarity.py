@@ -1,4 +1,4 @@
-"""Similarity join and duplicate clusters."""
+"""Similarity join (incremental: new images against every stored image) and duplicate clusters."""
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -7,30 +7,40 @@ from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
-from dedup_pipeline.lib.search.similar_pairs import find_similar_pairs
+from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
 from dedup_pipeline.lib.storage.database import (
+    calibration_id,
     create_views,
     read_embeddings,
     read_hashes,
+    read_join_state,
     read_manifest,
     read_match_thresholds,
     read_table,
     read_thumbnails,
     read_view_hashes,
+    transaction,
+    write_join_state,
+    write_screen_cutoff,
     write_table,
 )
-from dedup_pipeline.lib.storage.stages import record_stage
+from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 
 @dg.asset(
-    deps=["image_manifest", "image_hashes", "image_thumbnails", "image_embeddings", "match_thresholds"],
+    deps=["image_catalog", "match_thresholds"],
     description=(
         "Every pair of duplicate images. Candidates: identical file bytes or decoded pixels, a Hamming "
         "distance within the threshold on a configured hash, an embedding cosine similarity at or above "
-        "the threshold and, when a pair verifier was trained, each image's nearest look-alikes. With a "
-        "verifier, exact copies and the pairs it accepts are duplicates; without one, any criterion "
-        "suffices. Each pair once (image_id_a < image_id_b) with every distance, the verifier's "
-        "probability and the evidence. Contract views: duplicate_pairs, leaks."
+        "the threshold and, when a pair verifier was trained, each image's nearest look-alikes and the "
+        "pairs a geometric view matches. With a verifier, exact copies and the pairs it accepts are "
+        "duplicates; without one, any criterion suffices. Incremental: images added since the last join "
+        "are joined against every image, pairs of retired images are removed, and the result equals a "
+        "from-scratch join with the same calibration (a new calibration joins from scratch, from the "
+        "stored features). Each pair once (image_id_a is the one whose path sorts first) with every "
+        "distance, the verifier's probability, the evidence and the rules that nominated it (found_by). "
+        "Contract views: duplicate_pairs, leaks."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -41,27 +51,50 @@ def similar_pairs(
     metadata: dict[str, object] = {}
     with duckdb.get_connection() as connection:
         thresholds = read_match_thresholds(connection)
+        calibration = calibration_id(connection)
+        previous = read_join_state(connection, calibration)
         manifest = read_manifest(connection)
-        hashes = read_hashes(connection, list(dedup.hash_algorithms))
-        embeddings = read_embeddings(connection)
+        ids = manifest["image_id"].to_numpy()
         verifies = thresholds.verifier is not None
-        thumbnails = read_thumbnails(connection) if verifies else None
-        view_hashes = read_view_hashes(connection) if verifies else None
+        signals = ImageSignals(
+            read_thumbnails(connection, ids) if verifies else None,
+            read_hashes(connection, list(dedup.hash_algorithms), ids),
+            read_embeddings(connection, ids),
+            views=read_view_hashes(connection, ids) if verifies else None,
+        )
+        digests = {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()}
+        if previous is None:
+            context.log.info(f"joining {len(ids):,} images from scratch (no join under this calibration yet)")
         with timed(metadata, "join_seconds"):
-            pairs = find_similar_pairs(manifest, hashes, embeddings, thresholds, thumbnails, view_hashes)
-        write_table(connection, "similar_pairs", pairs)
-        create_views(connection, ["duplicate_pairs", "leaks"])
-        record_stage(connection, "similar_pairs", dedup.fingerprint())
+            state, report = join(JoinImages(ids, digests, signals), thresholds, previous)
+        with transaction(connection):
+            write_join_state(connection, state, calibration)
+            if thresholds.screen_cutoff is None:
+                write_screen_cutoff(connection, state.screen_cutoff)
+            create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
-    if embeddings is None and thresholds.cosine is not None:
+    context.log.info(
+        f"joined {report.new_images:,} new images ({report.retired_images:,} retired): "
+        f"{report.candidates_judged:,} candidates judged, {report.pairs_added:,} pairs added, "
+        f"{report.pairs_removed:,} removed"
+    )
+    pairs = state.pairs
+    if signals.embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
     evidence_counts = pairs["evidence"].str.split(",").explode().value_counts().sort("evidence")
     return dg.MaterializeResult(
         metadata={
             **table_metadata(named, duckdb.database, "similar_pairs (view duplicate_pairs)", row_count=pairs.height),
+            "from_scratch": previous is None,
+            "new_images": report.new_images,
+            "retired_images": report.retired_images,
+            "candidates_judged": report.candidates_judged,
+            "pairs_added": report.pairs_added,
+            "pairs_removed": report.pairs_removed,
             "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
             "verifier_threshold": thresholds.verifier.threshold if thresholds.verifier is not None else "off",
+            "screen_cutoff": state.screen_cutoff if state.screen_cutoff is not None else "none",
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
             **metadata,
         }
@@ -88,7 +121,6 @@ def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.Materia
         pairs = read_table(connection, "similar_pairs")
         clusters = build_clusters(manifest, pairs, split_ranks(manifest["split"], dedup.split_priority))
         write_table(connection, "duplicate_clusters", clusters)
-        record_stage(connection, "duplicate_clusters", dedup.fingerprint())
     representatives = clusters.filter("is_representative")
     return dg.MaterializeResult(
         metadata={

@@ -27,22 +27,28 @@ from dedup_pipeline.lib.features.embedding import load_embedder
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.inputs.sources import data_root
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
+from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace, fit_space
 from dedup_pipeline.lib.storage.database import (
+    copy_calibration,
+    read_calibration,
     read_embeddings,
     read_hashes,
     read_manifest,
+    read_table,
     read_thumbnails,
     read_view_hashes,
-    write_table,
+    record_calibration,
+    replace_table,
+    transaction,
     write_verifier,
 )
-from dedup_pipeline.lib.storage.stages import record_stage
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 # Used when calibration is off or the dataset is too small to calibrate.
 FALLBACK_THRESHOLDS: dict[str, float] = {"phash": 8, "dhash": 8, "ahash": 4, "whash": 4, EMBEDDING_EVIDENCE: 0.85}
 MIN_CALIBRATION_IMAGES = 50  # per half
+TOO_FEW = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
 THRESHOLD_SCHEMA = {
     "evidence": pl.String,
     "threshold": pl.Float64,
@@ -70,17 +76,17 @@ def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
 
 def _calibrated_rows(
     dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, evidences: list[str], log: dg.DagsterLogManager
-) -> tuple[list[dict], PairScorer | None]:
+) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None]:
     manifest = read_manifest(connection)
+    image_ids = manifest["image_id"].to_numpy()
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
-        reason = f"fallback: fewer than {MIN_CALIBRATION_IMAGES} images per half to calibrate on"
-        rows = [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), reason, dedup.target_precision) for e in evidences]
-        return rows, None
+        rows = [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), TOO_FEW, dedup.target_precision) for e in evidences]
+        return rows, None, None
 
     hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
-    hashes = read_hashes(connection, hash_names) if hash_names else {}
-    embeddings = read_embeddings(connection) if EMBEDDING_EVIDENCE in evidences else None
+    hashes = read_hashes(connection, hash_names, image_ids) if hash_names else {}
+    embeddings = read_embeddings(connection, image_ids) if EMBEDDING_EVIDENCE in evidences else None
     embedder = None
     if embeddings is not None:
         size = connection.execute("SELECT max(image_size) FROM image_embeddings").fetchone()[0]
@@ -139,11 +145,23 @@ def _calibrated_rows(
         )
     )
     if not dedup.verify:
-        return rows, None
+        return rows, None, None
     log.info("training the pair verifier")
-    signals = ImageSignals(read_thumbnails(connection), hashes, embeddings, views=read_view_hashes(connection))
+    signals = ImageSignals(
+        read_thumbnails(connection, image_ids), hashes, embeddings, views=read_view_hashes(connection, image_ids)
+    )
+    space = fit_space(signals.descriptors)
     verifier = calibrate_verifier(
-        signals, tune_sample, holdout_sample, exact_keys, labels, rule, hash_names, mirrored, dedup.target_precision
+        signals,
+        tune_sample,
+        holdout_sample,
+        exact_keys,
+        labels,
+        rule,
+        hash_names,
+        mirrored,
+        dedup.target_precision,
+        space,
     )
     if verifier is None:
         rows.append(
@@ -155,7 +173,7 @@ def _calibrated_rows(
                 dedup.target_precision,
             )
         )
-        return rows, None
+        return rows, None, None
     rows.append(
         _row(
             VERIFIED_EVIDENCE,
@@ -169,11 +187,22 @@ def _calibrated_rows(
             verifier.holdout_recall,
         )
     )
-    return rows, verifier.scorer
+    return rows, verifier.scorer, space
+
+
+def _kept_calibration(dedup: DedupConfig, connection: duckdb.DuckDBPyConnection) -> dict | None:
+    """The stored calibration when this run keeps it: made under the same settings, not to be
+    redone, and not a fallback that was only there because the data was too small then."""
+    stored = read_calibration(connection)
+    if stored is None or dedup.recalibrate or dedup.thresholds_from:
+        return None
+    if stored["fingerprint"] != dedup.calibration_fingerprint() or stored["source"] == TOO_FEW:
+        return None
+    return stored
 
 
 @dg.asset(
-    deps=["image_manifest", "image_hashes", "image_thumbnails", "image_embeddings"],
+    deps=["image_catalog"],
     description=(
         "The threshold of each evidence type used by the similarity join, and where it came from: "
         "fixed in config, calibrated on this dataset (synthetic copies of sampled images against hard "
@@ -181,7 +210,9 @@ def _calibrated_rows(
         "image with another label; tuned on one half of the images, precision and recall estimated on "
         "the other half), or a fallback when the dataset is too small to calibrate. Also whether each "
         "hash matches mirror-aware and, when calibrated, the trained pair verifier (row 'verified': its "
-        "probability threshold and estimates; the model itself in table pair_verifier)."
+        "probability threshold and estimates; the model itself in table pair_verifier). Calibrated "
+        "once and kept by later drops (table calibration says when and from what); recalibrate "
+        "redoes it, thresholds_from applies another database's."
     ),
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
@@ -189,25 +220,46 @@ def _calibrated_rows(
 def match_thresholds(
     context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
 ) -> dg.MaterializeResult:
+    timings: dict[str, object] = {}
+    with duckdb.get_connection() as connection, timed(timings, "seconds"):
+        images = connection.execute("SELECT count(*) FROM image_manifest").fetchone()[0]
+        kept = _kept_calibration(dedup, connection)
+        if kept is not None:
+            context.log.info(f"keeping the calibration of {kept['calibrated_at']} ({kept['source']})")
+            source = f"kept from {kept['calibrated_at']:%Y-%m-%d %H:%M} ({kept['source']}, {kept['images']:,} images)"
+        elif dedup.thresholds_from:
+            with transaction(connection):
+                copy_calibration(connection, dedup.thresholds_from)
+                record_calibration(connection, f"from {dedup.thresholds_from}", dedup.calibration_fingerprint(), images)
+            source = f"applied from {dedup.thresholds_from}"
+        else:
+            rows, verifier, space, source = _new_calibration(dedup, connection, context.log)
+            with transaction(connection):
+                replace_table(connection, "match_thresholds", pl.DataFrame(rows, schema=THRESHOLD_SCHEMA))
+                write_verifier(connection, verifier, space)
+                record_calibration(connection, source, dedup.calibration_fingerprint(), images)
+        table = read_table(connection, "match_thresholds")
+    return dg.MaterializeResult(
+        metadata={**table_metadata(table, duckdb.database, "match_thresholds"), "calibration": source, **timings}
+    )
+
+
+def _new_calibration(
+    dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, log: dg.DagsterLogManager
+) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None, str]:
+    """Rows of match_thresholds, the verifier and its look-alike space, and where they came from."""
     evidences = dedup.matching_evidence()
     fixed = dedup.fixed_thresholds()
     to_calibrate = [e for e in evidences if e not in fixed]
     rows = [
         _row(e, fixed[e], _mirrors(dedup, e), "configured", dedup.target_precision) for e in evidences if e in fixed
     ]
-    timings: dict[str, object] = {}
-    verifier = None
-    with duckdb.get_connection() as connection, timed(timings, "seconds"):
-        if to_calibrate and dedup.calibrate:
-            calibrated, verifier = _calibrated_rows(dedup, connection, to_calibrate, context.log)
-            rows += calibrated
-        else:
-            rows += [
-                _row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), "fallback: calibration off", dedup.target_precision)
-                for e in to_calibrate
-            ]
-        table = pl.DataFrame(rows, schema=THRESHOLD_SCHEMA)
-        write_table(connection, "match_thresholds", table)
-        write_verifier(connection, verifier)
-        record_stage(connection, "match_thresholds", dedup.fingerprint())
-    return dg.MaterializeResult(metadata={**table_metadata(table, duckdb.database, "match_thresholds"), **timings})
+    if not (to_calibrate and dedup.calibrate):
+        rows += [
+            _row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), "fallback: calibration off", dedup.target_precision)
+            for e in to_calibrate
+        ]
+        return rows, None, None, "configured" if not to_calibrate else "fallback: calibration off"
+    calibrated, verifier, space = _calibrated_rows(dedup, connection, to_calibrate, log)
+    source = TOO_FEW if calibrated and calibrated[0]["source"] == TOO_FEW else "calibrated"
+    return rows + calibrated, verifier, space, source

@@ -117,20 +117,26 @@ def assign_clusters(split_rank: np.ndarray, pixels: np.ndarray, i: np.ndarray, j
 
 def build_clusters(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str, int]) -> pl.DataFrame:
     """One row per image that has at least one duplicate, with its cluster, representative and
-    the duplicate pair that links it to the cluster."""
-    count = manifest.height
-    i, j = pairs["image_id_a"].to_numpy(), pairs["image_id_b"].to_numpy()
+    the duplicate pair that links it to the cluster. ``manifest`` rows are in path order (ties
+    in the preference order go to the earlier row); image ids may be any unique integers."""
+    ids = manifest["image_id"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    i, j = (order[np.searchsorted(ids[order], pairs[column].to_numpy())] for column in ("image_id_a", "image_id_b"))
     split_rank = with_split_rank(manifest.select("split"), ranks)["rank"].to_numpy()
     pixels = (manifest["width"].cast(pl.Int64) * manifest["height"].cast(pl.Int64)).to_numpy()
     assignment = assign_clusters(split_rank, pixels, i, j)
 
+    def as_ids(positions: np.ndarray) -> np.ndarray:
+        return np.where(positions >= 0, ids[np.maximum(positions, 0)], -1)
+
     members = pl.DataFrame(
         {
-            "image_id": np.arange(count),
-            "representative_id": assignment.representative,
-            "linked_to_id": assignment.linked_to,
+            "image_id": ids,
+            "representative_id": as_ids(assignment.representative),
+            "linked_to_id": as_ids(assignment.linked_to),
             "hops_to_representative": assignment.hops,
             "leaks": assignment.leaks,
+            "representative_position": assignment.representative,
         }
     ).filter(pl.col("representative_id") >= 0)
     links = pl.concat(
@@ -151,7 +157,7 @@ def build_clusters(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str,
         .join(paths.rename({"image_id": "linked_to_id", "path": "linked_to"}), on="linked_to_id", how="left")
         .join(links, on=["image_id", "linked_to_id"], how="left")
         .with_columns(
-            pl.col("representative_id").rank("dense").cast(pl.Int64).alias("cluster_id"),
+            pl.col("representative_position").rank("dense").cast(pl.Int64).alias("cluster_id"),
             (pl.col("image_id") == pl.col("representative_id")).alias("is_representative"),
             pl.len().over("representative_id").cast(pl.Int64).alias("cluster_size"),
             pl.col("split").unique().sort().str.join(",").over("representative_id").alias("cluster_splits"),
@@ -176,4 +182,4 @@ def build_clusters(manifest: pl.DataFrame, pairs: pl.DataFrame, ranks: dict[str,
         "cluster_size",
         "cluster_splits",
         "max_hops",
-    ).sort("cluster_id", "is_representative", "image_id", descending=[False, True, False])
+    ).sort("cluster_id", "is_representative", "path", descending=[False, True, False])

@@ -51,7 +51,7 @@ def decide(manifest: pl.DataFrame, clusters: pl.DataFrame) -> pl.DataFrame:
         .select(
             "image_id", "path", "split", "label", "keep", "reason", "duplicate_of", "duplicate_of_split", "cluster_id"
         )
-        .sort("image_id")
+        .sort("path")
     )
 
 

@@ -15,8 +15,9 @@ model is configured): a worker starts in about a tenth of a second.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -58,6 +59,17 @@ class ExtractionSettings:
     @property
     def embeds(self) -> bool:
         return bool(self.embedding_model and self.embedding_size)
+
+    def record(self) -> dict[str, object]:
+        """The settings as a store records them (threads are the machine's, not the store's)."""
+        record = dataclasses.asdict(self)
+        record.pop("embedding_threads")
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, object]) -> ExtractionSettings:
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in record.items() if name in names})
 
     def hash_names(self) -> list[str]:
         return [*self.hash_algorithms, *map(mirror_key, self.mirrored_algorithms)]

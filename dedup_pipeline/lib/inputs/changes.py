@@ -22,8 +22,8 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup_pipeline.lib.inputs.sources import DROPS_FOLDER, READY_MARKER, DatasetSources, drop_folder
-from dedup_pipeline.lib.storage.store import ADDED, CHANGED, DELETED, EVENT_SCHEMA, IMAGE, PROBLEM
+from dedup_pipeline.lib.inputs.sources import DROPS_FOLDER, READY_MARKER, DatasetSources, discover, drop_folder
+from dedup_pipeline.lib.storage.store import ADDED, CHANGED, DELETED, EVENT_SCHEMA, IMAGE, PROBLEM, Drop, Store
 
 COMPARED = ("split", "label", "file", "bytes", "mtime_ns", "reason")
 INITIAL_DROP = "initial"
@@ -123,3 +123,23 @@ def pending_drops(
             tree_name = INITIAL_DROP if first else f"tree-{now:%Y%m%dT%H%M%SZ}"
             drops.append(PendingDrop(folder or tree_name, ready))
     return drops, deferred
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What one look at the dataset registered."""
+
+    root: Path
+    listed: int  # inputs the dataset has now
+    drops: list[Drop]  # registered by this call
+    deferred: int  # changes left for later: not settled yet
+
+
+def register_changes(data: str | Path, store: Store, settle_seconds: float | None = None) -> Registration:
+    """List the dataset, compare it with what ``store`` has registered and register the changes as
+    drops (only what has settled, when ``settle_seconds`` is given)."""
+    sources = discover(data)
+    current = listing(sources)
+    found = changes(current, store.events())
+    pending, deferred = pending_drops(found, sources.root, first=not store.drops(), settle_seconds=settle_seconds)
+    return Registration(sources.root, current.height, [store.register(p.name, p.events) for p in pending], deferred)

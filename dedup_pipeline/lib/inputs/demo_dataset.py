@@ -16,6 +16,7 @@ import skimage
 from PIL import Image, ImageEnhance, ImageOps
 
 from dedup_pipeline.lib.calibration.transforms import centre_crop, jpeg
+from dedup_pipeline.lib.inputs.sources import DROPS_FOLDER, READY_MARKER
 
 PLANTED_PAIRS_FILE = "planted_pairs.csv"
 
@@ -140,4 +141,36 @@ def build_demo_dataset(root: Path) -> list[tuple[str, str, str]]:
         writer = csv.writer(handle)
         writer.writerow(["path_a", "path_b", "kind"])
         writer.writerows(planted)
+    return planted
+
+
+DROP_NAME = "second-delivery"
+# A second delivery: two new pictures and two transformed copies of train images (leaks)
+DROP_NEW: tuple[tuple[str, str, str], ...] = (
+    ("microaneurysms.png", "test", "medical"),
+    ("phantom.png", "val", "medical"),
+)
+DROP_PLANTED: tuple[PlantedCopy, ...] = (
+    PlantedCopy(
+        "camera.png", "test", "person", "camera_q50.jpg", "JPEG re-encode, quality 50", lambda im: jpeg(im, 50)
+    ),
+    PlantedCopy(
+        "grass.png", "test", "texture", "grass_crop.png", "centre crop keeping 90%", lambda im: centre_crop(im, 0.9)
+    ),
+)
+
+
+def build_demo_drop(root: Path) -> list[tuple[str, str, str]]:
+    """Deliver the demo's second drop into ``root/drops/<DROP_NAME>/`` (marked complete with
+    ``_SUCCESS``); returns its planted pairs ``(train path, copy path, kind)``."""
+    folder = root / DROPS_FOLDER / DROP_NAME
+    for name, split, label in DROP_NEW:
+        _save(skimage_photo(name), folder / split / label / name)
+    planted = []
+    for copy in DROP_PLANTED:
+        target = folder / copy.split / copy.label / copy.name
+        _save(copy.make(skimage_photo(copy.source)), target)
+        source = next(f"{split}/{label}/{name}" for name, split, label in ORIGINALS if name == copy.source)
+        planted.append((source, str(target.relative_to(root)), f"{copy.transform} (second drop)"))
+    (folder / READY_MARKER).touch()
     return planted

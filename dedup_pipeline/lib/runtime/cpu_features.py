@@ -5,8 +5,6 @@ from __future__ import annotations
 from functools import cache
 from typing import Literal
 
-import torch
-
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
@@ -14,6 +12,8 @@ Precision = Literal["auto", "float32", "bfloat16"]
 def bfloat16_is_fast() -> bool:
     """True where oneDNN multiplies bfloat16 natively (AVX512-BF16 or AMX): there bfloat16 matmuls
     and convolutions run 2-4x faster than float32. Elsewhere bfloat16 is emulated, and slower."""
+    import torch  # only where a model or a join is about to use it
+
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 

@@ -24,6 +24,7 @@ from dedup_pipeline.lib.storage.database import (
     CATALOG_TABLE,
     append_rows,
     create_image_views,
+    create_views,
     read_table,
     replace_table,
     table_names,
@@ -139,6 +140,7 @@ def merge_drops(connection: duckdb.DuckDBPyConnection, store: Store) -> MergeRep
                 connection,
                 {table: [str(store.shard_file(drop, table)) for drop in extracted] for table in SHARD_TABLES},
             )
+            create_views(connection, ["image_errors"])
     images = catalog.filter(pl.col("image_id").is_not_null()).height
     return MergeReport(
         merged=[drop.key for drop in newly],

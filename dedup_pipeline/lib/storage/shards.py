@@ -84,10 +84,12 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
 
 
 def array_rows(column: pa.ChunkedArray, dtype: type[np.generic]) -> np.ndarray:
-    """A fixed-size array column (DuckDB ``TYPE[n]``) as an (rows, n) array, one copy."""
+    """An array column (fixed-size, or a list of equal lengths as Parquet returns it) as a
+    (rows, n) array, one copy."""
     parts = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks]
     values = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-    return values.astype(dtype, copy=False).reshape(len(column), column.type.list_size)
+    width = values.size // len(column) if len(column) else 0
+    return values.astype(dtype, copy=False).reshape(len(column), width)
 
 
 def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes: np.ndarray | None) -> pa.Table:

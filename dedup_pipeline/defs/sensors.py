@@ -1,0 +1,62 @@
+"""The drop sensor: notices new, rewritten and deleted files in the dataset, registers them as a
+drop (a dynamic partition), and requests a run that extracts the drop and brings every downstream
+asset up to date.
+
+Each tick lists the dataset (one ``scandir`` per folder and one ``stat`` per file, or the manifest's
+rows) and compares it with the drops registered in the store, which it reads from the store's
+Parquet files (it never opens the database, so it does not wait on a running job). A drop is
+registered once it has settled (see ``DedupConfig.settle_seconds``). Runs are requested for every
+registered drop that is not extracted yet, with the drop's key as the run key, so a drop whose
+registration outlived a crashed tick still gets its run, and no drop gets two.
+"""
+
+import json
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from dedup_pipeline.defs.partitions import DROPS
+from dedup_pipeline.defs.resources import DedupConfig, store_of
+from dedup_pipeline.lib.inputs.changes import register_changes
+
+DROP_SENSOR_INTERVAL_SECONDS = 30
+
+
+def drop_run_request(key: str) -> dg.RunRequest:
+    return dg.RunRequest(run_key=key, partition_key=key, tags={"dedup/drop": key})
+
+
+@dg.sensor(
+    name="drop_sensor",
+    minimum_interval_seconds=DROP_SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Registers new, rewritten and deleted files of the dataset as a drop (partition of the per-image "
+        "assets) once they have settled, and runs the pipeline for it: the drop is extracted, joined "
+        "against every stored image, and the clusters, leak report, label conflicts and dedup manifest "
+        "are brought up to date."
+    ),
+    target=dg.AssetSelection.all(),
+)
+def drop_sensor(context: dg.SensorEvaluationContext, dedup: DedupConfig, duckdb: DuckDBResource) -> dg.SensorResult:
+    store = store_of(duckdb.database)
+    registration = register_changes(dedup.data, store, settle_seconds=dedup.settle_seconds)
+    drops = store.drops()
+    known = set(context.instance.get_dynamic_partitions(DROPS.name))
+    unknown = [drop.key for drop in drops if drop.key not in known]
+    waiting = [drop.key for drop in drops if not store.is_extracted(drop)]
+    cursor = json.dumps({"last_drop": drops[-1].key if drops else None, "listed": registration.listed})
+    if not waiting:
+        deferred = f"; {registration.deferred} changed files not settled yet" if registration.deferred else ""
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(
+                f"no new, rewritten or deleted files in {registration.root} ({registration.listed:,} listed{deferred})"
+            ),
+            dynamic_partitions_requests=[DROPS.build_add_request(unknown)] if unknown else [],
+            cursor=cursor,
+        )
+    return dg.SensorResult(
+        run_requests=[drop_run_request(key) for key in waiting],
+        dynamic_partitions_requests=[DROPS.build_add_request(unknown)] if unknown else [],
+        cursor=cursor,
+    )
