@@ -404,15 +404,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     root = Path(args.dir).resolve() / "images"
     database = Path(args.db or Path(args.dir) / "demo.duckdb").resolve()
-    for stale in (database, database.with_name(database.name + ".wal")):
-        stale.unlink(missing_ok=True)
-    from dedup_pipeline.defs.resources import store_of
+    from dedup_pipeline.lib.storage.store import discard
 
-    store = store_of(str(database))
-    if store.folder.exists():
-        import shutil
-
-        shutil.rmtree(store.folder)
+    discard(database)  # the demo starts from nothing each time
     planted = build_demo_dataset(root)
     print(
         f"demo dataset: {root} ({sum(1 for p in root.rglob('*') if p.is_file())} images, "

@@ -4,6 +4,7 @@ import duckdb
 import pytest
 
 from dedup_pipeline.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, main
+from dedup_pipeline.lib.storage.store import Store
 from tests.conftest import encoded, smooth_picture
 
 
@@ -42,9 +43,11 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys) -> None:
     assert main(["run", "--data", str(tmp_path), "--hamming", "colorhash=3"]) == EXIT_BAD_INPUT
 
 
-def test_demo_finds_the_planted_leaks(tmp_path: Path, capsys) -> None:
+def test_demo_finds_the_planted_leaks_of_both_drops(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--dir", str(tmp_path / "demo")]) == EXIT_OK
-    assert "every planted duplicate was found" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "every planted duplicate of both drops was found" in output
+    assert "000002-second-delivery" in output and "leaks changed by this run" in output
 
 
 def test_an_error_inside_the_run_is_reported_with_its_cause(tmp_path: Path, capsys) -> None:
@@ -54,17 +57,39 @@ def test_an_error_inside_the_run_is_reported_with_its_cause(tmp_path: Path, caps
     assert "lacks column(s) ['path']" in capsys.readouterr().err.splitlines()[-1]
 
 
-def test_resume_skips_the_stages_already_done(leaky_dataset: Path, tmp_path: Path, capsys) -> None:
+def test_a_second_run_reads_only_what_changed(leaky_dataset: Path, tmp_path: Path, capsys) -> None:
     database = tmp_path / "out.duckdb"
     arguments = ["run", "--data", str(leaky_dataset), "--db", str(database), "--embedding-model", "none"]
     assert main([*arguments, "--workers", "1"]) == EXIT_CHECK_FAILED
     capsys.readouterr()
-    assert main([*arguments, "--workers", "2", "--resume"]) == EXIT_OK  # worker count: not a result setting
+    assert main(arguments) == EXIT_CHECK_FAILED  # nothing new: nothing extracted, same results
+    assert "no new, rewritten or deleted files" in capsys.readouterr().out
+    assert [drop.key for drop in Store.beside(database).drops()] == ["000001-initial"]
+    (leaky_dataset / "test/a/copy.png").unlink()  # the leak goes, and leaves a trace
+    assert main(arguments) == EXIT_OK
     output = capsys.readouterr().out
-    assert "already done for these settings and data" in output and "leak report" in output
-    with duckdb.connect(str(database)) as connection:  # as if the run had stopped during similar_pairs
-        connection.execute("DELETE FROM pipeline_stages WHERE stage = 'similar_pairs'")
-    assert main([*arguments, "--resume"]) == EXIT_CHECK_FAILED
-    assert "resuming: image_features, match_thresholds already done" in capsys.readouterr().out
-    assert main([*arguments, "--resume", "--max-leaked-fraction", "0.5"]) == EXIT_OK  # other settings: all rerun
-    assert "resuming: no stage already done" in capsys.readouterr().out
+    assert "deleted" in output and "gone" in output
+    with duckdb.connect(str(database), read_only=True) as connection:
+        retired = connection.execute("SELECT path, reason, retired_by FROM retired_images").fetchall()
+    assert retired == [("test/a/copy.png", "deleted", Store.beside(database).drops()[-1].key)]
+
+
+def test_check_prints_stored_duplicates_and_fails_without_changing_the_store(
+    leaky_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    database = tmp_path / "out.duckdb"
+    main(["run", "--data", str(leaky_dataset), "--db", str(database), "--embedding-model", "none", "--workers", "1"])
+    capsys.readouterr()
+    outside = tmp_path / "incoming"
+    outside.mkdir()
+    (outside / "same.png").write_bytes(encoded(smooth_picture(2), "PNG"))  # train/b/2.png, re-encoded
+    (outside / "new.png").write_bytes(encoded(smooth_picture(77), "PNG"))
+    before = database.stat().st_mtime_ns
+    assert main(["check", str(outside / "same.png"), str(outside / "new.png"), "--db", str(database)]) == (
+        EXIT_CHECK_FAILED
+    )
+    output = capsys.readouterr().out
+    assert "train/b/2.png" in output and "1 of 2 checked image(s) have a duplicate" in output
+    assert main(["check", str(outside / "new.png"), "--db", str(database)]) == EXIT_OK
+    assert database.stat().st_mtime_ns == before and len(Store.beside(database).drops()) == 1
+    assert main(["check", str(outside / "new.png"), "--db", str(tmp_path / "none.duckdb")]) == EXIT_BAD_INPUT

@@ -18,12 +18,10 @@ from PIL import Image, ImageOps
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.search.similar_pairs import (
-    EXACT_EVIDENCE,
-    candidate_pairs,
-    verifier_probability,
-    with_look_alikes,
-)
+from dedup_pipeline.lib.search.candidates import local_candidates, union
+from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
+from dedup_pipeline.lib.search.look_alikes import fit_space, look_alike_lists
+from dedup_pipeline.lib.verification.judging import verifier_probability
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 READY_MARKER = ".extracted"
@@ -90,9 +88,14 @@ def candidate_scores(run: StoredRun) -> CandidateScores | None:
     if verifier is None:
         return None
     signals = ImageSignals(run.thumbnails, run.hashes, run.embeddings)
-    candidates = with_look_alikes(candidate_pairs(run.manifest, run.hashes, run.embeddings, run.thresholds)[0], signals)
+    digests = {name: run.manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()}
+    space = run.thresholds.look_alikes or fit_space(signals.descriptors)
+    candidates = union(
+        local_candidates(digests, run.hashes, run.embeddings, signals.views, run.thresholds),
+        look_alike_lists(space.vectors(signals.descriptors)).pairs(),
+    )
     i, j = candidates[:, 0], candidates[:, 1]
-    probability = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j, screen=False)
+    probability, _ = verifier_probability(verifier, signals, run.thresholds.mirrored, i, j)  # every pair aligned
     exact = np.zeros(len(i), dtype=bool)
     for column in EXACT_EVIDENCE.values():
         values = run.manifest[column].to_numpy()

@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.search.similar_pairs import VERIFIED_EVIDENCE, MatchThresholds, candidate_pairs
+from dedup_pipeline.lib.search.candidates import local_candidates
+from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 
 STORED_ALL = "all"
 
@@ -70,4 +71,5 @@ def recipe_pairs(run: StoredRun, recipe: Recipe) -> np.ndarray:
             pairs = pairs.filter(pl.col("evidence").str.split(",").list.contains(recipe.stored))
         return pairs.select("image_id_a", "image_id_b").to_numpy().astype(np.int64).reshape(-1, 2)
     thresholds = MatchThresholds(hamming=recipe.hamming, cosine=recipe.cosine, mirrored=recipe.mirrored)
-    return candidate_pairs(run.manifest, run.hashes, run.embeddings, thresholds, exact=recipe.exact)[0]
+    digests = {name: run.manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()} if recipe.exact else {}
+    return local_candidates(digests, run.hashes, run.embeddings, None, thresholds)

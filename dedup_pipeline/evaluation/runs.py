@@ -20,6 +20,7 @@ from dedup_pipeline.lib.storage.database import (
     read_table,
     read_thumbnails,
 )
+from dedup_pipeline.lib.storage.store import discard
 
 
 @dataclass
@@ -40,31 +41,33 @@ def run_pipeline(data: Path, database: Path, **options: object) -> StoredRun:
     """Materialize every asset on ``data`` (default configuration unless ``options`` say
     otherwise) into ``database`` and load the manifest, hashes and embeddings."""
     config = DedupConfig(data=str(data), **options)
-    database.unlink(missing_ok=True)
-    result = materialize(config, database)
-    if not result.success:
+    discard(database)
+    run = materialize(config, database)
+    if not run.success:
         raise RuntimeError(f"pipeline run on {data} failed")
-    seconds = sum(
-        float(entry.value)
-        for materialization in result.get_asset_materialization_events()
-        for key, entry in materialization.materialization.metadata.items()
-        if key.endswith("seconds")
-    )
-    return load_run(database, config, seconds)
+    return load_run(database, config, run.seconds())
 
 
 def load_run(database: Path, config: DedupConfig, seconds: float = float("nan")) -> StoredRun:
-    """What a finished run stored in ``database`` (``config`` is the configuration it ran with)."""
+    """What a finished run stored in ``database`` (``config`` is the configuration it ran with), with
+    images numbered by position (path order): ``image_id`` k is row k of the manifest and of every
+    array, and pairs are in those numbers."""
     with duckdb.connect(str(database), read_only=True) as connection:
+        manifest = read_manifest(connection)
+        ids = manifest["image_id"].to_numpy()
+        pairs = read_table(connection, "similar_pairs")
+        position = dict(zip(ids.tolist(), range(len(ids)), strict=True))
         return StoredRun(
             database=database,
             config=config,
-            manifest=read_manifest(connection),
-            hashes=read_hashes(connection, list(config.hash_algorithms)),
-            embeddings=read_embeddings(connection),
+            manifest=manifest.with_columns(pl.Series("image_id", np.arange(len(ids)))),
+            hashes=read_hashes(connection, list(config.hash_algorithms), ids),
+            embeddings=read_embeddings(connection, ids),
             thresholds=read_match_thresholds(connection),
             threshold_table=read_table(connection, "match_thresholds"),
-            thumbnails=read_thumbnails(connection),
-            pairs=read_table(connection, "similar_pairs", order_by="image_id_a, image_id_b"),
+            thumbnails=read_thumbnails(connection, ids),
+            pairs=pairs.with_columns(
+                pl.col("image_id_a").replace_strict(position), pl.col("image_id_b").replace_strict(position)
+            ).sort("image_id_a", "image_id_b"),
             seconds=seconds,
         )

@@ -1,15 +1,14 @@
-"""Materialize the whole graph on generated data and check the DuckDB contract."""
+"""Materialize the whole graph on generated data (a drop partition, then the global assets) and
+check the DuckDB contract."""
 
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb import DuckDBResource
 
-from dedup_pipeline.defs import ASSETS
-from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
+from dedup_pipeline.cli import PipelineRun, materialize
+from dedup_pipeline.defs.resources import DedupConfig
 from tests.conftest import encoded, smooth_picture
 
 CONTRACT = {
@@ -30,20 +29,12 @@ CONTRACT = {
 }
 
 
-def materialize(config: DedupConfig, database: Path) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        ASSETS,
-        resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
-        instance=dg.DagsterInstance.ephemeral(),
-    )
-
-
-def check_outcomes(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
-    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+def check_outcomes(result: PipelineRun) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.check_evaluations()}
 
 
 @pytest.fixture(scope="module")
-def demo_run(demo_dataset, tmp_path_factory) -> tuple[dg.ExecuteInProcessResult, duckdb.DuckDBPyConnection, list]:
+def demo_run(demo_dataset, tmp_path_factory) -> tuple[PipelineRun, duckdb.DuckDBPyConnection, list]:
     root, planted = demo_dataset
     database = tmp_path_factory.mktemp("db") / "demo.duckdb"
     result = materialize(DedupConfig(data=str(root), workers=2), database)
@@ -90,13 +81,12 @@ def test_reports_and_clusters(demo_run) -> None:
 
 def test_materialization_metadata(demo_run) -> None:
     result, _, _ = demo_run
-    materializations = {
-        m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("similar_pairs")
-    }
-    metadata = materializations["similar_pairs"]
-    assert metadata["dagster/row_count"].value == 7
+    metadata = result.metadata("similar_pairs")
+    assert metadata["dagster/row_count"] == 7 and metadata["from_scratch"] is True
     assert "preview" in metadata and "join_seconds" in metadata
-    assert metadata["cosine_threshold"].value == 0.85
+    assert metadata["cosine_threshold"] == 0.85
+    catalog = result.metadata("image_catalog")
+    assert catalog["merged_drops"] == "000001-initial" and catalog["dagster/row_count"] == 28
 
 
 def test_unreadable_inputs_are_recorded_and_checked(demo_dataset, tmp_path: Path) -> None:
@@ -162,9 +152,9 @@ def test_thresholds_are_calibrated_on_a_large_enough_dataset(tmp_path: Path) -> 
     assert stored_threshold == rows["verified"][1]
     assert all(exact or score >= stored_threshold for score, _, exact in scores)
     assert all(("verified" in evidence) == (score >= stored_threshold) for score, evidence, _ in scores)
-    metadata = result.asset_materializations_for_node("similar_pairs")[0].metadata
-    assert metadata["hamming_thresholds"].value["dhash"] == 5
-    assert metadata["verifier_threshold"].value == stored_threshold
+    metadata = result.metadata("similar_pairs")
+    assert metadata["hamming_thresholds"]["dhash"] == 5
+    assert metadata["verifier_threshold"] == stored_threshold
 
 
 def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:

@@ -321,20 +321,13 @@ CALIBRATION_TABLES = ("match_thresholds", "pair_verifier")
 def copy_calibration(connection: duckdb.DuckDBPyConnection, other: str) -> None:
     """Apply another database's thresholds and pair verifier (with its look-alike space and screen
     cutoff) here, replacing this database's own (inside the caller's transaction)."""
-    connection.execute(f"ATTACH {quoted(other)} AS other_database (READ_ONLY)")
-    try:
-        present = {
-            name
-            for (name,) in connection.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'other_database'"
-            ).fetchall()
-        }
+    with duckdb.connect(other, read_only=True) as source:
+        present = table_names(source)
         if "match_thresholds" not in present:
             raise ValueError(f"{other} holds no thresholds (table match_thresholds): run the pipeline on it first")
-        for table in CALIBRATION_TABLES:
-            if table in present:
-                connection.execute(f'CREATE OR REPLACE TABLE main."{table}" AS SELECT * FROM other_database."{table}"')
-            else:
-                replace_table(connection, table, pl.DataFrame(schema=VERIFIER_SCHEMA))
-    finally:
-        connection.execute("DETACH other_database")
+        tables = {
+            table: read_table(source, table) if table in present else pl.DataFrame(schema=VERIFIER_SCHEMA)
+            for table in CALIBRATION_TABLES
+        }
+    for table, frame in tables.items():
+        replace_table(connection, table, frame)

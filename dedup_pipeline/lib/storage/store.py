@@ -222,3 +222,11 @@ class Store:
         """One shard table of several drops, concatenated."""
         frames = [pl.read_parquet(self.shard_file(drop, table), columns=columns) for drop in drops]
         return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+
+def discard(database: str | Path) -> None:
+    """Remove a database file, its write-ahead log and its store: start again from nothing."""
+    database = Path(database)
+    for path in (database, database.with_name(database.name + ".wal")):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(Store.beside(database).folder, ignore_errors=True)

@@ -27,7 +27,7 @@ from dedup_pipeline.lib.calibration.thresholds import (
 )
 from dedup_pipeline.lib.calibration.transforms import transform_named
 from dedup_pipeline.lib.features.hashing import perceptual_hashes
-from dedup_pipeline.lib.search.similar_pairs import EMBEDDING_EVIDENCE
+from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from tests.conftest import smooth_picture
 from tests.lib.features.test_extraction import MeanColourEmbedder
 

@@ -4,23 +4,18 @@ from dedup_pipeline.lib.calibration.thresholds import SECOND_NEAREST, synthesize
 from dedup_pipeline.lib.calibration.verifier_training import calibrate_verifier, half_pairs, with_view_matches
 from dedup_pipeline.lib.features.hashing import perceptual_hashes
 from dedup_pipeline.lib.features.thumbnails import thumbnail, thumbnail_descriptors
-from dedup_pipeline.lib.search.cosine_join import LookAlikeIndex
-from dedup_pipeline.lib.verification.pair_features import (
-    CANDIDATE_NEIGHBOURS,
-    ImageSignals,
-    feature_names,
-    screen_feature_names,
-)
+from dedup_pipeline.lib.search.look_alikes import LOOK_ALIKES, fit_space, nearest
+from dedup_pipeline.lib.verification.pair_features import ImageSignals, feature_names, screen_feature_names
 from tests.conftest import smooth_picture
 
 
 def test_view_matches_follow_the_look_alikes_closest_first_without_repeats() -> None:
     look_alike_ids = np.array([[4, 5], [6, 7]])
-    pairs = np.array([[0, 5], [0, 9], [0, 8], [1, 3]] + [[1, 100 + k] for k in range(CANDIDATE_NEIGHBOURS + 2)])
-    distances = np.array([1, 6, 2, 8] + [7] * (CANDIDATE_NEIGHBOURS + 2))
+    pairs = np.array([[0, 5], [0, 9], [0, 8], [1, 3]] + [[1, 100 + k] for k in range(LOOK_ALIKES + 2)])
+    distances = np.array([1, 6, 2, 8] + [7] * (LOOK_ALIKES + 2))
     first, second = with_view_matches(look_alike_ids, (pairs, distances))
     assert first.tolist() == [4, 5, 8, 9]  # 5 is a look-alike already; 8 is closer than 9
-    assert second[:2].tolist() == [6, 7] and len(second) == 2 + CANDIDATE_NEIGHBOURS  # at most ten more
+    assert second[:2].tolist() == [6, 7] and len(second) == 2 + LOOK_ALIKES  # at most ten more
     assert second[2] == 100  # the 7-bit matches before the 8-bit one
 
 
@@ -36,15 +31,16 @@ def test_training_pairs_label_the_source_and_exclude_exact_copies() -> None:
     exact_keys[39] = exact_keys[0]  # image 39 is an exact copy of image 0: never a negative of it
     sample = np.array([0, 5])
     copies = synthesize_copies(sample, [pictures[0], pictures[5]], ["phash"], [], 8, None, 3)
-    pairs = half_pairs(sample, copies, signals, exact_keys, None, SECOND_NEAREST)
+    space = fit_space(signals.descriptors)
+    pairs = half_pairs(sample, copies, signals, exact_keys, None, SECOND_NEAREST, space)
     copy_ids, partners = pairs.copy_pairs[:, 0], pairs.copy_pairs[:, 1]
     owners = copies.owner[copy_ids - 40]
     assert (pairs.copy_labels == (partners == owners)).all()
     assert pairs.copy_labels.sum() == 6  # every copy has its source, once
     assert not np.any((owners == 0) & (partners == 39))
-    look_alike_sets = LookAlikeIndex(thumbnail_descriptors(signals.thumbnails)).search(
-        copies.signals.descriptors, CANDIDATE_NEIGHBOURS
-    )
+    look_alike_sets = nearest(
+        space.vectors(copies.signals.descriptors), space.vectors(thumbnail_descriptors(signals.thumbnails))
+    ).neighbours
     beyond = [
         set(partners[(copy_ids == 40 + k) & ~pairs.copy_labels].tolist()) - set(look_alike_sets[k].tolist())
         for k in range(len(copies.owner))
@@ -64,7 +60,16 @@ def test_calibrated_verifier_finds_held_out_copies() -> None:
         return ids, synthesize_copies(ids, [pictures[k] for k in ids], ["phash"], [], 8, None, 4)
 
     result = calibrate_verifier(
-        signals, half(tune_ids), half(holdout_ids), np.arange(160), None, SECOND_NEAREST, ["phash"], frozenset(), 0.95
+        signals,
+        half(tune_ids),
+        half(holdout_ids),
+        np.arange(160),
+        None,
+        SECOND_NEAREST,
+        ["phash"],
+        frozenset(),
+        0.95,
+        fit_space(signals.descriptors),
     )
     assert result is not None
     assert result.scorer.features == feature_names(["phash"], with_embedding=False)
