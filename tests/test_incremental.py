@@ -115,3 +115,15 @@ def test_incremental_runs_equal_a_run_from_scratch_after_every_kind_of_change(tm
         final["duplicate_pairs"].filter(pl.col("split_a") != pl.col("split_b")).select("path_a", "path_b").rows()
     )
     assert ("test/a/copy3.png", "train/a/003.png") not in leaks and any("012.png" in a + b for a, b in leaks)
+
+    # recalibration: thresholds and verifier again on every stored image, the stored images joined
+    # again from their stored features: nothing is extracted, the result equals a run from scratch
+    with duckdb.connect(str(incremental), read_only=True) as connection:
+        before = connection.execute("SELECT calibrated_at FROM calibration").fetchone()[0]
+    shards = sorted(path.stat().st_mtime_ns for path in Store.beside(incremental).folder.glob("shards/*/*.parquet"))
+    run(root, incremental, "--recalibrate")
+    assert sorted(p.stat().st_mtime_ns for p in Store.beside(incremental).folder.glob("shards/*/*.parquet")) == shards
+    assert len(Store.beside(incremental).drops()) == 5
+    with duckdb.connect(str(incremental), read_only=True) as connection:
+        assert connection.execute("SELECT calibrated_at FROM calibration").fetchone()[0] > before
+    assert_equal_to_a_run_from_scratch(root, incremental, scratch)
