@@ -38,17 +38,20 @@ def hamming_synthetic(count: int, threshold: int, method: str) -> dict[str, floa
 
 
 def _stored(database: Path, read):
+    """``read(live images)`` of a pipeline run's store."""
     import duckdb
 
+    from dedup_pipeline.lib.storage.features import LiveImages
+    from dedup_pipeline.lib.storage.store import Store
+
     with duckdb.connect(str(database), read_only=True) as connection:
-        return read(connection)
+        return read(LiveImages.read(connection, Store.beside(database)))
 
 
 def hamming_stored(database: Path, algorithm: str, threshold: int, method: str) -> dict[str, float]:
     from dedup_pipeline.lib.search.hamming_join import hamming_pairs
-    from dedup_pipeline.lib.storage.database import read_hashes
 
-    words = _stored(database, lambda connection: read_hashes(connection, [algorithm])[algorithm])
+    words = _stored(database, lambda live: live.hashes([algorithm])[algorithm])
     start = time.perf_counter()
     pairs = len(hamming_pairs(words, threshold, method=method)[0])
     return {"seconds": time.perf_counter() - start, "pairs": pairs, "hashes": len(words)}
@@ -57,9 +60,8 @@ def hamming_stored(database: Path, algorithm: str, threshold: int, method: str) 
 def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, float]:
     """``method``: bfloat16 / float32 (our triangular join) or faiss (IndexFlatIP.range_search)."""
     from dedup_pipeline.lib.search.cosine_join import cosine_pairs
-    from dedup_pipeline.lib.storage.database import read_embeddings
 
-    vectors = _stored(database, read_embeddings)
+    vectors = _stored(database, lambda live: live.embeddings())
     start = time.perf_counter()
     if method == "faiss":
         import faiss

@@ -33,15 +33,16 @@ def pipeline_run(data: Path, database: Path) -> dict[str, object]:
     """Materialize every asset (default configuration) as ``dedup-pipeline run`` does."""
     from dedup_pipeline.cli import materialize
     from dedup_pipeline.defs.resources import DedupConfig
+    from dedup_pipeline.lib.storage.store import discard
 
-    database.unlink(missing_ok=True)
+    discard(database)
     start = time.perf_counter()
-    result = materialize(DedupConfig(data=str(data)), database)
+    run = materialize(DedupConfig(data=str(data)), database)
     seconds = time.perf_counter() - start
-    if not result.success:
+    if not run.success:
         raise RuntimeError(f"pipeline failed on {data}")
     stages: dict[str, dict[str, float]] = {}
-    for event in result.get_asset_materialization_events():
+    for event in (event for result in run.results for event in result.get_asset_materialization_events()):
         metadata = event.materialization.metadata
         measured = {
             key: float(entry.value)

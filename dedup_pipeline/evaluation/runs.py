@@ -13,14 +13,11 @@ from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
 from dedup_pipeline.lib.search.criteria import MatchThresholds
 from dedup_pipeline.lib.storage.database import (
-    read_embeddings,
-    read_hashes,
-    read_manifest,
     read_match_thresholds,
     read_table,
-    read_thumbnails,
 )
-from dedup_pipeline.lib.storage.store import discard
+from dedup_pipeline.lib.storage.features import LiveImages
+from dedup_pipeline.lib.storage.store import Store, discard
 
 
 @dataclass
@@ -53,19 +50,19 @@ def load_run(database: Path, config: DedupConfig, seconds: float = float("nan"))
     images numbered by position (path order): ``image_id`` k is row k of the manifest and of every
     array, and pairs are in those numbers."""
     with duckdb.connect(str(database), read_only=True) as connection:
-        manifest = read_manifest(connection)
-        ids = manifest["image_id"].to_numpy()
+        live = LiveImages.read(connection, Store.beside(database))
+        manifest, ids = live.manifest, live.image_ids
         pairs = read_table(connection, "similar_pairs")
         position = dict(zip(ids.tolist(), range(len(ids)), strict=True))
         return StoredRun(
             database=database,
             config=config,
             manifest=manifest.with_columns(pl.Series("image_id", np.arange(len(ids)))),
-            hashes=read_hashes(connection, list(config.hash_algorithms), ids),
-            embeddings=read_embeddings(connection, ids),
+            hashes=live.hashes(list(config.hash_algorithms)),
+            embeddings=live.embeddings(),
             thresholds=read_match_thresholds(connection),
             threshold_table=read_table(connection, "match_thresholds"),
-            thumbnails=read_thumbnails(connection, ids),
+            thumbnails=live.thumbnails(),
             pairs=pairs.with_columns(
                 pl.col("image_id_a").replace_strict(position), pl.col("image_id_b").replace_strict(position)
             ).sort("image_id_a", "image_id_b"),

@@ -4,28 +4,23 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
-from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
 from dedup_pipeline.lib.storage.database import (
     calibration_id,
     create_views,
-    read_embeddings,
-    read_hashes,
     read_join_state,
     read_manifest,
     read_match_thresholds,
     read_table,
-    read_thumbnails,
-    read_view_hashes,
     transaction,
     write_join_state,
     write_screen_cutoff,
     write_table,
 )
-from dedup_pipeline.lib.verification.pair_features import ImageSignals
+from dedup_pipeline.lib.storage.features import LiveImages
 
 
 @dg.asset(
@@ -53,20 +48,13 @@ def similar_pairs(
         thresholds = read_match_thresholds(connection)
         calibration = calibration_id(connection)
         previous = read_join_state(connection, calibration)
-        manifest = read_manifest(connection)
-        ids = manifest["image_id"].to_numpy()
-        verifies = thresholds.verifier is not None
-        signals = ImageSignals(
-            read_thumbnails(connection, ids) if verifies else None,
-            read_hashes(connection, list(dedup.hash_algorithms), ids),
-            read_embeddings(connection, ids),
-            views=read_view_hashes(connection, ids) if verifies else None,
-        )
-        digests = {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()}
+        with timed(metadata, "read_seconds"):
+            live = LiveImages.read(connection, store_of(duckdb.database))
+            images = JoinImages.of(live, list(dedup.hash_algorithms), with_thumbnails=thresholds.verifier is not None)
         if previous is None:
-            context.log.info(f"joining {len(ids):,} images from scratch (no join under this calibration yet)")
+            context.log.info(f"joining {len(live.manifest):,} images from scratch (no join under this calibration yet)")
         with timed(metadata, "join_seconds"):
-            state, report = join(JoinImages(ids, digests, signals), thresholds, previous)
+            state, report = join(images, thresholds, previous)
         with transaction(connection):
             write_join_state(connection, state, calibration)
             if thresholds.screen_cutoff is None:
@@ -79,7 +67,7 @@ def similar_pairs(
         f"{report.pairs_removed:,} removed"
     )
     pairs = state.pairs
-    if signals.embeddings is None and thresholds.cosine is not None:
+    if images.signals.embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
     evidence_counts = pairs["evidence"].str.split(",").explode().value_counts().sort("evidence")
     return dg.MaterializeResult(

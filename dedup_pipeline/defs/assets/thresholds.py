@@ -8,7 +8,7 @@ import polars as pl
 from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
 from dedup_pipeline.lib.calibration.thresholds import (
     SyntheticCopies,
     calibrate,
@@ -31,17 +31,13 @@ from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace, fit_space
 from dedup_pipeline.lib.storage.database import (
     copy_calibration,
     read_calibration,
-    read_embeddings,
-    read_hashes,
-    read_manifest,
     read_table,
-    read_thumbnails,
-    read_view_hashes,
     record_calibration,
     replace_table,
     transaction,
     write_verifier,
 )
+from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
@@ -75,22 +71,20 @@ def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
 
 
 def _calibrated_rows(
-    dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, evidences: list[str], log: dg.DagsterLogManager
+    dedup: DedupConfig, live: LiveImages, evidences: list[str], log: dg.DagsterLogManager
 ) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None]:
-    manifest = read_manifest(connection)
-    image_ids = manifest["image_id"].to_numpy()
+    manifest = live.manifest
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
         rows = [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), TOO_FEW, dedup.target_precision) for e in evidences]
         return rows, None, None
 
     hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
-    hashes = read_hashes(connection, hash_names, image_ids) if hash_names else {}
-    embeddings = read_embeddings(connection, image_ids) if EMBEDDING_EVIDENCE in evidences else None
+    hashes = live.hashes(hash_names) if hash_names else {}
+    embeddings = live.embeddings() if EMBEDDING_EVIDENCE in evidences else None
     embedder = None
     if embeddings is not None:
-        size = connection.execute("SELECT max(image_size) FROM image_embeddings").fetchone()[0]
-        embedder = load_embedder(dedup.embedding_model, int(size))
+        embedder = load_embedder(dedup.embedding_model, int(live.store.settings()["embedding_size"]))
     root = data_root(dedup.data)
     exact_keys = manifest["pixel_sha256"].to_numpy()
     labels = manifest["label"].to_numpy() if labels_usable(manifest["label"].to_list()) else None
@@ -147,9 +141,7 @@ def _calibrated_rows(
     if not dedup.verify:
         return rows, None, None
     log.info("training the pair verifier")
-    signals = ImageSignals(
-        read_thumbnails(connection, image_ids), hashes, embeddings, views=read_view_hashes(connection, image_ids)
-    )
+    signals = ImageSignals(live.thumbnails(), hashes, embeddings, views=live.view_hashes())
     space = fit_space(signals.descriptors)
     verifier = calibrate_verifier(
         signals,
@@ -233,7 +225,8 @@ def match_thresholds(
                 record_calibration(connection, f"from {dedup.thresholds_from}", dedup.calibration_fingerprint(), images)
             source = f"applied from {dedup.thresholds_from}"
         else:
-            rows, verifier, space, source = _new_calibration(dedup, connection, context.log)
+            live = LiveImages.read(connection, store_of(duckdb.database))
+            rows, verifier, space, source = _new_calibration(dedup, live, context.log)
             with transaction(connection):
                 replace_table(connection, "match_thresholds", pl.DataFrame(rows, schema=THRESHOLD_SCHEMA))
                 write_verifier(connection, verifier, space)
@@ -245,7 +238,7 @@ def match_thresholds(
 
 
 def _new_calibration(
-    dedup: DedupConfig, connection: duckdb.DuckDBPyConnection, log: dg.DagsterLogManager
+    dedup: DedupConfig, live: LiveImages, log: dg.DagsterLogManager
 ) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None, str]:
     """Rows of match_thresholds, the verifier and its look-alike space, and where they came from."""
     evidences = dedup.matching_evidence()
@@ -260,6 +253,6 @@ def _new_calibration(
             for e in to_calibrate
         ]
         return rows, None, None, "configured" if not to_calibrate else "fallback: calibration off"
-    calibrated, verifier, space = _calibrated_rows(dedup, connection, to_calibrate, log)
+    calibrated, verifier, space = _calibrated_rows(dedup, live, to_calibrate, log)
     source = TOO_FEW if calibrated and calibrated[0]["source"] == TOO_FEW else "calibrated"
     return rows + calibrated, verifier, space, source

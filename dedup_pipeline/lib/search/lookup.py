@@ -17,16 +17,8 @@ from dedup_pipeline.lib.inputs.sources import ImageSource
 from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
-from dedup_pipeline.lib.storage.database import (
-    calibration_id,
-    read_embeddings,
-    read_hashes,
-    read_join_state,
-    read_manifest,
-    read_match_thresholds,
-    read_thumbnails,
-    read_view_hashes,
-)
+from dedup_pipeline.lib.storage.database import calibration_id, read_join_state, read_match_thresholds
+from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
@@ -67,22 +59,17 @@ def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> Ch
         state = read_join_state(connection, calibration_id(connection))
         if state is None:
             raise StoreNotReady(f"{database} has no join under its current calibration: run the pipeline first")
-        manifest = read_manifest(connection)
-        ids = manifest["image_id"].to_numpy()
-        verifies = thresholds.verifier is not None
-        stored = ImageSignals(
-            read_thumbnails(connection, ids) if verifies else None,
-            read_hashes(connection, list(settings.hash_algorithms), ids),
-            read_embeddings(connection, ids),
-            views=read_view_hashes(connection, ids) if verifies else None,
-        )
+        live = LiveImages.read(connection, store)
+    verifies = thresholds.verifier is not None
+    stored = JoinImages.of(live, list(settings.hash_algorithms), with_thumbnails=verifies)
+    manifest, ids = live.manifest, live.image_ids
     sources = [ImageSource(str(file), CHECK_SPLIT, None, str(file)) for file in files]
     extracted = extract(sources, settings, workers=workers or available_cores())
     checked = extracted.manifest
     query_ids = (ids.max(initial=-1) + 1 + np.arange(checked.height)).astype(np.int64)
     queries = ImageSignals(
         extracted.thumbnails if verifies else None,
-        {name: extracted.hashes[name] for name in stored.hashes},
+        {name: extracted.hashes[name] for name in stored.signals.hashes},
         extracted.embeddings,
         views=extracted.view_hashes if verifies else None,
     )
@@ -90,7 +77,7 @@ def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> Ch
         name: np.concatenate([manifest[column].to_numpy(), checked[column].to_numpy()])
         for name, column in EXACT_EVIDENCE.items()
     }
-    images = JoinImages(np.concatenate([ids, query_ids]), digests, _stacked(stored, queries))
+    images = JoinImages(np.concatenate([ids, query_ids]), digests, _stacked(stored.signals, queries))
     joined, _ = join(images, thresholds, state)
     found = joined.pairs.filter(pl.col("image_id_a").is_in(query_ids) ^ pl.col("image_id_b").is_in(query_ids))
     query_side = pl.DataFrame({"query_id": query_ids, "checked": checked["path"]})

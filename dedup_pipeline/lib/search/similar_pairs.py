@@ -42,6 +42,7 @@ from dedup_pipeline.lib.search.look_alikes import (
     look_alike_lists,
     updated_lists,
 )
+from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
@@ -58,6 +59,21 @@ class JoinImages:
     @cached_property
     def _id_order(self) -> np.ndarray:
         return np.argsort(self.image_ids, kind="stable")
+
+    @classmethod
+    def of(cls, live: LiveImages, hash_algorithms: list[str], with_thumbnails: bool) -> JoinImages:
+        """The live images of a store with their stored features (thumbnails and view hashes only
+        when a verifier needs them)."""
+        manifest = live.manifest
+        signals = ImageSignals(
+            live.thumbnails() if with_thumbnails else None,
+            live.hashes(hash_algorithms),
+            live.embeddings(),
+            views=live.view_hashes() if with_thumbnails else None,
+        )
+        return cls(
+            live.image_ids, {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()}, signals
+        )
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """Position of each id among these images, -1 where it is not one of them."""

@@ -29,11 +29,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace
 from dedup_pipeline.lib.search.similar_pairs import JoinState
-from dedup_pipeline.lib.storage.shards import VIEW_HASHES_COLUMN, array_rows, hash_arrays, thumbnail_array
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 CONTRACT_VIEWS: dict[str, str] = {
@@ -127,58 +125,8 @@ def read_table(connection: duckdb.DuckDBPyConnection, name: str, order_by: str |
 
 
 def read_manifest(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The live images in path order: row k is position k of every array read with their
-    ``image_id`` column (``read_hashes`` and the rest take it)."""
+    """The live images in path order (the positions every array of ``features.LiveImages`` uses)."""
     return read_table(connection, "image_manifest", order_by="path")
-
-
-def _aligned(connection: duckdb.DuckDBPyConnection, view: str, columns: str, image_ids: np.ndarray) -> pa.Table:
-    """``columns`` of ``view``, one row per id of ``image_ids``, in that order."""
-    rows = connection.execute(f'SELECT image_id, {columns} FROM "{view}"').to_arrow_table()
-    ids = rows.column("image_id").to_numpy()
-    order = np.argsort(ids, kind="stable")
-    found = np.searchsorted(ids[order], image_ids)
-    if len(image_ids) and (found.max(initial=0) >= len(ids) or not np.array_equal(ids[order][found], image_ids)):
-        raise ValueError(f"{view} lacks rows of some live images: run the image_catalog asset again")
-    return rows.take(order[found])
-
-
-def _columns(connection: duckdb.DuckDBPyConnection, view: str) -> set[str]:
-    return {row[0] for row in connection.execute(f'DESCRIBE "{view}"').fetchall()}
-
-
-def read_hashes(
-    connection: duckdb.DuckDBPyConnection, algorithms: list[str], image_ids: np.ndarray
-) -> dict[str, np.ndarray]:
-    """Hashes as (n_images, words) uint64 arrays, rows in ``image_ids`` order; the mirrored-picture
-    hashes of these algorithms come along (under their mirror_key names) when they were stored."""
-    stored = _columns(connection, "image_hashes")
-    names = [name for algorithm in algorithms for name in (algorithm, mirror_key(algorithm)) if name in stored]
-    if not names:
-        return {}
-    table = _aligned(connection, "image_hashes", ", ".join(f'"{name}"' for name in names), image_ids)
-    return hash_arrays(pl.from_arrow(table), names)
-
-
-def read_embeddings(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray | None:
-    """Embeddings in ``image_ids`` order, or None when embeddings are off."""
-    if connection.execute("SELECT count(*) FROM image_embeddings").fetchone()[0] == 0:
-        return None
-    return array_rows(_aligned(connection, "image_embeddings", "embedding", image_ids).column("embedding"), np.float32)
-
-
-def read_thumbnails(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray:
-    """(n_images, side, side, 3) uint8 in ``image_ids`` order."""
-    return thumbnail_array(_aligned(connection, "image_thumbnails", "side, thumbnail", image_ids))
-
-
-def read_view_hashes(connection: duckdb.DuckDBPyConnection, image_ids: np.ndarray) -> np.ndarray | None:
-    """The stored ``views.view_hashes`` in ``image_ids`` order, or None when they were not stored
-    (the store was built without a verifier): they are then computed from the thumbnails."""
-    if VIEW_HASHES_COLUMN not in _columns(connection, "image_thumbnails"):
-        return None
-    table = _aligned(connection, "image_thumbnails", VIEW_HASHES_COLUMN, image_ids)
-    return array_rows(table.column(VIEW_HASHES_COLUMN), np.int64).view(np.uint64)
 
 
 VERIFIER_SCHEMA = {

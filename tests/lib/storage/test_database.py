@@ -8,107 +8,17 @@ from dedup_pipeline.lib.search.similar_pairs import JoinState
 from dedup_pipeline.lib.storage.database import (
     append_rows,
     calibration_id,
-    create_image_views,
     quoted,
-    read_embeddings,
-    read_hashes,
     read_join_state,
     read_match_thresholds,
     read_table,
-    read_thumbnails,
-    read_view_hashes,
     transaction,
     write_join_state,
     write_screen_cutoff,
     write_table,
     write_verifier,
 )
-from dedup_pipeline.lib.storage.shards import embeddings_table, hashes_table, thumbnails_table
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
-
-MANIFEST = pl.DataFrame({"image_id": [30, 10, 20], "drop_seq": [1, 1, 1], "path": ["a", "b", "c"]})
-LIVE = np.array([30, 10, 20])  # the manifest's (path) order, which reads follow
-
-
-def stored(connection: duckdb.DuckDBPyConnection, tmp_path, tables: dict[str, object]) -> None:
-    """Write shard tables as Parquet files and put the per-image views over them."""
-    defaults = {
-        "manifest": MANIFEST,
-        "failures": pl.DataFrame(
-            {"path": ["x"], "kind": ["problem"], "split": [None], "label": [None], "reason": ["r"], "drop_seq": [1]}
-        ),
-        "hashes": hashes_table(MANIFEST, {"phash": np.zeros((3, 1), np.uint64)}, 8),
-        "thumbnails": thumbnails_table(MANIFEST, np.zeros((3, 4, 4, 3), np.uint8), None),
-        "embeddings": embeddings_table(MANIFEST, None, "none", 0),
-    }
-    files = {}
-    for name, default in defaults.items():
-        frame = tables.get(name, default)
-        path = tmp_path / f"{name}.parquet"
-        (frame if isinstance(frame, pl.DataFrame) else pl.from_arrow(frame)).write_parquet(path)
-        files[name] = [str(path)]
-    catalog = pl.DataFrame(
-        {
-            "path": ["a", "b", "c", "x"],
-            "kind": ["image"] * 3 + ["problem"],
-            "drop_seq": [1] * 4,
-            "image_id": [30, 10, 20, None],
-        }
-    )
-    write_table(connection, "image_catalog", catalog)
-    create_image_views(connection, files)
-
-
-def test_hashes_round_trip_as_bigint_and_as_word_lists_in_the_order_asked(tmp_path) -> None:
-    connection = duckdb.connect()
-    one_word = np.array([[0], [2**63 + 5], [2**64 - 1]], dtype=np.uint64)
-    four_words = np.arange(12, dtype=np.uint64).reshape(3, 4) * np.uint64(2**62)
-    stored(connection, tmp_path, {"hashes": hashes_table(MANIFEST, {"phash": one_word, "whash": four_words}, 8)})
-    types = dict(connection.execute("SELECT column_name, column_type FROM (DESCRIBE image_hashes)").fetchall())
-    assert types["phash"] == "BIGINT" and types["whash"] == "BIGINT[]"
-    # The stored BIGINT is the imagehash integer in two's complement.
-    assert connection.execute("SELECT phash FROM image_hashes WHERE path = 'b'").fetchone()[0] == 2**63 + 5 - 2**64
-    back = read_hashes(connection, ["phash", "whash"], LIVE)
-    assert (back["phash"] == one_word).all() and (back["whash"] == four_words).all()
-    reordered = read_hashes(connection, ["phash"], np.array([20, 30, 10]))
-    assert (reordered["phash"][:, 0] == one_word[[2, 0, 1], 0]).all()
-
-
-def test_embeddings_thumbnails_and_view_hashes_round_trip(tmp_path) -> None:
-    connection = duckdb.connect()
-    rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(3, 5)).astype(np.float32)
-    thumbnails = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
-    view_hashes = rng.integers(0, 2**64, size=(3, 17), dtype=np.uint64)
-    stored(
-        connection,
-        tmp_path,
-        {
-            "embeddings": embeddings_table(MANIFEST, vectors, "m", 64),
-            "thumbnails": thumbnails_table(MANIFEST, thumbnails, view_hashes),
-        },
-    )
-    assert np.array_equal(read_embeddings(connection, LIVE), vectors)
-    assert np.array_equal(read_thumbnails(connection, LIVE), thumbnails)
-    assert np.array_equal(read_view_hashes(connection, LIVE), view_hashes)
-    assert read_table(connection, "image_failures")["reason"].to_list() == ["r"]
-    with pytest.raises(ValueError, match="lacks rows"):
-        read_thumbnails(connection, np.array([30, 99]))
-
-
-def test_embeddings_off_and_thumbnails_without_view_hashes(tmp_path) -> None:
-    connection = duckdb.connect()
-    thumbnails = np.zeros((3, 4, 4, 3), dtype=np.uint8)
-    stored(
-        connection,
-        tmp_path,
-        {
-            "embeddings": embeddings_table(MANIFEST, None, "none", 0),
-            "thumbnails": thumbnails_table(MANIFEST, thumbnails, None),
-        },
-    )
-    assert read_embeddings(connection, LIVE) is None
-    assert read_view_hashes(connection, LIVE) is None  # computed from the thumbnails instead
 
 
 def test_a_failed_transaction_leaves_nothing_behind() -> None:
