@@ -61,7 +61,7 @@ def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, fl
     """``method``: bfloat16 / float32 (our triangular join) or faiss (IndexFlatIP.range_search)."""
     from dedup_pipeline.lib.search.cosine_join import cosine_pairs
 
-    vectors = _stored(database, lambda live: live.embeddings())
+    vectors = _stored(database, lambda live: np.asarray(live.embeddings()))
     start = time.perf_counter()
     if method == "faiss":
         import faiss

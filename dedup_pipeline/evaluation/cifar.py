@@ -18,9 +18,10 @@ from PIL import Image, ImageOps
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.search.candidates import local_candidates, union
+from dedup_pipeline.lib.search.candidates import local_candidates
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
 from dedup_pipeline.lib.search.look_alikes import fit_space, look_alike_lists
+from dedup_pipeline.lib.search.pair_sets import union
 from dedup_pipeline.lib.verification.judging import verifier_probability
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 

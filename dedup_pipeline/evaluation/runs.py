@@ -59,10 +59,10 @@ def load_run(database: Path, config: DedupConfig, seconds: float = float("nan"))
             config=config,
             manifest=manifest.with_columns(pl.Series("image_id", np.arange(len(ids)))),
             hashes=live.hashes(list(config.hash_algorithms)),
-            embeddings=live.embeddings(),
+            embeddings=None if (embeddings := live.embeddings()) is None else np.asarray(embeddings),
             thresholds=read_match_thresholds(connection),
             threshold_table=read_table(connection, "match_thresholds"),
-            thumbnails=live.thumbnails(),
+            thumbnails=np.asarray(live.thumbnails()),
             pairs=pairs.with_columns(
                 pl.col("image_id_a").replace_strict(position), pl.col("image_id_b").replace_strict(position)
             ).sort("image_id_a", "image_id_b"),

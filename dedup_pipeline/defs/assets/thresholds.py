@@ -82,6 +82,7 @@ def _calibrated_rows(
     hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
     hashes = live.hashes(hash_names) if hash_names else {}
     embeddings = live.embeddings() if EMBEDDING_EVIDENCE in evidences else None
+    embeddings = None if embeddings is None else np.asarray(embeddings)  # calibration reads them all
     embedder = None
     if embeddings is not None:
         embedder = load_embedder(dedup.embedding_model, int(live.store.settings()["embedding_size"]))
@@ -141,7 +142,7 @@ def _calibrated_rows(
     if not dedup.verify:
         return rows, None, None
     log.info("training the pair verifier")
-    signals = ImageSignals(live.thumbnails(), hashes, embeddings, views=live.view_hashes())
+    signals = ImageSignals(np.asarray(live.thumbnails()), hashes, embeddings, views=live.view_hashes())
     space = fit_space(signals.descriptors)
     verifier = calibrate_verifier(
         signals,

@@ -28,6 +28,7 @@ from dedup_pipeline.lib.features.hashing import batch_hashes, dct_rows, mirror_k
 from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE
 from dedup_pipeline.lib.inputs.pictures import luma
 from dedup_pipeline.lib.search.hamming_join import hamming_pairs_between
+from dedup_pipeline.lib.search.pair_sets import ordered
 
 VIEW_HASH = "phash"
 VIEW_THRESHOLD = 8  # pHash bits: nominates 99-100% of the suite's crops, pads and rotations
@@ -175,7 +176,8 @@ def view_pairs(hashes: np.ndarray, threshold: int = VIEW_THRESHOLD) -> np.ndarra
     for index in range(len(VIEWS)):
         i, j, _ = hamming_pairs_between(hashes[:, 2 + index : 3 + index], hashes[:, [IDENTITY]], threshold)
         found.append(np.stack([i, j], axis=1)[i != j])
-    return np.unique(np.sort(np.concatenate(found), axis=1), axis=0)
+    pairs = np.concatenate(found)
+    return ordered(pairs[:, 0], pairs[:, 1])
 
 
 def view_matches(

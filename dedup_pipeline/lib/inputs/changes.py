@@ -35,11 +35,13 @@ def listing(sources: DatasetSources) -> pl.DataFrame:
     read: extraction will record why)."""
     rows = []
     for image in sources.images:
-        try:
-            stat = os.stat(image.file)
-            size, modified = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size = modified = None
+        size, modified = image.bytes, image.mtime_ns
+        if size is None:  # a manifest's rows: look at their files now
+            try:
+                stat = os.stat(image.file)
+                size, modified = stat.st_size, stat.st_mtime_ns
+            except OSError:
+                pass
         rows.append((image.path, IMAGE, image.split, image.label, image.file, size, modified, None))
     for problem in sources.problems:
         rows.append((problem.path, PROBLEM, problem.split, problem.label, None, None, None, problem.reason))

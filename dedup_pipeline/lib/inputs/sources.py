@@ -33,6 +33,8 @@ class ImageSource:
     split: str
     label: str | None
     file: str  # where to read it
+    bytes: int | None = None  # size and modification time when listed (None: not looked at yet)
+    mtime_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,14 @@ def discover(data: str | Path) -> DatasetSources:
     return sources
 
 
-def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str]]:
-    """(path relative to ``root``, full path) of every file below ``root``, skipping hidden names
-    (.DS_Store, .git, editor swap files: documented as skipped) and following symbolic links to
-    folders. A link back to one of its own ancestors (a loop), a broken link and a folder that
-    cannot be listed are recorded as problems. One ``scandir`` per folder: a file costs no system
-    call of its own unless it is a symbolic link (which is checked for a target)."""
-    files: list[tuple[str, str]] = []
+def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int, int]]:
+    """(path relative to ``root``, full path, size, modification time in ns) of every file below
+    ``root``, skipping hidden names (.DS_Store, .git, editor swap files: documented as skipped)
+    and following symbolic links. A link back to one of its own ancestors (a loop), a link that
+    leads nowhere, a file that cannot be looked at and a folder that cannot be listed are recorded
+    as problems. One ``scandir`` per folder and one ``stat`` per file (the size and time tell a
+    later run whether the file changed)."""
+    files: list[tuple[str, str, int, int]] = []
     # each folder to list: its path relative to root, its path, its real path, its ancestors' real paths
     pending = [("", root, root, frozenset({root}))]
     while pending:
@@ -98,10 +101,13 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str]]:
         for entry in entries:
             path = f"{relative}/{entry.name}" if relative else entry.name
             if not entry.is_dir():
-                if entry.is_symlink() and not os.path.exists(entry.path):
-                    problems.append(SourceProblem(path, *_split_and_label(path), "broken symbolic link"))
-                else:
-                    files.append((path, entry.path))
+                try:
+                    stat = entry.stat()
+                except OSError as error:
+                    reason = "broken symbolic link" if entry.is_symlink() else f"cannot stat: {error.strerror}"
+                    problems.append(SourceProblem(path, *_split_and_label(path), reason))
+                    continue
+                files.append((path, entry.path, stat.st_size, stat.st_mtime_ns))
                 continue
             target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
             if target in ancestors:
@@ -129,12 +135,12 @@ def _split_and_label(path: str) -> tuple[str | None, str | None]:
 def _discover_tree(root: Path) -> DatasetSources:
     images: list[ImageSource] = []
     problems: list[SourceProblem] = []
-    for path, file in _walk(str(root), problems):  # root is resolved: its own path is real
+    for path, file, size, modified in _walk(str(root), problems):  # root is resolved: its own path is real
         split, label = _split_and_label(path)
         if split is None:
             problems.append(SourceProblem(path, None, None, "not inside a split folder (<root>/<split>/...)"))
         else:
-            images.append(ImageSource(path, split, label, file))
+            images.append(ImageSource(path, split, label, file, size, modified))
     return DatasetSources(root, images, sorted(problems, key=lambda problem: problem.path))
 
 

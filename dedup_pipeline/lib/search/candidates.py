@@ -19,20 +19,7 @@ from dedup_pipeline.lib.search.approximate_cosine_join import cosine_range_join
 from dedup_pipeline.lib.search.cosine_join import cosine_pairs_of
 from dedup_pipeline.lib.search.criteria import MatchThresholds
 from dedup_pipeline.lib.search.hamming_join import hamming_pairs, hamming_pairs_between, mirror_aware_pairs
-
-NO_PAIRS = np.zeros((0, 2), dtype=np.int64)
-
-
-def ordered(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Unique ``(min, max)`` rows of index pairs, without self-pairs, sorted."""
-    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
-    keep = i != j
-    pairs = np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1).reshape(-1, 2)
-    return np.unique(pairs, axis=0)
-
-
-def union(*pair_sets: np.ndarray) -> np.ndarray:
-    return np.unique(np.concatenate([NO_PAIRS, *pair_sets]).astype(np.int64), axis=0)
+from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, ordered, union
 
 
 def equal_key_pairs(keys: np.ndarray, new: np.ndarray | None = None) -> np.ndarray:
@@ -83,8 +70,9 @@ def view_pairs_of(views: np.ndarray, new: np.ndarray | None = None) -> np.ndarra
     # a new image's views against every image's hash, and every image's views against the new hashes
     query, partner, _ = hamming_pairs_between(seen[rows].reshape(-1, 1), views[:, [IDENTITY]], VIEW_THRESHOLD)
     forward = ordered(rows[query // len(VIEWS)], partner)
-    query, partner, _ = hamming_pairs_between(seen.reshape(-1, 1), views[rows][:, [IDENTITY]], VIEW_THRESHOLD)
-    backward = ordered(query // len(VIEWS), rows[partner])
+    # the new hashes on the left: the multi-index join expands its left side into one-bit variants
+    query, partner, _ = hamming_pairs_between(views[rows][:, [IDENTITY]], seen.reshape(-1, 1), VIEW_THRESHOLD)
+    backward = ordered(rows[query], partner // len(VIEWS))
     return union(forward, backward)
 
 
@@ -105,7 +93,7 @@ def local_candidates(
         found.append(hash_pairs(hashes[algorithm], thresholds.mirror_hashes(algorithm, hashes), limit, new))
     if thresholds.cosine is not None and embeddings is not None:
         if new is None:
-            i, j, _ = cosine_range_join(embeddings, thresholds.cosine)
+            i, j, _ = cosine_range_join(np.asarray(embeddings), thresholds.cosine)
         else:
             i, j, _ = cosine_pairs_of(embeddings, np.flatnonzero(new), thresholds.cosine)
         found.append(ordered(i, j))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dedup_pipeline.lib.runtime.cpu_features import Precision, uses_bfloat16
+from dedup_pipeline.lib.storage.stored_rows import Rows, StoredRows, row_blocks
 
 DEFAULT_QUERY_BLOCK = 2048
 PAIR_BLOCK = 16_384
@@ -54,10 +55,11 @@ def cosine_pairs(
     return i[order], j[order], similarity[order]
 
 
-def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def pair_similarities(embeddings: Rows, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Cosine similarity of given pairs (for evidence found by another criterion), in blocks of
-    pairs: gathering both rows of 500k pairs of 1280-d vectors at once would take 5 GB."""
-    vectors = np.asarray(embeddings, dtype=np.float32)
+    pairs: gathering both rows of 500k pairs of 1280-d vectors at once would take 5 GB.
+    ``embeddings`` may be :class:`StoredRows`: only the rows of the pairs are gathered."""
+    vectors = embeddings if isinstance(embeddings, StoredRows) else np.asarray(embeddings, dtype=np.float32)
     similarity = np.empty(len(i), dtype=np.float32)
     for start in range(0, len(i), PAIR_BLOCK):
         block = slice(start, start + PAIR_BLOCK)
@@ -66,23 +68,25 @@ def pair_similarities(embeddings: np.ndarray, i: np.ndarray, j: np.ndarray) -> n
 
 
 def cosine_pairs_of(
-    embeddings: np.ndarray, rows: np.ndarray, threshold: float, query_block: int = DEFAULT_QUERY_BLOCK
+    embeddings: Rows, rows: np.ndarray, threshold: float, query_block: int = DEFAULT_QUERY_BLOCK
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(i, j)``, ``i < j``, with cosine similarity >= ``threshold`` where ``i`` or ``j`` is
     one of ``rows`` (new images against every image), sorted, with their similarity: the pairs of
     :func:`cosine_pairs` that involve ``rows``, found with ``len(rows) / N`` of its work. Rescored
     by :func:`pair_similarities` as it is, so a pair is in both or in neither."""
-    vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
     rows = np.asarray(rows, dtype=np.int64)
     found_i, found_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     for start in range(0, len(rows), query_block):
         queries = rows[start : start + query_block]
-        query, partner = np.nonzero(vectors[queries] @ vectors.T >= threshold - FLOAT32_MARGIN)
-        found_i.append(queries[query])
-        found_j.append(partner.astype(np.int64))
+        query_vectors = np.asarray(embeddings[queries], dtype=np.float32)
+        for positions, block in row_blocks(embeddings):  # each drop's array as it was read
+            query, partner = np.nonzero(query_vectors @ block.T >= threshold - FLOAT32_MARGIN)
+            partner = positions[partner]
+            found_i.append(queries[query][partner >= 0])
+            found_j.append(partner[partner >= 0])
     i, j = np.concatenate(found_i), np.concatenate(found_j)
     keep = i != j
     pairs = np.unique(np.stack([np.minimum(i, j)[keep], np.maximum(i, j)[keep]], axis=1).reshape(-1, 2), axis=0)
-    similarity = pair_similarities(vectors, pairs[:, 0], pairs[:, 1])
+    similarity = pair_similarities(embeddings, pairs[:, 0], pairs[:, 1])
     close = similarity >= threshold
     return pairs[close, 0], pairs[close, 1], similarity[close]

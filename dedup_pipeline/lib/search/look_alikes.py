@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from dedup_pipeline.lib.search.pair_sets import ordered
+
 LOOK_ALIKES = 10  # per image, verified besides the pairs thresholds and views nominate
 PROJECTED_DIMENSION = 64
 QUANTUM = 511  # PROJECTED_DIMENSION * QUANTUM**2 < 2**24: integer dot products are exact in float32
@@ -91,8 +93,7 @@ class LookAlikeLists:
         rows = np.repeat(np.arange(len(self.neighbours)), self.neighbours.shape[1])
         found = self.neighbours.ravel()
         keep = found >= 0
-        pairs = np.stack([np.minimum(rows, found)[keep], np.maximum(rows, found)[keep]], axis=1)
-        return np.unique(pairs.reshape(-1, 2), axis=0)
+        return ordered(rows[keep], found[keep])
 
 
 def _ranked(positions: np.ndarray, similarities: np.ndarray, count: int) -> LookAlikeLists:

@@ -20,6 +20,7 @@ from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
 from dedup_pipeline.lib.storage.database import calibration_id, read_join_state, read_match_thresholds
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store
+from dedup_pipeline.lib.storage.stored_rows import Rows, stacked
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 CHECK_SPLIT = "checked"
@@ -36,14 +37,14 @@ class CheckResult:
 
 
 def _stacked(stored: ImageSignals, queries: ImageSignals) -> ImageSignals:
-    def both(first: np.ndarray | None, second: np.ndarray | None) -> np.ndarray | None:
-        return None if first is None or second is None else np.concatenate([first, second])
+    def both(first: Rows | None, second: np.ndarray | None) -> Rows | None:
+        return None if first is None or second is None else stacked(first, second)
 
     return ImageSignals(
         both(stored.thumbnails, queries.thumbnails),
         {name: np.concatenate([words, queries.hashes[name]]) for name, words in stored.hashes.items()},
         both(stored.embeddings, queries.embeddings),
-        views=both(stored.views, queries.views) if stored.thumbnails is not None else None,
+        views=np.concatenate([stored.views, queries.views]) if stored.thumbnails is not None else None,
     )
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dedup_pipeline.lib.search.pair_sets import unique_pairs
+
 HASH_BITS = 64
 MAX_CHUNKS = 8
 CANDIDATE_BLOCK = 1 << 22  # candidate pairs generated at once
@@ -178,7 +180,7 @@ def multi_index_pairs(
             else:
                 a, b = np.where(side[a] == 0, a, b), np.where(side[a] == 0, b, a) - len(left)
             found.append(np.stack([a, b], axis=1).astype(np.int64))
-    pairs = np.unique(np.concatenate(found), axis=0)
+    pairs = unique_pairs(np.concatenate(found))
     i, j = pairs[:, 0], pairs[:, 1]
     other = values if self_join else values[len(left) :]
     return i, j, np.bitwise_count(values[i] ^ other[j]).astype(np.int64)

@@ -31,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from dedup_pipeline.lib.features.thumbnails import thumbnail_descriptors
-from dedup_pipeline.lib.search.candidates import NO_PAIRS, local_candidates, union
+from dedup_pipeline.lib.search.candidates import local_candidates
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE, LOOK_ALIKE_NOMINATION, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import (
     LOOK_ALIKES,
@@ -42,6 +42,7 @@ from dedup_pipeline.lib.search.look_alikes import (
     look_alike_lists,
     updated_lists,
 )
+from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, pair_keys, union
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
@@ -122,10 +123,6 @@ class JoinReport:
     candidates_judged: int
     pairs_added: int
     pairs_removed: int
-
-
-def _pair_keys(pairs: np.ndarray, count: int) -> np.ndarray:
-    return pairs[:, 0].astype(np.int64) * max(count, 1) + pairs[:, 1]
 
 
 def _stored_pairs(previous: JoinState, images: JoinImages) -> tuple[pl.DataFrame, np.ndarray, int]:
@@ -219,15 +216,15 @@ def join(
         listed = lists.pairs()
         with_new = new[listed[:, 0]] | new[listed[:, 1]]
         # pairs of old images that entered the lists (a retired image freed a place): judged now
-        entering = listed[~with_new & ~np.isin(_pair_keys(listed, count), _pair_keys(listed_before, count))]
+        entering = listed[~with_new & ~np.isin(pair_keys(listed), pair_keys(listed_before))]
         to_judge = union(to_judge, listed[with_new], entering)
     if len(stored_positions):  # pairs of old images that were judged already
-        to_judge = to_judge[~np.isin(_pair_keys(to_judge, count), _pair_keys(stored_positions, count))]
-    in_lists = np.isin(_pair_keys(to_judge, count), _pair_keys(listed, count)) if verifier is not None else None
+        to_judge = to_judge[~np.isin(pair_keys(to_judge), pair_keys(stored_positions))]
+    in_lists = np.isin(pair_keys(to_judge), pair_keys(listed)) if verifier is not None else None
     verdicts = judge(to_judge, images.digests, signals, thresholds, in_lists)
     before = stored.height
     if before and verifier is not None:
-        stored = _with_look_alike_flag(stored, np.isin(_pair_keys(stored_positions, count), _pair_keys(listed, count)))
+        stored = _with_look_alike_flag(stored, np.isin(pair_keys(stored_positions), pair_keys(listed)))
     pairs = pl.concat([stored, verdicts.pairs], how="diagonal_relaxed") if before else verdicts.pairs
     pairs = pairs.sort("image_id_a", "image_id_b")
     pairs = pairs.with_columns(

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.storage.shards import VIEW_HASHES_COLUMN, array_rows, binary_rows
 from dedup_pipeline.lib.storage.store import Drop, Store
+from dedup_pipeline.lib.storage.stored_rows import Rows, StoredRows
 
 
 def _hash_words(column: pa.ChunkedArray) -> np.ndarray:
@@ -70,22 +71,23 @@ class LiveImages:
     def _stored(self, shard_table: str) -> set[str]:
         return set(pq.read_schema(self.store.shard_file(next(iter(self._drops.values())), shard_table)).names)
 
-    def _rows(self, shard_table: str, column: str, values: Callable[[pa.ChunkedArray], np.ndarray]) -> np.ndarray:
-        """``values`` of one column of a shard table, one row per live image, in path order."""
-        out: np.ndarray | None = None
-        filled = 0
+    def _rows(self, shard_table: str, column: str, values: Callable[[pa.ChunkedArray], np.ndarray]) -> Rows:
+        """``values`` of one column of a shard table, one row per live image, in path order: the
+        array read from the file when that is all of them in order (a first run), else the arrays
+        of the drops seen as one (:class:`StoredRows`)."""
+        parts, part, rows = [], np.full(len(self.manifest), -1, dtype=np.int32), np.zeros(len(self.manifest), np.int64)
         for sequence, drop in self._drops.items():
             table = pq.read_table(self.store.shard_file(drop, shard_table), columns=["image_id", column])
             positions = self._positions(table.column("image_id").to_numpy(), sequence)
-            rows = values(table.column(column))
-            if out is None:
-                out = np.empty((len(self.manifest), *rows.shape[1:]), dtype=rows.dtype)
+            array = values(table.column(column))
+            if len(self._drops) == 1 and np.array_equal(positions, np.arange(len(self.manifest))):
+                return array
             live = positions >= 0
-            out[positions[live]] = rows[live]
-            filled += int(live.sum())
-        if out is None or filled != len(self.manifest):
+            part[positions[live]], rows[positions[live]] = len(parts), np.flatnonzero(live)
+            parts.append(array)
+        if not parts or (part < 0).any():
             raise ValueError(f"the store's {shard_table} files lack rows of some live images")
-        return out
+        return StoredRows(parts, part, rows)
 
     def hashes(self, algorithms: list[str]) -> dict[str, np.ndarray]:
         """(images, words) uint64 per hash; the mirrored-picture hashes of these algorithms come
@@ -94,25 +96,30 @@ class LiveImages:
             return {name: np.zeros((0, 1), dtype=np.uint64) for name in algorithms}
         stored = self._stored("hashes")
         names = [name for algorithm in algorithms for name in (algorithm, mirror_key(algorithm)) if name in stored]
-        return {name: self._rows("hashes", name, _hash_words) for name in names}
+        return {name: np.asarray(self._rows("hashes", name, _hash_words)) for name in names}
 
-    def embeddings(self) -> np.ndarray | None:
+    def embeddings(self) -> Rows | None:
         """(images, dimension) float32, or None when embeddings are off."""
         files = [self.store.shard_file(drop, "embeddings") for drop in self._drops.values()]
         if not files or sum(pq.read_metadata(path).num_rows for path in files) == 0:
             return None
         return self._rows("embeddings", "embedding", lambda column: binary_rows(column, "<f4"))
 
-    def thumbnails(self) -> np.ndarray:
+    def thumbnails(self) -> Rows:
         """(images, side, side, 3) uint8."""
         if not self._drops:
             return np.zeros((0, 32, 32, 3), dtype=np.uint8)
-        flat = self._rows("thumbnails", "thumbnail", lambda column: binary_rows(column, "u1"))
-        side = int(round((flat.shape[1] / 3) ** 0.5))
-        return flat.reshape(len(flat), side, side, 3)
+
+        def pictures(column: pa.ChunkedArray) -> np.ndarray:
+            flat = binary_rows(column, "u1")
+            side = int(round((flat.shape[1] / 3) ** 0.5))
+            return flat.reshape(len(flat), side, side, 3)
+
+        return self._rows("thumbnails", "thumbnail", pictures)
 
     def view_hashes(self) -> np.ndarray | None:
         """The stored view hashes, or None when the store was built without them."""
         if not self._drops or VIEW_HASHES_COLUMN not in self._stored("thumbnails"):
             return None
-        return self._rows("thumbnails", VIEW_HASHES_COLUMN, lambda column: array_rows(column, np.int64)).view(np.uint64)
+        words = self._rows("thumbnails", VIEW_HASHES_COLUMN, lambda column: array_rows(column, np.int64))
+        return np.asarray(words).view(np.uint64)  # small: one array

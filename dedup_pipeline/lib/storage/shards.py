@@ -119,13 +119,14 @@ def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes
 
 
 def binary_rows(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
-    """A fixed-size binary column as a (rows, values) array of ``dtype``, one copy."""
+    """A fixed-size binary column as a (rows, values) array of ``dtype`` (a view of the column's
+    buffer when it is one chunk, else one copy)."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     width = column.type.byte_width
     parts = [
         np.frombuffer(chunk.buffers()[1], np.uint8)[chunk.offset * width :][: len(chunk) * width] for chunk in chunks
     ]
-    values = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, np.uint8)
     return values.view(dtype).reshape(len(column), -1)
 
 

@@ -249,8 +249,17 @@ class ImageSignals:
     @property
     def views(self) -> np.ndarray:
         if self._views is None:
-            self._views = view_hashes(self._required_thumbnails())
+            self._views = view_hashes(np.asarray(self._required_thumbnails()))
         return self._views
+
+    def descriptor_similarities(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Descriptor cosine of pairs ``(i[k], j[k])``; unless every image's descriptor is known,
+        only the images in these pairs get one (a drop's candidates touch a few of the images)."""
+        if self._descriptors is not None:
+            return pair_similarities(self._descriptors, i, j)
+        rows, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+        descriptors = thumbnail_descriptors(self._required_thumbnails()[rows])
+        return pair_similarities(descriptors, inverse[: len(i)], inverse[len(i) :])
 
     def _required_thumbnails(self) -> np.ndarray:
         if self.thumbnails is None:
@@ -296,7 +305,7 @@ def screen_features(
 ) -> np.ndarray:
     """The :func:`screen_feature_names` columns for pairs ``(i[k], j[k])`` and their ``views``;
     hashes in ``mirrored`` give the smaller of the direct and mirrored distance."""
-    columns = [pair_similarities(signals.descriptors, i, j)[:, None]]
+    columns = [signals.descriptor_similarities(i, j)[:, None]]
     for name in hash_names:
         words = signals.hashes[name]
         distance = (

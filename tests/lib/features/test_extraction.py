@@ -100,7 +100,8 @@ def test_large_jpegs_are_decoded_reduced_with_their_full_size_recorded(tmp_path:
     )  # libjpeg scales chroma a little differently
 
 
-def test_worker_processes_give_the_same_result(tmp_path: Path) -> None:
+def test_worker_processes_give_the_same_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dedup_pipeline.lib.features.extraction.IN_PROCESS_BELOW", 0)  # workers even for 8 images
     serial = extract(sources(tmp_path), SETTINGS, workers=1)
     parallel = extract(sources(tmp_path), SETTINGS, workers=2)  # each worker loads its own model
     assert serial.manifest.equals(parallel.manifest)
