@@ -177,11 +177,12 @@ def updated_lists(lists: LookAlikeLists, vectors: np.ndarray, new: np.ndarray, s
     if not len(arrivals) or not len(kept):
         return LookAlikeLists(neighbours, similarities)
     arriving = vectors[arrivals].astype(np.float32)
+    every = vectors.astype(np.float32)
     block = max(1, SIMILARITY_BLOCK // len(arrivals))
     for start in range(0, len(kept), block):
         rows = kept[start : start + block]
-        scores = np.rint(vectors[rows].astype(np.float32) @ arriving.T).astype(np.int64)
-        last_similarity = similarities[rows, count - 1].astype(np.int64)[:, None]
+        scores = every[rows] @ arriving.T  # exact integers in float32: compared as they are
+        last_similarity = similarities[rows, count - 1].astype(np.float32)[:, None]
         last_position = neighbours[rows, count - 1][:, None]
         beats = (
             (last_position < 0)
@@ -194,7 +195,9 @@ def updated_lists(lists: LookAlikeLists, vectors: np.ndarray, new: np.ndarray, s
         candidates = np.concatenate(
             [neighbours[rows[changed]], np.where(beats[changed], arrivals[None, :], -1)], axis=1
         )
-        candidate_similarities = np.concatenate([similarities[rows[changed]].astype(np.int64), scores[changed]], axis=1)
+        candidate_similarities = np.concatenate(
+            [similarities[rows[changed]].astype(np.int64), scores[changed].astype(np.int64)], axis=1
+        )
         merged = _ranked(candidates, candidate_similarities, count)
         neighbours[rows[changed]], similarities[rows[changed]] = merged.neighbours, merged.similarities
     return LookAlikeLists(neighbours, similarities)

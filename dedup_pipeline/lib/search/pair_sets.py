@@ -29,3 +29,8 @@ def ordered(i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 def union(*pair_sets: np.ndarray) -> np.ndarray:
     return unique_pairs(np.concatenate([NO_PAIRS, *pair_sets]))
+
+
+def contains(pair_set: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Per row of ``pairs``, whether it is in ``pair_set`` (both sets of distinct pairs)."""
+    return np.isin(pair_keys(pairs), pair_keys(pair_set), assume_unique=True)

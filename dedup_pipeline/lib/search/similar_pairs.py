@@ -42,7 +42,7 @@ from dedup_pipeline.lib.search.look_alikes import (
     look_alike_lists,
     updated_lists,
 )
-from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, pair_keys, union
+from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, contains, union
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
@@ -191,9 +191,9 @@ def join(
     left (None: from scratch). Returns the new state (pairs by stable id) and what changed."""
     count = len(images.image_ids)
     previous = previous or JoinState.empty()
-    new = ~np.isin(images.image_ids, previous.joined)
+    new = ~np.isin(images.image_ids, previous.joined, assume_unique=True)
     from_scratch = bool(new.all())
-    retired = int((~np.isin(previous.joined, images.image_ids)).sum())
+    retired = int((~np.isin(previous.joined, images.image_ids, assume_unique=True)).sum())
     stored, stored_positions, removed = _stored_pairs(previous, images)
     signals = images.signals
     verifier = thresholds.verifier
@@ -216,15 +216,15 @@ def join(
         listed = lists.pairs()
         with_new = new[listed[:, 0]] | new[listed[:, 1]]
         # pairs of old images that entered the lists (a retired image freed a place): judged now
-        entering = listed[~with_new & ~np.isin(pair_keys(listed), pair_keys(listed_before))]
+        entering = listed[~with_new & ~contains(listed_before, listed)]
         to_judge = union(to_judge, listed[with_new], entering)
     if len(stored_positions):  # pairs of old images that were judged already
-        to_judge = to_judge[~np.isin(pair_keys(to_judge), pair_keys(stored_positions))]
-    in_lists = np.isin(pair_keys(to_judge), pair_keys(listed)) if verifier is not None else None
+        to_judge = to_judge[~contains(stored_positions, to_judge)]
+    in_lists = contains(listed, to_judge) if verifier is not None else None
     verdicts = judge(to_judge, images.digests, signals, thresholds, in_lists)
     before = stored.height
     if before and verifier is not None:
-        stored = _with_look_alike_flag(stored, np.isin(pair_keys(stored_positions), pair_keys(listed)))
+        stored = _with_look_alike_flag(stored, contains(listed, stored_positions))
     pairs = pl.concat([stored, verdicts.pairs], how="diagonal_relaxed") if before else verdicts.pairs
     pairs = pairs.sort("image_id_a", "image_id_b")
     pairs = pairs.with_columns(

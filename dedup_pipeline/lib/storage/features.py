@@ -3,8 +3,8 @@ from the drops' Parquet files with pyarrow, rows in path order.
 
 The per-image views in DuckDB say the same, but going through them costs more than the work of a
 small drop (DuckDB turns each row into its own list or blob value and back: 3 s for 60,000
-embeddings here, against 0.5 s for raw bytes read with pyarrow). The catalog, through the live
-manifest, decides which row of which drop is live.
+embeddings here, against 0.1 s for raw bytes memory-mapped by pyarrow). The catalog, through the
+live manifest, decides which row of which drop is live.
 """
 
 from __future__ import annotations
@@ -77,7 +77,11 @@ class LiveImages:
         of the drops seen as one (:class:`StoredRows`)."""
         parts, part, rows = [], np.full(len(self.manifest), -1, dtype=np.int32), np.zeros(len(self.manifest), np.int64)
         for sequence, drop in self._drops.items():
-            table = pq.read_table(self.store.shard_file(drop, shard_table), columns=["image_id", column])
+            # memory-mapped: raw uncompressed columns are then views of the file, read as touched
+            # (60,000 embeddings: 0.1 s against 0.9-1.8 s read into fresh memory); shard files are
+            # never rewritten in place
+            path = self.store.shard_file(drop, shard_table)
+            table = pq.read_table(path, columns=["image_id", column], memory_map=True)
             positions = self._positions(table.column("image_id").to_numpy(), sequence)
             array = values(table.column(column))
             if len(self._drops) == 1 and np.array_equal(positions, np.arange(len(self.manifest))):
