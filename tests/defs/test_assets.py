@@ -161,3 +161,37 @@ def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:
     _, connection, _ = demo_run
     sources = {row[0] for row in connection.execute("SELECT source FROM match_thresholds").fetchall()}
     assert len(sources) == 1 and next(iter(sources)).startswith("fallback: fewer than")
+
+
+def test_running_a_drop_again_changes_nothing(demo_dataset, tmp_path: Path) -> None:
+    import dagster as dg
+    from dagster_duckdb import DuckDBResource
+
+    from dedup_pipeline.defs import PER_DROP_ASSETS
+    from dedup_pipeline.defs.partitions import DROPS
+    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY
+    from dedup_pipeline.lib.storage.store import Store
+
+    root, _ = demo_dataset
+    database = tmp_path / "db.duckdb"
+    config = DedupConfig(data=str(root), embedding_model="none", workers=1)
+    materialize(config, database)
+    store = Store.beside(database)
+    (drop,) = store.drops()
+    files = {path: path.stat().st_mtime_ns for path in store.shard_folder(drop).iterdir()}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(DROPS.name, [drop.key])
+    again = dg.materialize(
+        PER_DROP_ASSETS,
+        partition_key=drop.key,
+        resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
+        instance=instance,
+    )
+    assert again.success
+    assert {path: path.stat().st_mtime_ns for path in store.shard_folder(drop).iterdir()} == files
+    metadata = again.asset_materializations_for_node("image_features")[0].metadata
+    assert metadata["extracted_before"].value is True
+    materialize(config, database)  # and the global assets: the same rows, once
+    with duckdb.connect(str(database), read_only=True) as connection:
+        counts = connection.execute("SELECT count(*), count(DISTINCT path) FROM image_manifest").fetchone()
+    assert counts[0] == counts[1] == 28

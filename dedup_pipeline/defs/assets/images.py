@@ -83,10 +83,10 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
     settings = dedup.store_settings(store, auto_embedding_size)
     context.log.info(f"drop {drop.key}: extracting with {dedup.worker_count()} workers into {store.shard_folder(drop)}")
     with timed(timings, "extract_seconds"):
-        summary = extract_drop(
+        extracted_now = extract_drop(
             store, drop, settings, dedup.worker_count(), dedup.embedding_model, ProgressLogger(context.log)
         )
-    if summary.skipped:
+    if not extracted_now:
         context.log.info(f"drop {drop.key} was extracted already: its files stay as they are")
     manifest = pl.read_parquet(store.shard_file(drop, "manifest"))
     failures = pl.read_parquet(store.shard_file(drop, "failures"))
@@ -99,7 +99,7 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
             "preview": preview(manifest.drop("drop_seq")),
             "failures": failures.height,
             "failure_preview": preview(failures),
-            "extracted_before": summary.skipped,
+            "extracted_before": not extracted_now,
             **timings,
         },
     )

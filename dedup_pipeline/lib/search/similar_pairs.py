@@ -24,7 +24,7 @@ stored by stable image id with ``image_id_a`` the one whose path sorts first.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -38,7 +38,6 @@ from dedup_pipeline.lib.search.look_alikes import (
     NO_SIMILARITY,
     PROJECTED_DIMENSION,
     LookAlikeLists,
-    fit_space,
     look_alike_lists,
     updated_lists,
 )
@@ -138,7 +137,7 @@ def _stored_pairs(previous: JoinState, images: JoinImages) -> tuple[pl.DataFrame
     return kept, np.stack([a[live], b[live]], axis=1), int((~live).sum())
 
 
-def _previous_lists(previous: JoinState, images: JoinImages, new: np.ndarray) -> tuple[LookAlikeLists, np.ndarray]:
+def _previous_lists(previous: JoinState, images: JoinImages) -> tuple[LookAlikeLists, np.ndarray]:
     """The previous look-alike lists of the images still live, in positions, and which of them are
     stale (held a retired image)."""
     count = len(images.image_ids)
@@ -184,12 +183,22 @@ def _with_look_alike_flag(pairs: pl.DataFrame, listed: np.ndarray) -> pl.DataFra
     return updated.filter(pl.col("found_by") != "")
 
 
+def _lists_by_id(
+    images: JoinImages, lists: LookAlikeLists | None, vectors: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The look-alike lists and vectors of a join's state, by stable image id (nothing without lists)."""
+    if lists is None:
+        empty = JoinState.empty()
+        return empty.look_alike_ids, empty.neighbours, empty.similarities, empty.vectors
+    neighbours = np.where(lists.neighbours >= 0, images.image_ids[np.maximum(lists.neighbours, 0)], -1)
+    return images.image_ids, neighbours, lists.similarities, vectors
+
+
 def join(
     images: JoinImages, thresholds: MatchThresholds, previous: JoinState | None = None
 ) -> tuple[JoinState, JoinReport]:
     """Join ``images`` (every live image) given what the ``previous`` join of the same thresholds
     left (None: from scratch). Returns the new state (pairs by stable id) and what changed."""
-    count = len(images.image_ids)
     previous = previous or JoinState.empty()
     new = ~np.isin(images.image_ids, previous.joined, assume_unique=True)
     from_scratch = bool(new.all())
@@ -201,16 +210,14 @@ def join(
     to_judge = local_candidates(
         images.digests, signals.hashes, signals.embeddings, views, thresholds, None if from_scratch else new
     )
-    listed = NO_PAIRS
-    vectors = np.zeros((count, PROJECTED_DIMENSION), dtype=np.int16)
-    lists = LookAlikeLists(np.zeros((count, 0), dtype=np.int64), np.zeros((count, 0), dtype=np.int32))
+    listed, lists, vectors = NO_PAIRS, None, None
     if verifier is not None and thresholds.look_alikes is not None:
         vectors = _look_alike_vectors(previous, images, thresholds.look_alikes.vectors, new)
         listed_before = NO_PAIRS
         if from_scratch:
             lists = look_alike_lists(vectors)
         else:
-            old_lists, stale = _previous_lists(previous, images, new)
+            old_lists, stale = _previous_lists(previous, images)
             listed_before = old_lists.pairs()
             lists = updated_lists(old_lists, vectors, new, stale)
         listed = lists.pairs()
@@ -231,17 +238,7 @@ def join(
         pl.Series("image_id_a", images.image_ids[pairs["image_id_a"].to_numpy()]),
         pl.Series("image_id_b", images.image_ids[pairs["image_id_b"].to_numpy()]),
     )
-    state = JoinState(
-        joined=np.sort(images.image_ids),
-        pairs=pairs,
-        look_alike_ids=images.image_ids if lists.neighbours.shape[1] else np.zeros(0, dtype=np.int64),
-        neighbours=np.where(lists.neighbours >= 0, images.image_ids[np.maximum(lists.neighbours, 0)], -1)
-        if lists.neighbours.shape[1]
-        else np.zeros((0, LOOK_ALIKES), dtype=np.int64),
-        similarities=lists.similarities if lists.neighbours.shape[1] else np.zeros((0, LOOK_ALIKES), np.int32),
-        vectors=vectors if lists.neighbours.shape[1] else np.zeros((0, PROJECTED_DIMENSION), np.int16),
-        screen_cutoff=verdicts.screen_cutoff,
-    )
+    state = JoinState(np.sort(images.image_ids), pairs, *_lists_by_id(images, lists, vectors), verdicts.screen_cutoff)
     report = JoinReport(
         new_images=int(new.sum()),
         retired_images=retired,
@@ -250,27 +247,3 @@ def join(
         pairs_removed=removed + before - (stored.height if before else 0),
     )
     return state, report
-
-
-def find_similar_pairs(
-    manifest: pl.DataFrame,
-    hashes: Mapping[str, np.ndarray],
-    embeddings: np.ndarray | None,
-    thresholds: MatchThresholds,
-    thumbnails: np.ndarray | None = None,
-    view_hashes: np.ndarray | None = None,
-) -> pl.DataFrame:
-    """A from-scratch join of ``manifest``'s images (rows in path order, arrays aligned with them)
-    with pairs by position (``image_id_a < image_id_b`` index the rows). With a verifier but no
-    look-alike space, the space is fit on these images."""
-    if thresholds.verifier is not None and thumbnails is None:
-        raise ValueError("the verifier needs the images' thumbnails")
-    images = JoinImages(
-        np.arange(manifest.height, dtype=np.int64),
-        {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()},
-        ImageSignals(thumbnails, hashes, embeddings, views=view_hashes),
-    )
-    if thresholds.verifier is not None and thresholds.look_alikes is None:
-        thresholds = replace(thresholds, look_alikes=fit_space(images.signals.descriptors))
-    state, _ = join(images, thresholds)
-    return state.pairs

@@ -9,7 +9,6 @@ place gets a new one, and no coordination between extraction processes is needed
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -50,19 +49,6 @@ def hashes_table(manifest: pl.DataFrame, hashes: dict[str, np.ndarray], hash_siz
     return manifest.select("image_id", "drop_seq", "path").with_columns(
         pl.lit(hash_size, dtype=pl.Int32).alias("hash_size"), **columns
     )
-
-
-def hash_arrays(frame: pl.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
-    """Hash columns as (rows, words) uint64 arrays."""
-    result: dict[str, np.ndarray] = {}
-    for name in names:
-        column = frame[name]
-        if column.dtype == pl.List(pl.Int64):
-            signed = np.array(column.to_list(), dtype=np.int64).reshape(frame.height, -1)
-        else:
-            signed = column.to_numpy().astype(np.int64).reshape(-1, 1)
-        result[name] = signed.view(np.uint64)
-    return result
 
 
 def _fixed_binary(rows: np.ndarray) -> pa.Array:
@@ -153,13 +139,6 @@ def shard_tables(
     }
 
 
-@dataclass(frozen=True)
-class ShardSummary:
-    images: int
-    failures: int
-    skipped: bool  # the drop was extracted already
-
-
 def drop_sources(events: pl.DataFrame) -> tuple[list[ImageSource], pl.DataFrame]:
     """What a drop's extraction reads (its added and changed images) and the failure rows of its
     problems (:data:`SHARD_FAILURE_SCHEMA` without ``drop_seq``)."""
@@ -180,11 +159,11 @@ def extract_drop(
     workers: int,
     model: str,
     progress: ProgressCallback | None = None,
-) -> ShardSummary:
-    """Extract a registered drop into its shard (nothing when it is extracted already: re-running a
-    drop gives the same rows, once)."""
+) -> bool:
+    """Extract a registered drop into its shard; False when it was extracted already (nothing is
+    done: re-running a drop gives the same rows, once)."""
     if store.is_extracted(drop):
-        return ShardSummary(0, 0, skipped=True)
+        return False
     sources, problems = drop_sources(store.events([drop]))
     extracted = extract(sources, settings, workers=workers, progress=progress)
     failures = pl.concat(
@@ -201,4 +180,4 @@ def extract_drop(
             settings.embedding_size or 0,
         ),
     )
-    return ShardSummary(extracted.manifest.height, failures.height, skipped=False)
+    return True

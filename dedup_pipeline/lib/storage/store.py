@@ -221,9 +221,6 @@ class Store:
                 if not final.is_dir():
                     raise
 
-    def extracted(self) -> list[Drop]:
-        return [drop for drop in self.drops() if self.is_extracted(drop)]
-
     def read_shard_table(self, drops: list[Drop], table: str, columns: list[str] | None = None) -> pl.DataFrame:
         """One shard table of several drops, concatenated."""
         frames = [pl.read_parquet(self.shard_file(drop, table), columns=columns) for drop in drops]

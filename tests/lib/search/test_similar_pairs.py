@@ -8,14 +8,34 @@ from PIL import Image
 from dedup_pipeline.lib.features.thumbnails import thumbnail, thumbnail_descriptors
 from dedup_pipeline.lib.features.views import nominated, view_hashes
 from dedup_pipeline.lib.search.candidates import local_candidates
-from dedup_pipeline.lib.search.criteria import MatchThresholds
+from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import fit_space
-from dedup_pipeline.lib.search.similar_pairs import JoinImages, find_similar_pairs, join
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
 from dedup_pipeline.lib.verification import judging
 from dedup_pipeline.lib.verification.judging import screen_cutoff, verifier_probability
 from dedup_pipeline.lib.verification.pair_features import ImageSignals, feature_names, screen_feature_names
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 from tests.conftest import smooth_picture
+
+
+def find_similar_pairs(
+    manifest: pl.DataFrame,
+    hashes: dict[str, np.ndarray],
+    embeddings: np.ndarray | None,
+    thresholds: MatchThresholds,
+    thumbnails: np.ndarray | None = None,
+) -> pl.DataFrame:
+    """A from-scratch join of ``manifest``'s images with pairs by position; with a verifier but no
+    look-alike space, the space is fit on these images."""
+    images = JoinImages(
+        np.arange(manifest.height, dtype=np.int64),
+        {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()},
+        ImageSignals(thumbnails, hashes, embeddings),
+    )
+    if thresholds.verifier is not None and thresholds.look_alikes is None:
+        thresholds = replace(thresholds, look_alikes=fit_space(images.signals.descriptors))
+    state, _ = join(images, thresholds)
+    return state.pairs
 
 
 def manifest(content: list[str], pixels: list[str]) -> pl.DataFrame:
