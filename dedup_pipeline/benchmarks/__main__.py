@@ -55,7 +55,12 @@ def machine_section(results: dict) -> list[str]:
         "## Machine",
         "",
         f"{os.cpu_count()} CPUs; torch matmul 2048^3: float32 {fp32['gflop_per_second']:.0f} GFLOP/s, "
-        f"bfloat16 {bf16['gflop_per_second']:.0f} GFLOP/s (medians of 5).",
+        + (
+            f"bfloat16 {bf16['gflop_per_second']:.0f} GFLOP/s (medians of 5)."
+            if bf16["native"]
+            else f"bfloat16 not native (emulated: {bf16['gflop_per_second']:.1f} GFLOP/s at 256^3), so the model "
+            "and the cosine join run in float32 here (median of 5)."
+        ),
         "",
     ]
 
@@ -214,8 +219,13 @@ def embedding_section(results: dict, ceiling_gflops: float, bfloat16_gflops: flo
         "",
         f"Compute limit: the float32 matmul rate above ({ceiling_gflops:.0f} GFLOP/s) over the model's FLOPs "
         "(torch's flop counter, multiply-add = 2), as the issue defines it. The model runs in bfloat16 where the "
-        f"CPU has it natively (this one: {bfloat16_gflops:.0f} GFLOP/s in bfloat16 matmuls, so its own ceiling is "
-        f"{bfloat16_gflops / ceiling_gflops:.1f}x higher), with batch norms folded into the convolutions, "
+        f"CPU has it natively (this one: {bfloat16_gflops:.0f} GFLOP/s in bfloat16 matmuls"
+        + (
+            f", so its own ceiling is {bfloat16_gflops / ceiling_gflops:.1f}x higher)"
+            if bfloat16_gflops > ceiling_gflops
+            else ", emulated: the model runs in float32 here)"
+        )
+        + ", with batch norms folded into the convolutions, "
         "channels-last, and freed memory kept for reuse. Batch 1 at 224 px is the naive loop. Target at 224 px: "
         ">= 80 images/s. In the pipeline each worker process embeds its own chunks with one thread.",
         "",
