@@ -11,6 +11,7 @@ from PIL import Image
 
 from dedup_pipeline.cli import EXIT_BAD_INPUT, main
 from dedup_pipeline.lib.calibration.transforms import transform_named
+from dedup_pipeline.lib.search.lookup import stored_duplicates
 from dedup_pipeline.lib.storage.store import Store, discard
 from tests.conftest import smooth_picture
 
@@ -127,3 +128,22 @@ def test_incremental_runs_equal_a_run_from_scratch_after_every_kind_of_change(tm
     with duckdb.connect(str(incremental), read_only=True) as connection:
         assert connection.execute("SELECT calibrated_at FROM calibration").fetchone()[0] > before
     assert_equal_to_a_run_from_scratch(root, incremental, scratch)
+
+    # check: an image's stored duplicates are those a drop of that image alone finds
+    incoming = tmp_path / "incoming" / "copy-of-030.png"
+    save(transform_named("jpeg q50").apply(picture(4030)), incoming)
+    found = stored_duplicates([incoming], incremental).duplicates
+    assert "train/a/030.png" in found["path"].to_list()
+    save(transform_named("jpeg q50").apply(picture(4030)), root / "test" / "b" / "copy-of-030.png")
+    run(root, incremental)
+    with duckdb.connect(str(incremental), read_only=True) as connection:
+        dropped = connection.execute(
+            "SELECT CASE WHEN path_a = $p THEN path_b ELSE path_a END AS path, hamming, cosine, evidence "
+            "FROM duplicate_pairs WHERE $p IN (path_a, path_b)",
+            {"p": "test/b/copy-of-030.png"},
+        ).pl()
+    assert (
+        found.select("path", "hamming", "cosine", "evidence")
+        .sort("path")
+        .equals(dropped.rename({"path_a": "path"}).sort("path"))
+    )

@@ -23,6 +23,7 @@ from an image's other look-alikes.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -158,6 +159,40 @@ def look_alike_lists(vectors: np.ndarray, count: int = LOOK_ALIKES) -> LookAlike
     return nearest(vectors, vectors, count, np.arange(len(vectors)))
 
 
+def _arrivals_beating(
+    lists: LookAlikeLists, vectors: np.ndarray, rows: np.ndarray, arrivals: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For blocks of ``rows`` (positions of listed images): the rows, their exact similarity to
+    each arrival (positions too), and whether each arrival, on its own, beats the row's last entry
+    (more similar, or as similar at a lower position; any arrival beats a list not full yet)."""
+    count = lists.neighbours.shape[1]
+    arriving = vectors[arrivals].astype(np.float32)
+    every = vectors.astype(np.float32)
+    size = max(1, SIMILARITY_BLOCK // max(len(arrivals), 1))
+    for start in range(0, len(rows), size):
+        block = rows[start : start + size]
+        scores = every[block] @ arriving.T  # exact integers in float32: compared as they are
+        last_similarity = lists.similarities[block, count - 1].astype(np.float32)[:, None]
+        last_position = lists.neighbours[block, count - 1][:, None]
+        beats = (
+            (last_position < 0)
+            | (scores > last_similarity)
+            | ((scores == last_similarity) & (arrivals[None, :] < last_position))
+        )
+        yield block, scores, beats
+
+
+def lists_entered(lists: LookAlikeLists, vectors: np.ndarray, arrivals: np.ndarray) -> np.ndarray:
+    """``(row, arrival)`` pairs (positions) where an arrival, were it the only new image, would
+    enter the row's list; rows are every listed image but the arrivals."""
+    rows = np.setdiff1d(np.arange(len(lists.neighbours)), arrivals)
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for block, _, beats in _arrivals_beating(lists, vectors, rows, arrivals):
+        row, arrival = np.nonzero(beats)
+        found.append(np.stack([block[row], arrivals[arrival]], axis=1))
+    return np.concatenate(found)
+
+
 def updated_lists(lists: LookAlikeLists, vectors: np.ndarray, new: np.ndarray, stale: np.ndarray) -> LookAlikeLists:
     """The lists after a drop, equal to :func:`look_alike_lists` of ``vectors``.
 
@@ -176,19 +211,7 @@ def updated_lists(lists: LookAlikeLists, vectors: np.ndarray, new: np.ndarray, s
     kept = np.flatnonzero(~(new | stale))
     if not len(arrivals) or not len(kept):
         return LookAlikeLists(neighbours, similarities)
-    arriving = vectors[arrivals].astype(np.float32)
-    every = vectors.astype(np.float32)
-    block = max(1, SIMILARITY_BLOCK // len(arrivals))
-    for start in range(0, len(kept), block):
-        rows = kept[start : start + block]
-        scores = every[rows] @ arriving.T  # exact integers in float32: compared as they are
-        last_similarity = similarities[rows, count - 1].astype(np.float32)[:, None]
-        last_position = neighbours[rows, count - 1][:, None]
-        beats = (
-            (last_position < 0)
-            | (scores > last_similarity)
-            | ((scores == last_similarity) & (arrivals[None, :] < last_position))
-        )
+    for rows, scores, beats in _arrivals_beating(LookAlikeLists(neighbours, similarities), vectors, kept, arrivals):
         changed = np.flatnonzero(beats.any(axis=1))
         if not len(changed):
             continue

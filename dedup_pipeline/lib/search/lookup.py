@@ -1,6 +1,7 @@
 """Checking images against a store without changing it: each image's duplicates among the stored
-images, judged exactly as a drop of these images would be (the same extraction settings,
-thresholds, verifier, look-alike lists and screen cutoff). Read-only: nothing is written."""
+images, found and judged as a drop of that image alone would be (the same extraction settings,
+candidate rules, look-alike lists, thresholds, verifier and screen cutoff), so an image's answer
+does not depend on which other images are checked with it. Read-only: nothing is written."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ from dedup_pipeline.lib.features.extraction import extract
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.inputs.sources import ImageSource
 from dedup_pipeline.lib.runtime.parallel import available_cores
+from dedup_pipeline.lib.search.candidates import local_candidates
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
-from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
+from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace, lists_entered, nearest
+from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, contains, ordered, union
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, look_alike_vectors, previous_lists
 from dedup_pipeline.lib.storage.database import calibration_id, read_join_state, read_match_thresholds
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store
-from dedup_pipeline.lib.storage.stored_rows import Rows, stacked
+from dedup_pipeline.lib.storage.stored_rows import stacked
+from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
 CHECK_SPLIT = "checked"
@@ -36,25 +41,26 @@ class CheckResult:
     failures: pl.DataFrame  # checked, reason
 
 
-def _stacked(stored: ImageSignals, queries: ImageSignals) -> ImageSignals:
-    def both(first: Rows | None, second: np.ndarray | None) -> Rows | None:
-        return None if first is None or second is None else stacked(first, second)
-
-    return ImageSignals(
-        both(stored.thumbnails, queries.thumbnails),
-        {name: np.concatenate([words, queries.hashes[name]]) for name, words in stored.hashes.items()},
-        both(stored.embeddings, queries.embeddings),
-        views=np.concatenate([stored.views, queries.views]) if stored.thumbnails is not None else None,
-    )
+def _look_alike_pairs(images: JoinImages, state: JoinState, space: LookAlikeSpace, query: np.ndarray) -> np.ndarray:
+    """Pairs (stored position, query position) the look-alike lists would hold after a drop of each
+    query alone: the stored images in its own list, and those whose list it would enter."""
+    vectors = look_alike_vectors(state, images, space.vectors, query)
+    lists, _ = previous_lists(state, images)
+    arrivals, stored = np.flatnonzero(query), np.flatnonzero(~query)
+    own = nearest(vectors[arrivals], vectors[stored]).neighbours  # among the stored images only
+    found = own >= 0
+    own_pairs = ordered(np.repeat(arrivals, own.shape[1])[found.ravel()], stored[own[found]])
+    entered = lists_entered(lists, vectors, arrivals)
+    return union(own_pairs, ordered(entered[:, 0], entered[:, 1]))
 
 
 def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> CheckResult:
     """The stored duplicates of each of ``files``."""
     store = Store.beside(database)
-    recorded = store.settings()
-    if recorded is None or not database.exists():
+    store_settings = store.settings()
+    if store_settings is None or not database.exists():
         raise StoreNotReady(f"no store beside {database}: run `dedup-pipeline run --data ... --db {database}` first")
-    settings = ExtractionSettings.from_record(recorded)
+    settings = ExtractionSettings.from_record(store_settings)
     with duckdb.connect(str(database), read_only=True) as connection:
         thresholds = read_match_thresholds(connection)
         state = read_join_state(connection, calibration_id(connection))
@@ -63,33 +69,39 @@ def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> Ch
         live = LiveImages.read(connection, store)
     verifies = thresholds.verifier is not None
     stored = JoinImages.of(live, list(settings.hash_algorithms), with_thumbnails=verifies)
-    manifest, ids = live.manifest, live.image_ids
+    manifest, ids, count = live.manifest, live.image_ids, len(live.image_ids)
     sources = [ImageSource(str(file), CHECK_SPLIT, None, str(file)) for file in files]
     extracted = extract(sources, settings, workers=workers or available_cores())
     checked = extracted.manifest
-    query_ids = (ids.max(initial=-1) + 1 + np.arange(checked.height)).astype(np.int64)
-    queries = ImageSignals(
-        extracted.thumbnails if verifies else None,
-        {name: extracted.hashes[name] for name in stored.signals.hashes},
-        extracted.embeddings,
-        views=extracted.view_hashes if verifies else None,
+    query = np.r_[np.zeros(count, dtype=bool), np.ones(checked.height, dtype=bool)]
+    signals = ImageSignals(
+        stacked(stored.signals.thumbnails, extracted.thumbnails) if verifies else None,
+        {name: np.concatenate([words, extracted.hashes[name]]) for name, words in stored.signals.hashes.items()},
+        None if stored.signals.embeddings is None else stacked(stored.signals.embeddings, extracted.embeddings),
+        views=np.concatenate([stored.signals.views, extracted.view_hashes]) if verifies else None,
     )
     digests = {
         name: np.concatenate([manifest[column].to_numpy(), checked[column].to_numpy()])
         for name, column in EXACT_EVIDENCE.items()
     }
-    images = JoinImages(np.concatenate([ids, query_ids]), digests, _stacked(stored.signals, queries))
-    joined, _ = join(images, thresholds, state)
-    found = joined.pairs.filter(pl.col("image_id_a").is_in(query_ids) ^ pl.col("image_id_b").is_in(query_ids))
-    query_side = pl.DataFrame({"query_id": query_ids, "checked": checked["path"]})
-    stored_side = manifest.select("image_id", "path", "split", "label")
+    views = signals.views if verifies else None
+    pairs = local_candidates(digests, signals.hashes, signals.embeddings, views, thresholds, query)
+    listed = NO_PAIRS
+    if verifies and thresholds.look_alikes is not None and checked.height:
+        images = JoinImages(np.r_[ids, ids.max(initial=-1) + 1 + np.arange(checked.height)], digests, signals)
+        listed = _look_alike_pairs(images, state, thresholds.look_alikes, query)
+    pairs = union(pairs, listed)
+    pairs = pairs[query[pairs[:, 0]] != query[pairs[:, 1]]]  # a checked image against a stored one
+    verdicts = judge(pairs, digests, signals, thresholds, contains(listed, pairs) if verifies else None).pairs
+    names = pl.DataFrame({"position": np.arange(count + checked.height)}).with_columns(
+        pl.Series("checked", [None] * count + checked["path"].to_list(), dtype=pl.String)
+    )
+    stored_side = manifest.select("path", "split", "label").with_row_index("stored")
     duplicates = (
-        found.with_columns(
-            pl.when(pl.col("image_id_a").is_in(query_ids)).then("image_id_a").otherwise("image_id_b").alias("query_id"),
-            pl.when(pl.col("image_id_a").is_in(query_ids)).then("image_id_b").otherwise("image_id_a").alias("image_id"),
-        )
-        .join(query_side, on="query_id")
-        .join(stored_side, on="image_id")
+        verdicts.rename({"image_id_a": "stored", "image_id_b": "position"})  # stored rows come first
+        .with_columns(pl.col("stored").cast(pl.UInt32))
+        .join(names, on="position")
+        .join(stored_side, on="stored")
         .select("checked", "path", "split", "label", "hamming", "cosine", "verification_score", "evidence")
         .sort("checked", "verification_score", "path", descending=[False, True, False], nulls_last=True)
     )

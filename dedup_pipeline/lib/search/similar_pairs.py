@@ -137,7 +137,7 @@ def _stored_pairs(previous: JoinState, images: JoinImages) -> tuple[pl.DataFrame
     return kept, np.stack([a[live], b[live]], axis=1), int((~live).sum())
 
 
-def _previous_lists(previous: JoinState, images: JoinImages) -> tuple[LookAlikeLists, np.ndarray]:
+def previous_lists(previous: JoinState, images: JoinImages) -> tuple[LookAlikeLists, np.ndarray]:
     """The previous look-alike lists of the images still live, in positions, and which of them are
     stale (held a retired image)."""
     count = len(images.image_ids)
@@ -154,7 +154,7 @@ def _previous_lists(previous: JoinState, images: JoinImages) -> tuple[LookAlikeL
     return LookAlikeLists(neighbours, similarities), stale
 
 
-def _look_alike_vectors(
+def look_alike_vectors(
     previous: JoinState, images: JoinImages, project: Callable[[np.ndarray], np.ndarray], new: np.ndarray
 ) -> np.ndarray:
     """Every live image's projected vector: stored for joined images, projected for the others."""
@@ -212,12 +212,12 @@ def join(
     )
     listed, lists, vectors = NO_PAIRS, None, None
     if verifier is not None and thresholds.look_alikes is not None:
-        vectors = _look_alike_vectors(previous, images, thresholds.look_alikes.vectors, new)
+        vectors = look_alike_vectors(previous, images, thresholds.look_alikes.vectors, new)
         listed_before = NO_PAIRS
         if from_scratch:
             lists = look_alike_lists(vectors)
         else:
-            old_lists, stale = _previous_lists(previous, images)
+            old_lists, stale = previous_lists(previous, images)
             listed_before = old_lists.pairs()
             lists = updated_lists(old_lists, vectors, new, stale)
         listed = lists.pairs()
