@@ -145,5 +145,5 @@ def test_incremental_runs_equal_a_run_from_scratch_after_every_kind_of_change(tm
     assert (
         found.select("path", "hamming", "cosine", "evidence")
         .sort("path")
-        .equals(dropped.rename({"path_a": "path"}).sort("path"))
+        .equals(dropped.sort("path"))
     )
