@@ -142,8 +142,4 @@ def test_incremental_runs_equal_a_run_from_scratch_after_every_kind_of_change(tm
             "FROM duplicate_pairs WHERE $p IN (path_a, path_b)",
             {"p": "test/b/copy-of-030.png"},
         ).pl()
-    assert (
-        found.select("path", "hamming", "cosine", "evidence")
-        .sort("path")
-        .equals(dropped.sort("path"))
-    )
+    assert found.select("path", "hamming", "cosine", "evidence").sort("path").equals(dropped.sort("path"))
