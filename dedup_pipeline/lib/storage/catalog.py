@@ -118,15 +118,20 @@ def merge_drops(connection: duckdb.DuckDBPyConnection, store: Store) -> MergeRep
         else pl.DataFrame(schema={"path": pl.String, "drop_seq": pl.Int64, "image_id": pl.Int64})
     )
     catalog = live_catalog(events, manifests)
-    newly = [drop for drop in extracted if drop.key not in merged_before]
+    newly = [drop for drop in extracted if drop.key not in merged_before]  # merged by this call
     retired = pl.DataFrame(schema=RETIRED_SCHEMA)
     if old_manifest is not None:
+        # the drop that retired an image: its path's latest event (a deletion or a new version)
+        keys = {drop.sequence: drop.key for drop in drops}
+        retiring = (
+            latest(events)
+            .filter(pl.col("kind") == IMAGE)
+            .select("path", pl.col("sequence").replace_strict(keys, return_dtype=pl.String).alias("retired_by"))
+        )
         retired = (
             retirements(previous, catalog, old_manifest)
-            .with_columns(
-                pl.lit(newly[-1].key if newly else None, dtype=pl.String).alias("retired_by"),
-                pl.lit(datetime.datetime.now()).alias("retired_at"),
-            )
+            .join(retiring, on="path", how="left")
+            .with_columns(pl.lit(datetime.datetime.now()).alias("retired_at"))
             .select(list(RETIRED_SCHEMA))
             .cast(RETIRED_SCHEMA)
         )
