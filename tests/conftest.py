@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from dedup_pipeline.lib.features.onnx_models import CACHE_VARIABLE
 from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported models go to a folder of this test session (commands the tests start inherit it),
+    not to the user's cache: the suite exports the default model once and leaves nothing behind."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    before = os.environ.get(CACHE_VARIABLE)
+    os.environ[CACHE_VARIABLE] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(CACHE_VARIABLE, None)
+    else:
+        os.environ[CACHE_VARIABLE] = before
 
 
 def smooth_picture(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:

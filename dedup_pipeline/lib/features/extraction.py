@@ -32,9 +32,10 @@ from dedup_pipeline.lib.runtime.parallel import WorkerCrash, available_cores, ma
 
 ProgressCallback = Callable[[int, int], None]
 CHUNK_SIZE = 128  # images per worker task: enough to amortise batched hashing and the hand-over
-# Fewer images are extracted in this process: a worker that embeds starts in about 2.5 s here (it
-# imports torch), which is what 2,000-3,000 CIFAR images cost one process to decode, hash and
-# embed. A data drop of 600 images took 3.0 s with 2 workers, 1.4 s without.
+# Fewer images are extracted in this process: starting workers and handing chunks over costs more
+# than it saves on a small drop. 600 CIFAR images: 0.86-1.10 s here against 1.31-1.34 s with 2
+# workers (with the model in ONNX Runtime; when workers imported torch, 1.4 s against 3.0 s). The
+# bound itself was chosen when a worker took 2.5 s to start and has not been measured again.
 IN_PROCESS_BELOW = 3_000
 
 
@@ -80,6 +81,8 @@ def extract(
     workers = workers if len(sources) >= IN_PROCESS_BELOW else 1
     if workers > 1:
         settings = replace(settings, embedding_threads=max(1, available_cores() // workers))
+        if settings.embeds:  # a model that is exported on first use is exported once, here
+            embedder_for(settings.embedding_model, settings.embedding_size, settings.embedding_threads)
 
     for span, chunk in _extract_chunks(sources, settings, workers):
         chunk_sources = sources[span.start : span.stop]

@@ -6,11 +6,11 @@ thumbnail with its view hashes (``views``) and, when a model is configured, its 
 are decoded only as large as the largest of those needs (DCT scaling).
 
 A worker takes a chunk of files at a time: it hashes the chunk's pictures in one batch, embeds them
-in batches with the worker's own copy of the model (one torch thread per worker: on this CPU two
+in batches with the worker's own copy of the model (one thread per worker: on this CPU two
 single-threaded processes embed 16% faster than one process with two threads, and decoding then
 never stalls a multi-threaded model), and sends back a few stacked arrays rather than one object
-per image. Workers get plain file paths and import neither polars nor Dagster (nor torch unless a
-model is configured): a worker starts in about a tenth of a second.
+per image. Workers get plain file paths and import neither polars, Dagster nor torch (the model runs
+in ONNX Runtime): a worker starts in about a tenth of a second.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ExtractionSettings:
     reduced_decoding: bool = True  # decode JPEGs at reduced size when that keeps every output sharp
     embedding_model: str | None = None  # a name or import path for load_embedder; None: no embeddings
     embedding_batch_size: int = 64
-    embedding_threads: int | None = None  # torch threads of the process that embeds (None: torch's default)
+    embedding_threads: int | None = None  # threads of the process that embeds (None: one per core)
     view_hashes: bool = True  # hash each thumbnail's geometric views (the pair verifier's candidates)
 
     @property
@@ -159,13 +159,9 @@ def decode_file(file: str | Path, settings: ExtractionSettings) -> tuple[ImageFa
 @cache
 def embedder_for(model: str, image_size: int, threads: int | None) -> Embedder:
     """This process's copy of a model (loaded once per process)."""
-    import torch
-
     from dedup_pipeline.lib.features.embedding import load_embedder
 
-    if threads:
-        torch.set_num_threads(threads)
-    embedder = load_embedder(model, image_size)
+    embedder = load_embedder(model, image_size, threads)
     if embedder is None:
         raise ValueError(f"embedding model {model!r} is disabled")
     return embedder

@@ -16,16 +16,17 @@ tuning.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import scipy.fft
 
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.features.thumbnails import thumbnail_descriptors
 from dedup_pipeline.lib.features.views import PairViews, pair_views, view_hashes, warped
+from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.cosine_join import pair_similarities
 from dedup_pipeline.lib.search.hamming_join import mirror_aware_distances, pair_distances
 
@@ -71,21 +72,39 @@ ALIGNMENTS = tuple(
 )
 
 
-def _zoomed(images: torch.Tensor, crop_x: int, crop_y: int) -> torch.Tensor:
-    """The centre of each image without ``crop_x`` columns and ``crop_y`` rows, stretched back."""
+def _zoomed(images: np.ndarray, crop_x: int, crop_y: int) -> np.ndarray:
+    """The centre of each image (..., side, side) without ``crop_x`` columns and ``crop_y`` rows,
+    stretched back by bilinear interpolation."""
     if crop_x == crop_y == 0:
         return images
     height, width = images.shape[-2:]
     left, top = crop_x // 2, crop_y // 2
-    centre = images[:, :, top : top + height - crop_y, left : left + width - crop_x]
-    return F.interpolate(centre, size=(height, width), mode="bilinear", align_corners=False)
+    centre = images[..., top : top + height - crop_y, left : left + width - crop_x]
+    below, above, weight = _stretch(width - crop_x, width)
+    wide = centre[..., below] * (1 - weight) + centre[..., above] * weight
+    below, above, weight = _stretch(height - crop_y, height)
+    return wide[..., below, :] * (1 - weight)[:, None] + wide[..., above, :] * weight[:, None]
 
 
-def _edges(images: torch.Tensor) -> torch.Tensor:
-    gray = images.mean(dim=1, keepdim=True)
-    dx = F.pad(gray[:, :, :, 1:] - gray[:, :, :, :-1], (0, 1, 0, 0))
-    dy = F.pad(gray[:, :, 1:, :] - gray[:, :, :-1, :], (0, 0, 0, 1))
-    return torch.sqrt(dx * dx + dy * dy + 1e-6)
+@cache
+def _stretch(inner: int, side: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each of ``side`` samples of a line stretched from ``inner`` samples is read (the
+    sample below, the one above, the weight of the one above): bilinear interpolation with pixel
+    centres aligned (``align_corners=False``, as torch's and OpenCV's resizes sample; the tests hold
+    it to torch's). Element by element, not a matrix product: a product's rounding depends on the
+    other rows BLAS multiplies along with it, a pair's features must not."""
+    source = np.maximum((np.arange(side) + 0.5) * (inner / side) - 0.5, 0.0)
+    below = np.floor(source).astype(np.int64)
+    return below, np.minimum(below + 1, inner - 1), (source - below).astype(np.float32)
+
+
+def _edges(images: np.ndarray) -> np.ndarray:
+    """Gradient magnitude of the gray level of (pairs, channels, side, side) pictures."""
+    gray = images.mean(axis=1, keepdims=True)
+    dx, dy = np.zeros_like(gray), np.zeros_like(gray)
+    dx[..., :, :-1] = gray[..., :, 1:] - gray[..., :, :-1]
+    dy[..., :-1, :] = gray[..., 1:, :] - gray[..., :-1, :]
+    return np.sqrt(dx * dx + dy * dy + np.float32(1e-6))
 
 
 @dataclass(frozen=True)
@@ -93,65 +112,51 @@ class _Search:
     """What the correlation needs of a picture searched over: its spectrum and, at every shift,
     the norm of the zero-mean window the template covers (channels pooled)."""
 
-    spectrum: torch.Tensor
-    window_norm: torch.Tensor  # (..., pairs, (2*SHIFT+1)**2)
+    spectrum: np.ndarray
+    window_norm: np.ndarray  # (..., pairs, (2*SHIFT+1)**2)
 
 
-def _search(images: torch.Tensor) -> _Search:
+def _search(images: np.ndarray) -> _Search:
     """The :class:`_Search` of (..., pairs, channels, side, side) pictures."""
     side = images.shape[-1]
     inner = side - 2 * SHIFT
     total, squares = _window_sums(images, inner), _window_sums(images * images, inner)
-    variance = (squares - total * total / (inner * inner)).clamp(min=0).sum(dim=-3).flatten(-2)
-    return _Search(torch.fft.rfft2(images), variance.sqrt())
+    variance = np.maximum(squares - total * total / (inner * inner), 0).sum(axis=-3)
+    return _Search(scipy.fft.rfft2(images), np.sqrt(variance.reshape(*variance.shape[:-2], -1)))
 
 
-def _template_spectrum(images: torch.Tensor) -> torch.Tensor:
+def _template_spectrum(images: np.ndarray) -> np.ndarray:
     """Conjugate spectrum of the zero-mean, unit-norm centre of each picture (SHIFT pixels in from
     every side), zero-padded to the picture's size, for (..., pairs, channels, side, side) pictures."""
     side = images.shape[-1]
     inner = side - 2 * SHIFT
     template = images[..., SHIFT : SHIFT + inner, SHIFT : SHIFT + inner]
-    template = template - template.mean(dim=(-2, -1), keepdim=True)
-    template = template / (torch.linalg.vector_norm(template, dim=(-3, -2, -1), keepdim=True) + 1e-6)
-    return torch.conj(torch.fft.rfft2(template, s=(side, side)))
+    template = template - template.mean(axis=(-2, -1), keepdims=True)
+    norm = np.sqrt((template * template).sum(axis=(-3, -2, -1), keepdims=True))
+    return np.conj(scipy.fft.rfft2(template / (norm + np.float32(1e-6)), s=(side, side)))
 
 
-def _surface(search: _Search, template_spectrum: torch.Tensor) -> torch.Tensor:
+def _surface(search: _Search, template_spectrum: np.ndarray) -> np.ndarray:
     """Zero-mean normalised cross-correlation of a template with its search picture at every shift
     up to SHIFT pixels: (..., pairs, (2*SHIFT+1)**2), leading dimensions broadcast. The products
     come from spectra (the template fits inside the picture at every searched shift, so the
-    circular correlation never wraps)."""
-    spectrum = (search.spectrum * template_spectrum).flatten(-2)
-    products = torch.matmul(spectrum, _shift_basis(search.spectrum.shape[-2])).real
-    return products.sum(dim=-2) / (search.window_norm + 1e-6)
+    circular correlation never wraps). An inverse FFT, not a product with a matrix of the 49
+    needed frequencies: BLAS's rounding of a row depends on the rows multiplied with it."""
+    side = search.spectrum.shape[-2]
+    correlation = scipy.fft.irfft2(search.spectrum * template_spectrum, s=(side, side))
+    products = correlation[..., : 2 * SHIFT + 1, : 2 * SHIFT + 1]
+    return products.reshape(*products.shape[:-2], -1).sum(axis=-2) / (search.window_norm + np.float32(1e-6))
 
 
-@cache
-def _shift_basis(side: int) -> torch.Tensor:
-    """(side * (side // 2 + 1), (2*SHIFT+1)**2) complex: a flattened half spectrum (``rfft2``'s)
-    times this, real part, is its inverse transform at the searched shifts only. Computing the
-    49 values needed, not all ``side**2``, as one matrix product is cheaper than ``irfft2``."""
-    frequency_y, frequency_x = np.arange(side), np.arange(side // 2 + 1)
-    shift_y, shift_x = np.divmod(np.arange((2 * SHIFT + 1) ** 2), 2 * SHIFT + 1)
-    # the half spectrum stands for its mirrored columns too, except the first and the Nyquist one
-    weight = np.where((frequency_x == 0) | (2 * frequency_x == side), 1.0, 2.0) / (side * side)
-    phase = (
-        frequency_y[:, None, None] * shift_y[None, None, :] + frequency_x[None, :, None] * shift_x[None, None, :]
-    ) * (2 * np.pi / side)
-    basis = weight[None, :, None] * np.exp(1j * phase)
-    return torch.from_numpy(basis.reshape(side * (side // 2 + 1), -1).astype(np.complex64))
-
-
-def _correlation_surface(search: torch.Tensor, template_source: torch.Tensor) -> torch.Tensor:
+def _correlation_surface(search: np.ndarray, template_source: np.ndarray) -> np.ndarray:
     """The :func:`_surface` of the centre of ``template_source`` over ``search``."""
     return _surface(_search(search), _template_spectrum(template_source))
 
 
-def _window_sums(images: torch.Tensor, window: int) -> torch.Tensor:
-    """Sum over every ``window`` x ``window`` square, from an integral image (a box filter this wide
-    is slow as a pooling kernel)."""
-    integral = F.pad(images.cumsum(dim=-2).cumsum(dim=-1), (1, 0, 1, 0))
+def _window_sums(images: np.ndarray, window: int) -> np.ndarray:
+    """Sum over every ``window`` x ``window`` square, from an integral image."""
+    integral = np.zeros((*images.shape[:-2], images.shape[-2] + 1, images.shape[-1] + 1), dtype=images.dtype)
+    integral[..., 1:, 1:] = images.cumsum(axis=-2).cumsum(axis=-1)
     return (
         integral[..., window:, window:]
         - integral[..., :-window, window:]
@@ -160,13 +165,12 @@ def _window_sums(images: torch.Tensor, window: int) -> torch.Tensor:
     )
 
 
-def _gray_surfaces(gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
+def _gray_surfaces(gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
     """(len(ALIGNMENTS), pairs, shifts): the gray correlation surface of every alignment. Alignments
     share their pictures (the first image unzoomed in half of them, each zoom of it in two), so
     each distinct search and template is transformed once and the alignments pair them up."""
-    pictures = torch.stack([gray_a, gray_b, gray_b.flip(-1)])
-    # (3 pictures, crops, pairs, 1, side, side)
-    zooms = torch.stack([_zoomed(pictures.flatten(0, 1), *crop).view(pictures.shape) for crop in CROPS], dim=1)
+    pictures = np.stack([gray_a, gray_b, gray_b[..., ::-1]])
+    zooms = np.stack([_zoomed(pictures, *crop) for crop in CROPS], axis=1)  # (3 pictures, crops, pairs, 1, side, side)
     searches, templates = _search(zooms[0]), _template_spectrum(zooms[1:])
     unzoomed = _Search(searches.spectrum[0], searches.window_norm[0])
     zoomed = _Search(searches.spectrum[1:], searches.window_norm[1:])
@@ -175,16 +179,19 @@ def _gray_surfaces(gray_a: torch.Tensor, gray_b: torch.Tensor) -> torch.Tensor:
         for mirrored in (0, 1)
         for surface in (_surface(unzoomed, templates[mirrored]), _surface(zoomed, templates[mirrored, 0]))
     ]
-    return torch.cat(surfaces)
+    return np.concatenate(surfaces)
 
 
-def _laid_over(a: torch.Tensor, b: torch.Tensor, alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+_ALIGNMENT_TABLE = {
+    name: np.array([getattr(candidate, name) for candidate in ALIGNMENTS])
+    for name in ("mirrored", "zoom_first", "crop")
+}
+
+
+def _laid_over(a: np.ndarray, b: np.ndarray, alignment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each pair ``(a[k], b[k])`` in ``ALIGNMENTS[alignment[k]]``, one zoom per crop."""
-    mirrored, zoom_first, crop = (
-        torch.tensor([getattr(candidate, name) for candidate in ALIGNMENTS])[alignment]
-        for name in ("mirrored", "zoom_first", "crop")
-    )
-    search, template = a.clone(), torch.where(mirrored[:, None, None, None], b.flip(-1), b)
+    mirrored, zoom_first, crop = (_ALIGNMENT_TABLE[name][alignment] for name in ("mirrored", "zoom_first", "crop"))
+    search, template = a.copy(), np.where(mirrored[:, None, None, None], b[..., ::-1], b)
     for index in range(1, len(CROPS)):
         first, second = zoom_first & (crop == index), ~zoom_first & (crop == index)
         if first.any():
@@ -194,33 +201,46 @@ def _laid_over(a: torch.Tensor, b: torch.Tensor, alignment: torch.Tensor) -> tup
     return search, template
 
 
-def _pixel_features_block(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _pixel_features_block(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Gray correlation over every alignment at once; edges and colour at each pair's best one."""
-    gray = _gray_surfaces(a.mean(dim=1, keepdim=True), b.mean(dim=1, keepdim=True))
-    peak_per_alignment, shift_per_alignment = gray.max(dim=2)
-    peak, best_alignment = peak_per_alignment.max(dim=0)
-    shift = shift_per_alignment.gather(0, best_alignment[None])[0][:, None]
+    gray = _gray_surfaces(a.mean(axis=1, keepdims=True), b.mean(axis=1, keepdims=True))
+    peak_per_alignment, shift_per_alignment = gray.max(axis=2), gray.argmax(axis=2)
+    best_alignment = peak_per_alignment.argmax(axis=0)
+    pairs = np.arange(len(a))
+    peak, shift = peak_per_alignment[best_alignment, pairs], shift_per_alignment[best_alignment, pairs]
     search, template = _laid_over(a, b, best_alignment)
     edges = _correlation_surface(_edges(search), _edges(template))
     colour = _correlation_surface(search, template)
-    values = [peak, edges.gather(1, shift)[:, 0], edges.max(dim=1).values, colour.gather(1, shift)[:, 0]]
-    return torch.stack(values, dim=1)
+    values = [peak, edges[pairs, shift], edges.max(axis=1), colour[pairs, shift]]
+    return np.stack(values, axis=1)
 
 
 def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, views: np.ndarray | None = None) -> np.ndarray:
     """(len(i), len(PIXEL_FEATURES)) float32 for the pairs ``(i[k], j[k])`` of uint8 RGB thumbnails
     (n, side, side, 3), the first image of each pair seen through ``VIEWS[views[k]]`` where that
-    is not negative; computed in blocks, so memory does not grow with the number of pairs."""
-    out = np.empty((len(i), len(PIXEL_FEATURES)), dtype=np.float32)
+    is not negative; computed in blocks, so memory does not grow with the number of pairs, one
+    block per core at a time (numpy's FFTs and array loops release the GIL).
+
+    Every block has exactly PAIR_BLOCK pairs (the last is padded with black pictures), and nothing
+    in a block mixes its pairs (no matrix product: BLAS rounds a row differently by the rows it is
+    multiplied with): a pair gets the same features whichever pairs it is judged with, as a data
+    drop must judge a pair as a from-scratch run does."""
     views = np.full(len(i), -1) if views is None else views
-    with torch.inference_mode():
-        for start in range(0, len(i), PAIR_BLOCK):
-            stop = min(len(i), start + PAIR_BLOCK)
-            seen = warped(thumbnails[i[start:stop]].astype(np.float32) / 255, views[start:stop])
-            a = torch.from_numpy(seen).permute(0, 3, 1, 2)
-            b = torch.from_numpy(thumbnails[j[start:stop]]).permute(0, 3, 1, 2).float() / 255
-            out[start:stop] = _pixel_features_block(a, b).numpy()
-    return out
+
+    def block(start: int) -> np.ndarray:
+        stop = min(len(i), start + PAIR_BLOCK)
+        seen = warped(thumbnails[i[start:stop]].astype(np.float32) / 255, views[start:stop])
+        a, b = np.zeros((2, PAIR_BLOCK, *seen.shape[1:]), dtype=np.float32)
+        a[: stop - start], b[: stop - start] = seen, thumbnails[j[start:stop]].astype(np.float32) / 255
+        return _pixel_features_block(a.transpose(0, 3, 1, 2), b.transpose(0, 3, 1, 2))[: stop - start]
+
+    starts = range(0, len(i), PAIR_BLOCK)
+    if len(starts) < 2:
+        blocks = [block(start) for start in starts]
+    else:
+        with ThreadPoolExecutor(min(len(starts), available_cores())) as pool:
+            blocks = list(pool.map(block, starts))
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(PIXEL_FEATURES)), dtype=np.float32)
 
 
 class ImageSignals:

@@ -1,8 +1,12 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from dedup_pipeline.lib.features.embedding import (
+    EfficientNetLite0,
     folded_for_inference,
     load_embedder,
     preferred_batch_size,
@@ -61,3 +65,26 @@ def test_folding_batch_norms_and_padding_keeps_the_network_s_output() -> None:
     with torch.inference_mode():
         expected, found = (model.extract_features(batch) for model in (original, folded))
     assert torch.allclose(found, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_the_exported_network_computes_what_its_torch_definition_does(model) -> None:
+    if model.low_precision:
+        pytest.skip("this CPU runs the model in bfloat16 in torch, not the exported float32 network")
+    pictures = np.stack([np.asarray(smooth_picture(seed, size=(96, 96))) for seed in range(3)])
+    network = folded_for_inference(pretrained_lite0())
+    batch = (torch.from_numpy(pictures).permute(0, 3, 1, 2).float() - 127.0) / 128.0
+    with torch.inference_mode():
+        expected = network.extract_features(batch).mean(dim=(2, 3)).numpy()
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    assert np.allclose(model.embed(pictures), expected, atol=1e-5)
+
+
+def test_the_model_is_exported_once_and_then_loaded_without_torch(model_cache) -> None:
+    EfficientNetLite0(64, precision="float32")
+    exported = sorted(model_cache.glob("efficientnet-lite0-*.onnx"))
+    assert len(exported) == 1
+    script = "import sys; from dedup_pipeline.lib.features.embedding import EfficientNetLite0; "
+    script += "EfficientNetLite0(64, precision='float32'); print('torch' in sys.modules)"
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert finished.stdout.strip() == "False"
+    assert sorted(model_cache.glob("efficientnet-lite0-*.onnx")) == exported

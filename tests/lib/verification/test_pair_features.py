@@ -6,6 +6,7 @@ from dedup_pipeline.lib.search.hamming_join import pair_distances
 from dedup_pipeline.lib.verification.pair_features import (
     PIXEL_FEATURES,
     ImageSignals,
+    _zoomed,
     feature_names,
     pair_features,
     pixel_features,
@@ -85,3 +86,30 @@ def test_appended_signals_shift_the_other_ids() -> None:
     second = ImageSignals(np.ones((3, 32, 32, 3), np.uint8), {"dhash": np.ones((3, 1), np.uint64)}, None)
     both = first.appended(second)
     assert len(both) == 5 and both.thumbnails[2].max() == 1 and both.hashes["dhash"][:, 0].tolist() == [0, 0, 1, 1, 1]
+
+
+def test_a_pair_gets_the_same_pixel_features_whichever_pairs_it_is_judged_with() -> None:
+    rng = np.random.default_rng(3)
+    thumbnails = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    thumbnails[20:] = np.clip(thumbnails[:20].astype(int) + rng.integers(-12, 12, (20, 32, 32, 3)), 0, 255)
+    i, j = rng.integers(0, 40, 150), rng.integers(0, 40, 150)
+    views = rng.integers(-1, 4, 150)
+    together = pixel_features(thumbnails, i, j, views)
+    order = rng.permutation(150)
+    shuffled = pixel_features(thumbnails, i[order], j[order], views[order])
+    alone = np.concatenate([pixel_features(thumbnails, i[k : k + 1], j[k : k + 1], views[k : k + 1]) for k in range(9)])
+    # bit for bit: a data drop judges a pair as a from-scratch run does
+    assert np.array_equal(shuffled, together[order]) and np.array_equal(alone, together[:9])
+
+
+def test_zooming_samples_as_torch_s_bilinear_resize() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    pictures = np.random.default_rng(4).random((2, 3, 32, 32), dtype=np.float32)
+    for crop_x, crop_y in [(3, 0), (6, 3), (0, 6)]:
+        centre = torch.from_numpy(pictures)[
+            :, :, crop_y // 2 : 32 - crop_y + crop_y // 2, crop_x // 2 : 32 - crop_x + crop_x // 2
+        ]
+        expected = F.interpolate(centre, size=(32, 32), mode="bilinear", align_corners=False).numpy()
+        assert np.allclose(_zoomed(pictures, crop_x, crop_y), expected, atol=1e-6)
