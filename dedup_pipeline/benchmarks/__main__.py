@@ -223,10 +223,10 @@ def embedding_section(results: dict, ceiling_gflops: float, bfloat16_gflops: flo
         + (
             f", so its own ceiling is {bfloat16_gflops / ceiling_gflops:.1f}x higher)"
             if bfloat16_gflops > ceiling_gflops
-            else ", emulated: the model runs in float32 here)"
+            else ", emulated: the model runs in float32 here, in ONNX Runtime)"
         )
-        + ", with batch norms folded into the convolutions, "
-        "channels-last, and freed memory kept for reuse. Batch 1 at 224 px is the naive loop. Target at 224 px: "
+        + ", with batch norms folded into the convolutions (in torch: channels-last, freed memory kept for reuse). "
+        "Batch 1 at 224 px is the naive loop. Target at 224 px: "
         ">= 80 images/s. In the pipeline each worker process embeds its own chunks with one thread.",
         "",
     ]
@@ -363,40 +363,79 @@ def incremental_section(results: dict, cifar: Path, work: Path) -> list[str]:
     ]
 
 
+SECTIONS = (
+    "machine",
+    "pipeline",
+    "hamming",
+    "cosine",
+    "embedding",
+    "decode",
+    "photos",
+    "fastdup",
+    "incremental",
+    "approximate",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dedup_pipeline.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--work", type=Path, default=Path("build/bench"))
     parser.add_argument("--out", type=Path, default=Path("bench"))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="comma-separated subset of %(default)s (hamming and cosine need pipeline; fastdup needs pipeline). "
+        "A subset is written to partial.md and partial.json, leaving results.md whole",
+    )
     args = parser.parse_args(argv)
+    chosen = args.sections.split(",")
+    if unknown := sorted(set(chosen) - set(SECTIONS)):
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    complete = set(chosen) == set(SECTIONS)
     args.work.mkdir(parents=True, exist_ok=True)
     cifar = prepare_cifar(args.shared / "data" / "cifar10-jpeg.tar.gz", args.work / "cifar10")
-    results: dict = {"date": datetime.date.today().isoformat()}
+    results: dict = {"date": datetime.date.today().isoformat(), "sections": chosen}
     lines = [
-        "# Benchmarks",
+        "# Benchmarks" if complete else f"# Benchmarks, sections {', '.join(chosen)}",
         "",
-        f"Written by `make bench` on {results['date']}; every figure from this one session.",
+        f"Written by `make bench` on {results['date']}; every figure from this one session."
+        if complete
+        else f"Written by `python -m dedup_pipeline.benchmarks --sections {args.sections}` on {results['date']}; "
+        "every figure from this one session. The other sections' latest figures are in results.md.",
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
+    name = "results" if complete else "partial"
 
     def save(section: list[str]) -> None:  # after every section: a crash later keeps what was measured
         lines.extend(section)
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        (args.out / "results.md").write_text("\n".join(lines) + "\n")
+        (args.out / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
-    save(machine_section(results))
-    pipeline_lines, database = pipeline_section(results, cifar, args.work)
-    save(pipeline_lines)
-    save(hamming_section(results, database, args.repeats))
-    save(cosine_section(results, database, 0.862, args.repeats))
-    save(embedding_section(results, results["machine"]["fp32_matmul_gflops"], results["machine"]["bf16_matmul_gflops"]))
-    save(decode_section(results, cifar, args.work))
-    save(photo_decode_section(results, args.work))
-    save(fastdup_section(results, cifar, args.work))
-    save(incremental_section(results, cifar, args.work))
-    save(approximate_cosine_section(results, 0.862))  # last: the largest memory (1M x 1280 floats)
+    save(machine_section(results))  # always: the matmul rates describe the machine the rest ran on
+    database = None
+    if "pipeline" in chosen:
+        pipeline_lines, database = pipeline_section(results, cifar, args.work)
+        save(pipeline_lines)
+    if database is not None and "hamming" in chosen:
+        save(hamming_section(results, database, args.repeats))
+    if database is not None and "cosine" in chosen:
+        save(cosine_section(results, database, 0.862, args.repeats))
+    if "embedding" in chosen:
+        machine = results["machine"]
+        save(embedding_section(results, machine["fp32_matmul_gflops"], machine["bf16_matmul_gflops"]))
+    if "decode" in chosen:
+        save(decode_section(results, cifar, args.work))
+    if "photos" in chosen:
+        save(photo_decode_section(results, args.work))
+    if "pipeline" in chosen and "fastdup" in chosen:
+        save(fastdup_section(results, cifar, args.work))
+    if "incremental" in chosen:
+        save(incremental_section(results, cifar, args.work))
+    if "approximate" in chosen:
+        save(approximate_cosine_section(results, 0.862))  # last: the largest memory (1M x 1280 floats)
     print("\n".join(lines))
     return 0
 
