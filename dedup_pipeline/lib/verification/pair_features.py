@@ -154,15 +154,15 @@ def _correlation_surface(search: np.ndarray, template_source: np.ndarray) -> np.
 
 
 def _window_sums(images: np.ndarray, window: int) -> np.ndarray:
-    """Sum over every ``window`` x ``window`` square, from an integral image."""
-    integral = np.zeros((*images.shape[:-2], images.shape[-2] + 1, images.shape[-1] + 1), dtype=images.dtype)
-    integral[..., 1:, 1:] = images.cumsum(axis=-2).cumsum(axis=-1)
-    return (
-        integral[..., window:, window:]
-        - integral[..., :-window, window:]
-        - integral[..., window:, :-window]
-        + integral[..., :-window, :-window]
-    )
+    """Sum over every ``window`` x ``window`` square: sliding sums along rows, then along columns of
+    those (each from a running sum; a box filter this wide is slow as a pooling kernel)."""
+
+    def along_rows(values: np.ndarray) -> np.ndarray:
+        running = np.zeros((*values.shape[:-1], values.shape[-1] + 1), dtype=values.dtype)
+        np.cumsum(values, axis=-1, out=running[..., 1:])
+        return running[..., window:] - running[..., :-window]
+
+    return along_rows(along_rows(images).swapaxes(-1, -2)).swapaxes(-1, -2)
 
 
 def _gray_surfaces(gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
