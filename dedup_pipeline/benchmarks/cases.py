@@ -58,7 +58,8 @@ def hamming_stored(database: Path, algorithm: str, threshold: int, method: str) 
 
 
 def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, float]:
-    """``method``: bfloat16 / float32 (our triangular join) or faiss (IndexFlatIP.range_search)."""
+    """``method``: bounded / full (our triangular join, on bounding vectors or on the full
+    embeddings) or faiss (IndexFlatIP.range_search)."""
     from dedup_pipeline.lib.search.cosine_join import cosine_pairs
 
     vectors = _stored(database, lambda live: np.asarray(live.embeddings()))
@@ -74,7 +75,7 @@ def cosine_stored(database: Path, threshold: float, method: str) -> dict[str, fl
             queries = np.repeat(np.arange(block, block + len(limits) - 1), np.diff(limits).astype(np.int64))
             pairs += int((found > queries).sum())
     else:
-        pairs = len(cosine_pairs(vectors, threshold, precision=method)[0])
+        pairs = len(cosine_pairs(vectors, threshold, bounded=method == "bounded")[0])
     return {"seconds": time.perf_counter() - start, "pairs": pairs, "vectors": len(vectors)}
 
 
