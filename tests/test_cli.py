@@ -1,7 +1,9 @@
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from PIL import Image
 
 from dedup_pipeline.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, main
 from dedup_pipeline.lib.storage.store import Store
@@ -93,3 +95,21 @@ def test_check_prints_stored_duplicates_and_fails_without_changing_the_store(
     assert main(["check", str(outside / "new.png"), "--db", str(database)]) == EXIT_OK
     assert database.stat().st_mtime_ns == before and len(Store.beside(database).drops()) == 1
     assert main(["check", str(outside / "new.png"), "--db", str(tmp_path / "none.duckdb")]) == EXIT_BAD_INPUT
+
+
+def test_flat_pictures_of_a_small_dataset_are_not_matched_to_each_other(tmp_path: Path) -> None:
+    # too few images to calibrate: the fixed fallbacks, under which flat fills once matched pairwise
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    fills = {"train/a/black.png": 0, "train/a/gray.png": 60, "train/b/white.png": 250, "test/a/dark.png": 20}
+    for path, level in fills.items():
+        grain = rng.integers(-1, 2, size=(48, 48, 3))
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.clip(level + grain, 0, 255).astype(np.uint8)).save(root / path)
+    (root / "test/b").mkdir(parents=True)
+    (root / "test/b/same-black.png").write_bytes(encoded(Image.new("RGB", (48, 48)), "PNG"))
+    database = tmp_path / "out.duckdb"
+    main(["run", "--data", str(root), "--db", str(database), "--workers", "1"])
+    with duckdb.connect(str(database), read_only=True) as connection:
+        pairs = connection.execute("SELECT path_a, path_b FROM duplicate_pairs ORDER BY ALL").fetchall()
+    assert pairs == [("test/b/same-black.png", "train/a/black.png")]

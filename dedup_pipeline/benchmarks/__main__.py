@@ -59,7 +59,7 @@ def machine_section(results: dict) -> list[str]:
             f"bfloat16 {bf16['gflop_per_second']:.0f} GFLOP/s (medians of 5)."
             if bf16["native"]
             else f"bfloat16 not native (emulated: {bf16['gflop_per_second']:.1f} GFLOP/s at 256^3), so the model "
-            "and the cosine join run in float32 here (median of 5)."
+            "runs in float32 here (median of 5)."
         ),
         "",
     ]

@@ -50,7 +50,7 @@ def similar_pairs(
         previous = read_join_state(connection, calibration)
         with timed(metadata, "read_seconds"):
             live = LiveImages.read(connection, store_of(duckdb.database))
-            images = JoinImages.of(live, list(dedup.hash_algorithms), with_thumbnails=thresholds.verifier is not None)
+            images = JoinImages.of(live, list(dedup.hash_algorithms), with_views=thresholds.verifier is not None)
         if previous is None:
             context.log.info(f"joining {len(live.manifest):,} images from scratch (no join under this calibration yet)")
         with timed(metadata, "join_seconds"):

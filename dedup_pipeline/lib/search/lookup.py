@@ -68,14 +68,14 @@ def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> Ch
             raise StoreNotReady(f"{database} has no join under its current calibration: run the pipeline first")
         live = LiveImages.read(connection, store)
     verifies = thresholds.verifier is not None
-    stored = JoinImages.of(live, list(settings.hash_algorithms), with_thumbnails=verifies)
+    stored = JoinImages.of(live, list(settings.hash_algorithms), with_views=verifies)
     manifest, ids, count = live.manifest, live.image_ids, len(live.image_ids)
     sources = [ImageSource(str(file), CHECK_SPLIT, None, str(file)) for file in files]
     extracted = extract(sources, settings, workers=workers or available_cores())
     checked = extracted.manifest
     query = np.r_[np.zeros(count, dtype=bool), np.ones(checked.height, dtype=bool)]
     signals = ImageSignals(
-        stacked(stored.signals.thumbnails, extracted.thumbnails) if verifies else None,
+        stacked(stored.signals.thumbnails, extracted.thumbnails),
         {name: np.concatenate([words, extracted.hashes[name]]) for name, words in stored.signals.hashes.items()},
         None if stored.signals.embeddings is None else stacked(stored.signals.embeddings, extracted.embeddings),
         views=np.concatenate([stored.signals.views, extracted.view_hashes]) if verifies else None,

@@ -61,15 +61,15 @@ class JoinImages:
         return np.argsort(self.image_ids, kind="stable")
 
     @classmethod
-    def of(cls, live: LiveImages, hash_algorithms: list[str], with_thumbnails: bool) -> JoinImages:
-        """The live images of a store with their stored features (thumbnails and view hashes only
-        when a verifier needs them)."""
+    def of(cls, live: LiveImages, hash_algorithms: list[str], with_views: bool) -> JoinImages:
+        """The live images of a store with their stored features (view hashes only when a
+        verifier needs them)."""
         manifest = live.manifest
         signals = ImageSignals(
-            live.thumbnails() if with_thumbnails else None,
+            live.thumbnails(),
             live.hashes(hash_algorithms),
             live.embeddings(),
-            views=live.view_hashes() if with_thumbnails else None,
+            views=live.view_hashes() if with_views else None,
         )
         return cls(
             live.image_ids, {name: manifest[column].to_numpy() for name, column in EXACT_EVIDENCE.items()}, signals

@@ -1,7 +1,10 @@
 """Judging candidate pairs: every distance of each pair (not only the one that nominated it), the
 criteria that hold, and the verdict.
 
-Without a trained verifier, a candidate is a duplicate when any criterion holds. With one (see
+Without a trained verifier, a candidate is a duplicate when any criterion holds. Hash and embedding
+criteria do not hold for a pair with a picture that has almost no detail (a blank, a flat fill:
+``thumbnails.MIN_DETAIL``) unless both show the same fill: such a picture's hashes are rounding
+noise, and its embedding is its colour. With one (see
 ``pair_features``), the verifier is the judge: a pair is a duplicate when it is an exact copy or
 the verifier's probability reaches its threshold; the other criteria stay in ``evidence`` as
 supporting facts. Aligning thumbnails is where the verifier's time goes, so its screen (a model
@@ -129,8 +132,10 @@ def judge(
     i, j = pairs[:, 0], pairs[:, 1]
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
     criteria: dict[str, np.ndarray] = {}
+    nominations: dict[str, np.ndarray] = {}  # the rules that hold, evidence or not
     for name, values in digests.items():
-        columns[f"{name}_equal"] = criteria[name] = values[i] == values[j]
+        columns[f"{name}_equal"] = criteria[name] = nominations[name] = values[i] == values[j]
+    informative = signals.summaries_count(i, j)  # a flat picture's hashes and embedding say nothing
     for algorithm, words in signals.hashes.items():
         if algorithm.endswith(MIRROR_SUFFIX):
             continue
@@ -138,22 +143,23 @@ def judge(
         distances = pair_distances(words, i, j) if mirrored is None else mirror_aware_distances(words, mirrored, i, j)
         columns[algorithm] = distances
         if algorithm in thresholds.hamming:
-            criteria[algorithm] = distances <= thresholds.hamming[algorithm]
+            nominations[algorithm] = distances <= thresholds.hamming[algorithm]
+            criteria[algorithm] = nominations[algorithm] & informative
     configured = [columns[algorithm] for algorithm in thresholds.hamming]
     columns["hamming"] = np.min(np.stack(configured), axis=0) if configured else None
     columns["cosine"] = None
     if signals.embeddings is not None:
         columns["cosine"] = similarity = pair_similarities(signals.embeddings, i, j)
         if thresholds.cosine is not None:
-            criteria[EMBEDDING_EVIDENCE] = similarity >= thresholds.cosine
-    nominations = {name: mask for name, mask in criteria.items()}
+            nominations[EMBEDDING_EVIDENCE] = similarity >= thresholds.cosine
+            criteria[EMBEDDING_EVIDENCE] = nominations[EMBEDDING_EVIDENCE] & informative
     if thresholds.verifier is not None:
         nominations[VIEW_NOMINATION] = nominated(signals.views[i], signals.views[j])
     if look_alike is not None:
         nominations[LOOK_ALIKE_NOMINATION] = look_alike
 
     columns["verification_score"] = None
-    keep = np.ones(len(i), dtype=bool)
+    keep = np.logical_or.reduce(list(criteria.values())) if criteria else np.zeros(len(i), dtype=bool)
     verifier, cutoff = thresholds.verifier, thresholds.screen_cutoff
     if verifier is not None:
         exact = np.logical_or.reduce([criteria[name] for name in digests]) if digests else np.zeros(len(i), bool)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.fft
 
 from dedup_pipeline.lib.features.hashing import mirror_key
-from dedup_pipeline.lib.features.thumbnails import thumbnail_descriptors
+from dedup_pipeline.lib.features.thumbnails import MIN_DETAIL, detail, same_fill, thumbnail_descriptors
 from dedup_pipeline.lib.features.views import PairViews, pair_views, view_hashes, warped
 from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.cosine_join import pair_similarities
@@ -244,8 +244,8 @@ def pixel_features(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, views: 
 
 
 class ImageSignals:
-    """What the verifier knows of each image, rows by position: thumbnails (None when no verifier
-    needs them), the matching hashes (and their mirror_key hashes where stored), embeddings (None
+    """What the judging knows of each image, rows by position: thumbnails (None where only hashes
+    and embeddings are compared), the matching hashes (and their mirror_key hashes where stored), embeddings (None
     when off), and the thumbnails' descriptors and view hashes (computed from the thumbnails on
     first use when not given: once per image, not once per pair)."""
 
@@ -280,6 +280,21 @@ class ImageSignals:
         rows, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
         descriptors = thumbnail_descriptors(self._required_thumbnails()[rows])
         return pair_similarities(descriptors, inverse[: len(i)], inverse[len(i) :])
+
+    def summaries_count(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Whether the hashes and embeddings of pairs ``(i[k], j[k])`` are evidence: unless both
+        pictures have detail (:data:`MIN_DETAIL`), only when the two show the same fill. Without
+        thumbnails, always."""
+        if self.thumbnails is None:
+            return np.ones(len(i), dtype=bool)
+        rows, inverse = np.unique(np.concatenate([i, j]), return_inverse=True)
+        pictures = np.asarray(self.thumbnails[rows])
+        detailed = detail(pictures) >= MIN_DETAIL
+        first, second = inverse[: len(i)], inverse[len(i) :]
+        both = detailed[first] & detailed[second]
+        flat = np.flatnonzero(~both)
+        both[flat] = same_fill(pictures[first[flat]], pictures[second[flat]])
+        return both
 
     def _required_thumbnails(self) -> np.ndarray:
         if self.thumbnails is None:

@@ -1,7 +1,14 @@
 import numpy as np
 from PIL import Image
 
-from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE, thumbnail, thumbnail_descriptors
+from dedup_pipeline.lib.features.thumbnails import (
+    MIN_DETAIL,
+    THUMBNAIL_SIDE,
+    detail,
+    same_fill,
+    thumbnail,
+    thumbnail_descriptors,
+)
 from tests.conftest import smooth_picture
 
 
@@ -29,3 +36,12 @@ def test_descriptors_are_unit_and_ignore_a_uniform_brightness_shift() -> None:
 def test_a_flat_thumbnail_has_a_zero_descriptor_not_nan() -> None:
     flat = np.full((1, 32, 32, 3), 128, dtype=np.uint8)
     assert np.all(thumbnail_descriptors(flat) == 0)
+
+
+def test_a_flat_fill_has_no_detail_and_a_picture_has() -> None:
+    grain = np.random.default_rng(0).integers(-1, 2, size=(2, 32, 32, 3))
+    flat = np.clip(np.array([90, 140, 30]) + grain, 0, 255).astype(np.uint8)
+    pictures = np.stack([thumbnail(smooth_picture(seed)) for seed in range(3)])
+    assert (detail(flat) < MIN_DETAIL).all() and (detail(pictures) > 3 * MIN_DETAIL).all()
+    assert same_fill(flat[:1], flat[1:]).all()
+    assert not same_fill(flat[:1], np.clip(flat[1:].astype(int) + 20, 0, 255)).any()

@@ -68,6 +68,30 @@ def test_without_embeddings_cosine_is_null() -> None:
     assert pairs["evidence"].to_list() == ["content"]
 
 
+def flat_thumbnail(colour: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A 32 x 32 fill of ``colour`` with a grain of +-1 level (rounding and compression noise)."""
+    grain = np.random.default_rng(seed).integers(-1, 2, size=(32, 32, 3))
+    return np.clip(np.array(colour) + grain, 0, 255).astype(np.uint8)
+
+
+def test_hashes_and_embeddings_of_flat_pictures_are_no_evidence_unless_the_fill_is_the_same() -> None:
+    colours = [(0, 0, 0), (12, 12, 12), (200, 30, 30), (30, 30, 200), (250, 250, 250), (12, 12, 12)]
+    flats = np.stack([flat_thumbnail(colour, seed) for seed, colour in enumerate(colours)])
+    detailed = np.stack([thumbnail(smooth_picture(1)), thumbnail(smooth_picture(1))])
+    thumbnails = np.concatenate([flats, detailed])
+    count = len(thumbnails)
+    images = manifest([f"c{k}" for k in range(count)], [f"p{k}" for k in range(count)])
+    # every hash and embedding equal, as a flat picture's nearly are: only the pixels can tell
+    hashes = {"dhash": np.zeros((count, 1), dtype=np.uint64)}
+    embeddings = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (count, 1))
+    thresholds = MatchThresholds(hamming={"dhash": 8}, cosine=0.85)
+    pairs = find_similar_pairs(images, hashes, embeddings, thresholds, thumbnails)
+    found = {(row["image_id_a"], row["image_id_b"]) for row in pairs.iter_rows(named=True)}
+    assert found == {(1, 5), (6, 7)}  # the same dark fill twice, and a detailed copy
+    without_pixels = find_similar_pairs(images, hashes, embeddings, thresholds)
+    assert without_pixels.height == count * (count - 1) // 2  # nothing to tell them apart with
+
+
 def test_mirror_hashes_find_flipped_copies_and_report_the_smaller_distance() -> None:
     images = manifest(["a", "b", "c"], ["p", "q", "r"])
     hashes = {
