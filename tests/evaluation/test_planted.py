@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from dedup_pipeline.evaluation.planted import PLANTED_PREFIX, build_subset, measure
+from dedup_pipeline.evaluation.runs import StoredRun
+from dedup_pipeline.lib.search.criteria import MatchThresholds
+from tests.conftest import smooth_picture
+
+
+def test_a_subset_gets_its_planted_copies_and_the_other_flags_are_counted(tmp_path: Path) -> None:
+    cifar = tmp_path / "cifar"
+    unlisted = [f"train/cat/{k}.png" for k in range(6)] + [f"test/cat/{k}.png" for k in range(4)]
+    for seed, relative in enumerate(unlisted):
+        (cifar / relative).parent.mkdir(parents=True, exist_ok=True)
+        smooth_picture(seed, size=(32, 32)).save(cifar / relative)
+    planted = build_subset(cifar, tmp_path / "subset", (4, 2, 2), sorted(unlisted))
+    files = sorted(str(path.relative_to(tmp_path / "subset")) for path in (tmp_path / "subset").rglob("*.png"))
+    assert len(files) == 8 and sum(PLANTED_PREFIX in name for name in files) == 2
+    assert set(planted) <= set(files) and all(source.startswith("train/") for source in planted.values())
+
+    paths = np.array(files)
+    position = {path: k for k, path in enumerate(files)}
+    copy, source = next(iter(planted.items()))
+    other_test = next(path for path in files if path.startswith("test/") and PLANTED_PREFIX not in path)
+    found = [(position[copy], position[source]), (position[other_test], position["train/cat/0.png"])]
+    run = StoredRun(
+        database=tmp_path / "x.duckdb",
+        config=None,
+        manifest=pl.DataFrame({"path": paths}),
+        hashes={},
+        embeddings=None,
+        thresholds=MatchThresholds(hamming={}),
+        threshold_table=pl.DataFrame({"evidence": ["verified"], "threshold": [0.5], "holdout_precision": [1.0]}),
+        thumbnails=np.zeros((len(files), 32, 32, 3), dtype=np.uint8),
+        pairs=pl.DataFrame({"image_id_a": [min(a, b) for a, b in found], "image_id_b": [max(a, b) for a, b in found]}),
+        seconds=1.0,
+    )
+    result, others = measure(run, planted)
+    assert (result.planted_found, result.other_test_images, result.other_pairs) == (1, 1, 1)
+    assert (result.verifier_threshold, result.estimated_precision) == (0.5, 1.0)
+    assert others.rows() == [(other_test, "train/cat/0.png")]
