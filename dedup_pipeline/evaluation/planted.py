@@ -26,14 +26,27 @@ from pathlib import Path
 import polars as pl
 from PIL import Image
 
+from dedup_pipeline.defs.resources import DedupConfig
+from dedup_pipeline.evaluation.blind_judging import (
+    CONTROL_SAME_SHOT,
+    CONTROL_SIMILAR,
+    judge_columns,
+    judging_sheets,
+    same_shot_share,
+)
 from dedup_pipeline.evaluation.cifar import contact_sheet, load_cifair, prepare_cifar
-from dedup_pipeline.evaluation.runs import StoredRun, run_pipeline
+from dedup_pipeline.evaluation.runs import StoredRun, load_run, run_pipeline
 from dedup_pipeline.lib.calibration.transforms import TRANSFORMS
 from dedup_pipeline.lib.search.criteria import VERIFIED_EVIDENCE
 
 # (train images, test images, planted copies): the sizes of the issue's measurements, and a larger one
 SIZES = ((800, 300, 40), (3_000, 1_000, 140), (15_000, 5_000, 700))
 PLANTED_PREFIX = "planted-"
+BLIND_JUDGMENTS = Path(__file__).with_name("planted_blind_judgments.csv")
+JUDGED_PER_SIZE = 40  # other flags per size on the judging sheets, at most
+OTHER_FLAG = "other flag"
+CONTROL_DIFFERENT = "random pair of one class"
+CONTROLS = {CONTROL_SAME_SHOT: 20, CONTROL_SIMILAR: 10, CONTROL_DIFFERENT: 15}
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,63 @@ def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.
     return result, leaks
 
 
-def report(results: list[PlantedResult], sheets: list[str], commit: str) -> list[str]:
+def judging_pairs(others: dict[str, pl.DataFrame], unlisted: Sequence[str], cifair: pl.DataFrame) -> pl.DataFrame:
+    """The pairs to judge blind, shuffled and numbered: up to JUDGED_PER_SIZE other flags per size
+    (``others``: size name -> flagged (test_path, train_path) pairs), mixed with controls of known
+    verdict (ciFAIR's same-shot and "very similar" pairs, random pairs of one class).
+    Columns: pair, group, size, test_path, train_path."""
+    parts = [
+        flags.unique()
+        .sort("test_path", "train_path")
+        .sample(n=min(JUDGED_PER_SIZE, flags.height), seed=0)
+        .select(pl.lit(OTHER_FLAG).alias("group"), pl.lit(size).alias("size"), "test_path", "train_path")
+        for size, flags in others.items()
+    ]
+    # random pairs of one class: the k-th sampled test image of a class with the k-th shuffled train image of it
+    in_class = pl.int_range(pl.len()).over("label").alias("rank")
+    tests = (
+        pl.DataFrame({"test_path": [path for path in unlisted if path.startswith("test/")]})
+        .sample(n=CONTROLS[CONTROL_DIFFERENT], seed=1)
+        .with_columns(pl.col("test_path").str.split("/").list.get(1).alias("label"))
+        .with_columns(in_class)
+    )
+    trains = (
+        pl.DataFrame({"train_path": [path for path in unlisted if path.startswith("train/")]})
+        .sample(fraction=1.0, shuffle=True, seed=2)
+        .with_columns(pl.col("train_path").str.split("/").list.get(1).alias("label"))
+        .with_columns(in_class)
+    )
+    random_pairs = tests.join(trains, on=["label", "rank"])
+    controls = {
+        CONTROL_SAME_SHOT: cifair.filter(pl.col("judgment") <= 1).rename({"other_path": "train_path"}),
+        CONTROL_SIMILAR: cifair.filter(pl.col("judgment") == 2).rename({"other_path": "train_path"}),
+        CONTROL_DIFFERENT: random_pairs,
+    }
+    for group, pairs in controls.items():
+        parts.append(
+            pairs.sample(n=min(CONTROLS[group], pairs.height), seed=0).select(
+                pl.lit(group).alias("group"), pl.lit(None, dtype=pl.String).alias("size"), "test_path", "train_path"
+            )
+        )
+    pairs = pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=0)
+    return pairs.with_columns(pl.int_range(1, pl.len() + 1).alias("pair")).select("pair", pl.exclude("pair"))
+
+
+def judged_other_flags(judgments: pl.DataFrame) -> dict[str, tuple[int, float]]:
+    """Per size: how many of its other flags were judged, and the share the judges called a
+    different picture (averaged over judges)."""
+    flags = judgments.filter(pl.col("group") == OTHER_FLAG).with_columns(
+        (1 - same_shot_share(judge_columns(judgments))).alias("different")
+    )
+    return {
+        size: (height, share)
+        for size, height, share in flags.group_by("size").agg(pl.len(), pl.col("different").mean()).rows()
+    }
+
+
+def report(
+    results: list[PlantedResult], sheets: list[str], commit: str, judged: dict[str, tuple[int, float]]
+) -> list[str]:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
@@ -117,23 +186,35 @@ def report(results: list[PlantedResult], sheets: list[str], commit: str) -> list
         + (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
         "| images (with the planted) | planted copies | verifier threshold chosen | precision `match_thresholds` "
-        "estimates | planted found | other test images flagged (pairs) | contact sheet | pipeline seconds |",
-        "|---|---|---|---|---|---|---|---|",
+        "estimates | planted found | other test images flagged (pairs) | of those judged blind: a different picture "
+        "| contact sheet | pipeline seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result, sheet in zip(results, sheets, strict=True):
         lines.append(
             f"| {result.images:,} | {result.planted} | {number(result.verifier_threshold)} | "
             f"{number(result.estimated_precision)} | {result.planted_found}/{result.planted} | "
-            f"{result.other_test_images} ({result.other_pairs}) | [{Path(sheet).name}]({Path(sheet).name}) | "
+            f"{result.other_test_images} ({result.other_pairs}) | {_judged_cell(judged.get(_size_name(result)))} | "
+            f"[{Path(sheet).name}]({Path(sheet).name}) | "
             f"{result.seconds:.0f} |"
         )
     lines += [
         "",
-        "The other test images flagged are not judged yet (blind judging needs them shuffled with controls of "
-        "known verdict); each sheet shows their pairs, test left, train right, in path order.",
+        "Blind judging: up to 40 other flags per size, shuffled with controls of known verdict on numbered sheets "
+        "(`--sheets`), judged without knowing which pair is which; the judgments are in "
+        "`dedup_pipeline/evaluation/planted_blind_judgments.csv`. Each contact sheet shows all other flags of a "
+        "size, test left, train right, in path order.",
         "",
     ]
     return lines
+
+
+def _size_name(result: PlantedResult) -> str:
+    return f"subset-{result.images}"
+
+
+def _judged_cell(judged: tuple[int, float] | None) -> str:
+    return "not judged" if judged is None else f"{judged[1]:.2f} of {judged[0]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
     parser.add_argument("--work", type=Path, default=Path("build/eval-planted"))
     parser.add_argument("--out", type=Path, default=Path("eval"))
+    parser.add_argument("--sheets", type=Path, help="instead: write blind judging sheets of the last runs here")
+    parser.add_argument("--key", type=Path, help="with --sheets: the key (keep it away from the judges)")
     args = parser.parse_args(argv)
     cifar = prepare_cifar(args.shared / "data" / "cifar10-jpeg.tar.gz", args.work / "cifar10")
     test_train, test_test = load_cifair(args.shared / "data" / "cifair")
@@ -152,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unlisted = sorted(
         str(path.relative_to(cifar)) for path in cifar.rglob("*.jpg") if str(path.relative_to(cifar)) not in listed
     )
+    if args.sheets is not None:
+        return write_sheets(args, cifar, unlisted, test_train)
     results, sheets = [], []
     for sizes in SIZES:
         name = f"subset-{sum(sizes)}"
@@ -165,10 +250,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         contact_sheet(data, leaks, sheet)
         results.append(result)
         sheets.append(str(sheet))
+    judged = judged_other_flags(pl.read_csv(BLIND_JUDGMENTS)) if BLIND_JUDGMENTS.exists() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = report(results, sheets, commit)
+    lines = report(results, sheets, commit, judged)
     (args.out / "planted.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def write_sheets(args: argparse.Namespace, cifar: Path, unlisted: Sequence[str], cifair: pl.DataFrame) -> int:
+    """The blind judging sheets of the other flags the last runs left in ``args.work``."""
+    if args.key is None:
+        raise SystemExit("--sheets needs --key")
+    others = {}
+    for sizes in SIZES:
+        name = f"subset-{sum(sizes)}"
+        data = args.work / name
+        run = load_run(args.work / f"{name}.duckdb", DedupConfig(data=str(data)))
+        planted = {str(path.relative_to(data)) for path in data.rglob(f"{PLANTED_PREFIX}*")}
+        others[f"subset-{run.manifest.height}"] = measure(run, dict.fromkeys(planted, ""))[1]
+    pairs = judging_pairs(others, unlisted, cifair)
+    sheets = judging_sheets(pairs, cifar, args.sheets)  # every judged path is a CIFAR-10 file
+    args.key.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_csv(args.key)
+    print(f"{pairs.height} pairs on {len(sheets)} sheets in {args.sheets}; key in {args.key}")
     return 0
 
 

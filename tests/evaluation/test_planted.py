@@ -3,7 +3,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dedup_pipeline.evaluation.planted import PLANTED_PREFIX, build_subset, measure
+from dedup_pipeline.evaluation.planted import (
+    CONTROL_DIFFERENT,
+    OTHER_FLAG,
+    PLANTED_PREFIX,
+    build_subset,
+    judged_other_flags,
+    judging_pairs,
+    measure,
+)
 from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.search.criteria import MatchThresholds
 from tests.conftest import smooth_picture
@@ -41,3 +49,30 @@ def test_a_subset_gets_its_planted_copies_and_the_other_flags_are_counted(tmp_pa
     assert (result.planted_found, result.other_test_images, result.other_pairs) == (1, 1, 1)
     assert (result.verifier_threshold, result.estimated_precision) == (0.5, 1.0)
     assert others.rows() == [(other_test, "train/cat/0.png")]
+
+
+def test_judging_mixes_the_other_flags_with_controls_and_reads_back_the_verdicts() -> None:
+    others = {"subset-10": pl.DataFrame({"test_path": ["test/cat/1.jpg"], "train_path": ["train/cat/2.jpg"]})}
+    unlisted = [
+        f"{split}/{label}/{k}.jpg" for split in ("test", "train") for label in ("cat", "dog") for k in range(20)
+    ]
+    cifair = pl.DataFrame(
+        {
+            "test_path": ["test/cat/9.jpg", "test/dog/9.jpg"],
+            "other_path": ["train/x.jpg", "train/y.jpg"],
+            "judgment": [0, 2],
+        }
+    )
+    pairs = judging_pairs(others, unlisted, cifair)
+    assert pairs["pair"].to_list() == list(range(1, pairs.height + 1))
+    groups = dict(pairs.group_by("group").len().rows())
+    assert groups[OTHER_FLAG] == 1 and groups["ciFAIR 0/1"] == 1 and groups["ciFAIR 2"] == 1
+    randoms = pairs.filter(pl.col("group") == CONTROL_DIFFERENT)
+    assert randoms.height == 15 and randoms["train_path"].n_unique() == 15  # a partner of its class each
+    assert all(a.split("/")[1] == b.split("/")[1] for a, b in randoms.select("test_path", "train_path").rows())
+
+    judgments = pairs.with_columns(
+        pl.when(pl.col("group") == OTHER_FLAG).then(pl.lit("different")).otherwise(pl.lit("near")).alias("judge_a"),
+        pl.lit("near").alias("judge_b"),
+    )
+    assert judged_other_flags(judgments) == {"subset-10": (1, 0.5)}
