@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -44,7 +45,15 @@ def exported_model(name: str, fingerprint: Mapping[str, str], export: Callable[[
     path = model_cache() / f"{name}-{digest}.onnx"
     if path.is_file():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a read-only home, say: export for this machine's temporary folder instead
+        fallback = Path(tempfile.gettempdir()) / "dedup-pipeline-models"
+        warnings.warn(f"cannot use {path.parent} for exported models ({error}); using {fallback}", stacklevel=2)
+        path = fallback / path.name
+        if path.is_file():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:

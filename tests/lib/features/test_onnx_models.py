@@ -31,3 +31,16 @@ def test_a_failed_export_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(RuntimeError, match="exporter crashed"):
         exported_model("net", {"weights": "a"}, export)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unusable_cache_folder_falls_back_to_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv(CACHE_VARIABLE, str(blocker / "models"))  # below a file: cannot be created
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with pytest.warns(UserWarning, match="cannot use"):
+        path = exported_model("net", {"weights": "a"}, lambda target: target.write_bytes(b"graph"))
+    assert path.parent == tmp_path / "tmp" / "dedup-pipeline-models" and path.read_bytes() == b"graph"
