@@ -113,6 +113,15 @@ def judging_sheets(pairs: pl.DataFrame, root: Path, out: Path, scale: int = 4) -
     return sheets
 
 
+def write_kit(pairs: pl.DataFrame, root: Path, sheets: Path, key: Path) -> None:
+    """The judging sheets of numbered ``pairs`` (paths below ``root``) in ``sheets``, for the judges,
+    and the key (``pairs`` itself) in ``key``, to keep away from them."""
+    written = judging_sheets(pairs, root, sheets)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    pairs.write_csv(key)
+    print(f"{pairs.height} pairs on {len(written)} sheets in {sheets}; key in {key}")
+
+
 def same_shot_share(judges: Sequence[str]) -> pl.Expr:
     """Per row, the share of ``judges`` who called the pair the same shot (exact or near)."""
     return pl.mean_horizontal([pl.col(judge).is_in(SAME_SHOT).cast(pl.Float64) for judge in judges])
@@ -187,11 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if scores is None:
         raise SystemExit("the run has no trained verifier to rank test images with")
     test_train, _ = load_cifair(args.shared / "data" / "cifair")
-    pairs = sample_pairs(best_partners(run.manifest, scores), test_train)
-    sheets = judging_sheets(pairs, root, args.sheets)
-    args.key.parent.mkdir(parents=True, exist_ok=True)
-    pairs.write_csv(args.key)
-    print(f"{pairs.height} pairs on {len(sheets)} sheets in {args.sheets}; key in {args.key}")
+    write_kit(sample_pairs(best_partners(run.manifest, scores), test_train), root, args.sheets, args.key)
     return 0
 
 

@@ -31,8 +31,8 @@ from dedup_pipeline.evaluation.blind_judging import (
     CONTROL_SAME_SHOT,
     CONTROL_SIMILAR,
     judge_columns,
-    judging_sheets,
     same_shot_share,
+    write_kit,
 )
 from dedup_pipeline.evaluation.cifar import contact_sheet, load_cifair, prepare_cifar
 from dedup_pipeline.evaluation.runs import StoredRun, load_run, run_pipeline
@@ -269,11 +269,7 @@ def write_sheets(args: argparse.Namespace, cifar: Path, unlisted: Sequence[str],
         run = load_run(args.work / f"{name}.duckdb", DedupConfig(data=str(data)))
         planted = {str(path.relative_to(data)) for path in data.rglob(f"{PLANTED_PREFIX}*")}
         others[f"subset-{run.manifest.height}"] = measure(run, dict.fromkeys(planted, ""))[1]
-    pairs = judging_pairs(others, unlisted, cifair)
-    sheets = judging_sheets(pairs, cifar, args.sheets)  # every judged path is a CIFAR-10 file
-    args.key.parent.mkdir(parents=True, exist_ok=True)
-    pairs.write_csv(args.key)
-    print(f"{pairs.height} pairs on {len(sheets)} sheets in {args.sheets}; key in {args.key}")
+    write_kit(judging_pairs(others, unlisted, cifair), cifar, args.sheets, args.key)  # every judged path is CIFAR's
     return 0
 
 
