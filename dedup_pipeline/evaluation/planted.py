@@ -84,16 +84,18 @@ def build_subset(cifar: Path, target: Path, sizes: tuple[int, int, int], unliste
     return planted
 
 
-def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.DataFrame]:
-    """The size's row, and the flagged (test, train) pairs whose test image is not planted."""
+def flagged_pairs(run: StoredRun) -> pl.DataFrame:
+    """The run's duplicate pairs as paths (columns a, b)."""
     paths = run.manifest["path"].to_numpy()
-    pairs = run.pairs.select(
+    return run.pairs.select(
         pl.Series("a", paths[run.pairs["image_id_a"].to_numpy()]),
         pl.Series("b", paths[run.pairs["image_id_b"].to_numpy()]),
     )
-    found = {(a, b) for a, b in pairs.rows()} | {(b, a) for a, b in pairs.rows()}
-    planted_found = sum((copy, source) in found for copy, source in planted.items())
-    leaks = (
+
+
+def other_flags(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The flagged (test_path, train_path) pairs of ``flagged_pairs`` whose test image is not planted."""
+    return (
         pairs.with_columns(
             pl.when(pl.col("a").str.starts_with("test/")).then(pl.col("a")).otherwise(pl.col("b")).alias("test_path"),
             pl.when(pl.col("a").str.starts_with("test/")).then(pl.col("b")).otherwise(pl.col("a")).alias("train_path"),
@@ -103,6 +105,14 @@ def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.
         .select("test_path", "train_path")
         .sort("test_path", "train_path")
     )
+
+
+def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.DataFrame]:
+    """The size's row, and the flagged (test, train) pairs whose test image is not planted."""
+    pairs = flagged_pairs(run)
+    found = {(a, b) for a, b in pairs.rows()} | {(b, a) for a, b in pairs.rows()}
+    planted_found = sum((copy, source) in found for copy, source in planted.items())
+    leaks = other_flags(pairs)
     verifier = run.threshold_table.filter(pl.col("evidence") == VERIFIED_EVIDENCE)
     threshold = verifier["threshold"][0] if verifier.height else None
     estimate = verifier["holdout_precision"][0] if verifier.height else None
@@ -267,8 +277,7 @@ def write_sheets(args: argparse.Namespace, cifar: Path, unlisted: Sequence[str],
         name = f"subset-{sum(sizes)}"
         data = args.work / name
         run = load_run(args.work / f"{name}.duckdb", DedupConfig(data=str(data)))
-        planted = {str(path.relative_to(data)) for path in data.rglob(f"{PLANTED_PREFIX}*")}
-        others[f"subset-{run.manifest.height}"] = measure(run, dict.fromkeys(planted, ""))[1]
+        others[f"subset-{run.manifest.height}"] = other_flags(flagged_pairs(run))
     write_kit(judging_pairs(others, unlisted, cifair), cifar, args.sheets, args.key)  # every judged path is CIFAR's
     return 0
 
