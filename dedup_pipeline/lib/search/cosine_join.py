@@ -42,6 +42,9 @@ BOUNDED_QUERIES_ABOVE = 2_048
 # sqrt(1e-5) = 3.2e-3 when |p|^2 errs by 1e-5, so |r_a| |r_b| by under 7e-3; pair_similarities,
 # which decides, errs by under 1e-4. The margin covers all of them.
 BOUND_MARGIN = 1e-2
+# The bound is used where at most this share of a sample's pairs pass it (CIFAR-10: 0.025%).
+MAX_BOUND_PASS_RATE = 1e-3
+BOUND_SAMPLE_ROWS, BOUND_SAMPLE_PARTNERS = 256, 4096
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,22 @@ def projection_bound(embeddings: Rows, dimension: int = BOUND_DIMENSION, seed: i
     return ProjectionBound(np.ascontiguousarray(columns[:, strongest]))
 
 
+def pruning_bound(embeddings: Rows, threshold: float) -> ProjectionBound | None:
+    """The bound for these embeddings if it prunes: if at most MAX_BOUND_PASS_RATE of the pairs
+    of a sample (even rows against odd rows) pass it, else None (multiply the full embeddings).
+    Embeddings whose variance is spread over many directions are bounded loosely: on synthetic
+    clusters with isotropic noise, the bounded exact join of 100,000 took 166 s and 4.5 GB,
+    against 86 s and 2.3 GB on the full embeddings. On CIFAR-10's, 0.025% of pairs pass."""
+    bound = projection_bound(embeddings)
+    count = embeddings.shape[0]
+    rows = np.arange(0, count, 2)[:: max(1, count // (2 * BOUND_SAMPLE_ROWS))][:BOUND_SAMPLE_ROWS]
+    partners = np.arange(1, count, 2)[:: max(1, count // (2 * BOUND_SAMPLE_PARTNERS))][:BOUND_SAMPLE_PARTNERS]
+    if not len(rows) or not len(partners):
+        return bound
+    passed = bound.vectors(embeddings[rows]) @ bound.vectors(embeddings[partners]).T >= threshold - BOUND_MARGIN
+    return bound if passed.mean() <= MAX_BOUND_PASS_RATE else None
+
+
 def _orthonormal(columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """An orthonormal basis of the span of ``columns`` (float32, orthonormal in float64 first), and
     the weight of each basis vector in it (its Gram eigenvalue); directions the columns do not
@@ -94,14 +113,17 @@ def cosine_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All pairs ``i < j`` with cosine similarity >= ``threshold`` (rows must be unit length),
     sorted by ``(i, j)``, with their float32 similarity. ``bounded`` multiplies the bounding
-    vectors (None: above BOUNDED_ROWS_ABOVE rows), else the full embeddings: the same pairs."""
+    vectors, else the full embeddings: the same pairs (None: the bounding vectors above
+    BOUNDED_ROWS_ABOVE rows where they prune, see :func:`pruning_bound`)."""
     vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
     count = vectors.shape[0]
     if count < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     if bounded is None:
-        bounded = count > BOUNDED_ROWS_ABOVE
-    compared = _compared(projection_bound(vectors) if bounded else None, vectors)
+        bound = pruning_bound(vectors, threshold) if count > BOUNDED_ROWS_ABOVE else None
+    else:
+        bound = projection_bound(vectors) if bounded else None
+    compared = _compared(bound, vectors)
     floor = threshold - BOUND_MARGIN
     found_i, found_j = [], []
     for start in range(0, count, query_block):
@@ -140,7 +162,7 @@ def cosine_pairs_of(
     found_i, found_j = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     if len(rows):
         # the bound costs a projection of every row, worth it for many queries only
-        bound = projection_bound(embeddings) if len(rows) > BOUNDED_QUERIES_ABOVE else None
+        bound = pruning_bound(embeddings, threshold) if len(rows) > BOUNDED_QUERIES_ABOVE else None
         queries = _compared(bound, embeddings[rows])
         for positions, block in row_blocks(embeddings):  # each drop's array as it was read
             partners = _compared(bound, block)

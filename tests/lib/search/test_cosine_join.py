@@ -8,6 +8,7 @@ from dedup_pipeline.lib.search.cosine_join import (
     cosine_pairs_of,
     pair_similarities,
     projection_bound,
+    pruning_bound,
 )
 
 
@@ -84,3 +85,11 @@ def test_the_bound_of_vectors_spanning_few_directions() -> None:
     i, j, _ = cosine_pairs(vectors, 0.99, bounded=True)
     expected = cosine_pairs(vectors, 0.99, bounded=False)
     assert np.array_equal(i, expected[0]) and np.array_equal(j, expected[1])
+
+
+def test_the_bound_is_used_only_where_it_prunes() -> None:
+    rng = np.random.default_rng(6)
+    spread = unit_rows(rng.normal(size=(3000, 400)))  # variance in every direction: a loose bound
+    concentrated = unit_rows(rng.normal(size=(3000, 400)) * np.r_[np.full(20, 5.0), np.full(380, 0.05)])
+    assert pruning_bound(spread, 0.1) is None
+    assert pruning_bound(concentrated, 0.9) is not None
