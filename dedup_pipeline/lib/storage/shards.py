@@ -58,6 +58,13 @@ def _fixed_binary(rows: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(max(width, 1)), len(rows), [None, pa.py_buffer(rows)])
 
 
+def _table(columns: dict[str, pa.Array], required: str) -> pa.Table:
+    """A table of ``columns`` whose ``required`` column is declared not nullable (it never holds a
+    null: the store maps such columns, see raw_columns)."""
+    fields = [pa.field(name, array.type, nullable=name != required) for name, array in columns.items()]
+    return pa.Table.from_arrays(list(columns.values()), schema=pa.schema(fields))
+
+
 def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, model: str, image_size: int) -> pa.Table:
     """Embeddings as raw little-endian float32 bytes (a BLOB of ``dimension`` floats per image;
     ``numpy.frombuffer(blob, '<f4')``): read back 3x faster than a Parquet list of floats, whose
@@ -65,7 +72,7 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
     if embeddings is None:
         manifest, embeddings = manifest.head(0), np.zeros((0, 1), dtype=np.float32)
     vectors = np.ascontiguousarray(embeddings, dtype="<f4")
-    return pa.table(
+    return _table(
         {
             "image_id": pa.array(manifest["image_id"].to_numpy(), type=pa.int64()),
             "drop_seq": pa.array(manifest["drop_seq"].to_numpy(), type=pa.int64()),
@@ -74,7 +81,8 @@ def embeddings_table(manifest: pl.DataFrame, embeddings: np.ndarray | None, mode
             "image_size": pa.array([image_size] * manifest.height, type=pa.int32()),
             "dimension": pa.array([vectors.shape[1]] * manifest.height, type=pa.int32()),
             "embedding": _fixed_binary(vectors),
-        }
+        },
+        required="embedding",
     )
 
 
@@ -101,7 +109,7 @@ def thumbnails_table(manifest: pl.DataFrame, thumbnails: np.ndarray, view_hashes
     if view_hashes is not None:
         signed = np.ascontiguousarray(view_hashes, dtype=np.uint64).view(np.int64)
         columns[VIEW_HASHES_COLUMN] = pa.FixedSizeListArray.from_arrays(pa.array(signed.ravel()), signed.shape[1])
-    return pa.table(columns)
+    return _table(columns, required="thumbnail")
 
 
 def binary_rows(column: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:

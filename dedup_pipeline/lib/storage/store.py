@@ -33,10 +33,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dedup_pipeline.lib.storage.raw_columns import raw_write_options
+
 STORE_SUFFIX = ".store"
 SHARD_TABLES = ("manifest", "failures", "hashes", "thumbnails", "embeddings")
-# Raw pixels and floats: snappy saves little on them and costs a third of the reading time.
-UNCOMPRESSED_TABLES = ("thumbnails", "embeddings")
+# Raw pixels and floats, uncompressed (snappy saves little on them) and memory-mapped when read
+# (see raw_columns).
+RAW_COLUMNS = {"thumbnails": ["thumbnail"], "embeddings": ["embedding"]}
 EVENT_SCHEMA = {
     "path": pl.String,
     "kind": pl.String,  # image, or problem (an input that cannot become an image: no split, broken link)
@@ -209,11 +212,9 @@ class Store:
             temporary.mkdir()
             for name, table in tables.items():
                 path = temporary / f"{name}.parquet"
-                pq.write_table(
-                    table.to_arrow() if isinstance(table, pl.DataFrame) else table,
-                    path,
-                    compression="none" if name in UNCOMPRESSED_TABLES else "snappy",
-                )
+                arrow = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+                options = raw_write_options(arrow, RAW_COLUMNS[name]) if name in RAW_COLUMNS else {}
+                pq.write_table(arrow, path, **({"compression": "snappy"} | options))
                 _flushed(path)
             try:
                 os.rename(temporary, final)

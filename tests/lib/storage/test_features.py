@@ -10,6 +10,7 @@ import pytest
 from dedup_pipeline.lib.features.extraction import FAILURE_SCHEMA, MANIFEST_SCHEMA, ExtractionResult
 from dedup_pipeline.lib.storage.catalog import merge_drops
 from dedup_pipeline.lib.storage.features import LiveImages
+from dedup_pipeline.lib.storage.raw_columns import mapped_column
 from dedup_pipeline.lib.storage.shards import shard_tables, stable_image_id
 from dedup_pipeline.lib.storage.store import EVENT_SCHEMA, Store
 
@@ -85,6 +86,10 @@ def test_live_arrays_come_back_in_path_order_across_drops_and_retirements(tmp_pa
         assert hashes["phash"][position, 0] == result.hashes["phash"][row, 0]
     retired = dict(connection.execute("SELECT path, reason FROM retired_images").fetchall())
     assert retired == {"c": "changed: new content", "d": "deleted"}
+    # the store's raw columns are read in place
+    for drop in store.drops():
+        assert mapped_column(store.shard_file(drop, "embeddings"), "embedding") is not None
+        assert mapped_column(store.shard_file(drop, "thumbnails"), "thumbnail") is not None
     # the DuckDB views say the same
     assert connection.execute("SELECT count(*) FROM image_thumbnails").fetchone()[0] == 3
     blob = connection.execute("SELECT embedding FROM image_embeddings WHERE path = 'b'").fetchone()[0]
