@@ -17,18 +17,20 @@ from typing import Literal
 
 import numpy as np
 
-from dedup_pipeline.lib.search.multi_index_hashing import Chunk, multi_index_pairs, plan_chunks
+from dedup_pipeline.lib.search.multi_index_hashing import Plan, multi_index_pairs, plan_join
 
 DEFAULT_BLOCK_CELLS = 1 << 24
 JoinMethod = Literal["auto", "brute-force", "multi-index"]
 
 
-def _multi_index_plan(left: np.ndarray, right_count: int, threshold: int, method: JoinMethod) -> list[Chunk] | None:
+def _multi_index_plan(left: np.ndarray, right_count: int | None, threshold: int, method: JoinMethod) -> Plan | None:
+    """The multi-index plan for joining ``left`` with ``right_count`` hashes (None: a self-join),
+    or None for brute force."""
     if method == "brute-force" or left.shape[1] != 1:
         if method == "multi-index":
             raise ValueError("multi-index hashing joins 64-bit (one-word) hashes only")
         return None
-    plan = plan_chunks(left.shape[0], right_count, threshold)
+    plan = plan_join(left.shape[0], right_count, threshold)
     if plan is None and method == "multi-index":
         raise ValueError(f"no multi-index plan for threshold {threshold}")
     return plan
@@ -45,7 +47,7 @@ def hamming_pairs(
     words = np.ascontiguousarray(hashes, dtype=np.uint64)
     if words.ndim != 2:
         raise ValueError(f"hashes must be (N, words), got shape {words.shape}")
-    plan = _multi_index_plan(words, words.shape[0], threshold, method)
+    plan = _multi_index_plan(words, None, threshold, method)
     if plan is not None:
         return multi_index_pairs(words[:, 0], None, threshold, plan)
     count = words.shape[0]

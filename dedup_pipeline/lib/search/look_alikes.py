@@ -162,9 +162,10 @@ def look_alike_lists(vectors: np.ndarray, count: int = LOOK_ALIKES) -> LookAlike
 def _arrivals_beating(
     lists: LookAlikeLists, vectors: np.ndarray, rows: np.ndarray, arrivals: np.ndarray
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """For blocks of ``rows`` (positions of listed images): the rows, their exact similarity to
-    each arrival (positions too), and whether each arrival, on its own, beats the row's last entry
-    (more similar, or as similar at a lower position; any arrival beats a list not full yet)."""
+    """``(row, arrival, similarity)`` (positions, exact similarity) wherever an arrival, on its
+    own, beats the row's last entry (more similar, or as similar at a lower position; any arrival
+    beats a list not full yet), for blocks of ``rows`` (positions of listed images). Few do: the
+    full products are only compared with the last entry once, and the ties settled on the few."""
     count = lists.neighbours.shape[1]
     arriving = vectors[arrivals].astype(np.float32)
     every = vectors.astype(np.float32)
@@ -172,14 +173,12 @@ def _arrivals_beating(
     for start in range(0, len(rows), size):
         block = rows[start : start + size]
         scores = every[block] @ arriving.T  # exact integers in float32: compared as they are
-        last_similarity = lists.similarities[block, count - 1].astype(np.float32)[:, None]
-        last_position = lists.neighbours[block, count - 1][:, None]
-        beats = (
-            (last_position < 0)
-            | (scores > last_similarity)
-            | ((scores == last_similarity) & (arrivals[None, :] < last_position))
-        )
-        yield block, scores, beats
+        last_similarity = lists.similarities[block, count - 1]  # NO_SIMILARITY where not full
+        row, arrival = np.nonzero(scores >= last_similarity.astype(np.float32)[:, None])
+        similarity = scores[row, arrival].astype(np.int64)
+        last_position = lists.neighbours[block[row], count - 1]
+        beats = (last_position < 0) | (similarity > last_similarity[row]) | (arrivals[arrival] < last_position)
+        yield block[row[beats]], arrivals[arrival[beats]], similarity[beats]
 
 
 def lists_entered(lists: LookAlikeLists, vectors: np.ndarray, arrivals: np.ndarray) -> np.ndarray:
@@ -187,9 +186,8 @@ def lists_entered(lists: LookAlikeLists, vectors: np.ndarray, arrivals: np.ndarr
     enter the row's list; rows are every listed image but the arrivals."""
     rows = np.setdiff1d(np.arange(len(lists.neighbours)), arrivals)
     found = [np.zeros((0, 2), dtype=np.int64)]
-    for block, _, beats in _arrivals_beating(lists, vectors, rows, arrivals):
-        row, arrival = np.nonzero(beats)
-        found.append(np.stack([block[row], arrivals[arrival]], axis=1))
+    for row, arrival, _ in _arrivals_beating(lists, vectors, rows, arrivals):
+        found.append(np.stack([row, arrival], axis=1))
     return np.concatenate(found)
 
 
@@ -211,16 +209,21 @@ def updated_lists(lists: LookAlikeLists, vectors: np.ndarray, new: np.ndarray, s
     kept = np.flatnonzero(~(new | stale))
     if not len(arrivals) or not len(kept):
         return LookAlikeLists(neighbours, similarities)
-    for rows, scores, beats in _arrivals_beating(LookAlikeLists(neighbours, similarities), vectors, kept, arrivals):
-        changed = np.flatnonzero(beats.any(axis=1))
-        if not len(changed):
+    for row, arrival, similarity in _arrivals_beating(
+        LookAlikeLists(neighbours, similarities), vectors, kept, arrivals
+    ):
+        if not len(row):
             continue
-        candidates = np.concatenate(
-            [neighbours[rows[changed]], np.where(beats[changed], arrivals[None, :], -1)], axis=1
-        )
-        candidate_similarities = np.concatenate(
-            [similarities[rows[changed]].astype(np.int64), scores[changed].astype(np.int64)], axis=1
-        )
+        # each changed row's list and the arrivals that beat it, in a (rows, count + most beating) table
+        changed, slot_of = np.unique(row, return_inverse=True)
+        firsts = np.searchsorted(slot_of, np.arange(len(changed)))  # row is sorted: block order
+        column = np.arange(len(row)) - firsts[slot_of]
+        width = int(column.max()) + 1
+        beating = np.full((len(changed), width), -1, dtype=np.int64)
+        beating_similarity = np.full((len(changed), width), NO_SIMILARITY, dtype=np.int64)
+        beating[slot_of, column], beating_similarity[slot_of, column] = arrival, similarity
+        candidates = np.concatenate([neighbours[changed], beating], axis=1)
+        candidate_similarities = np.concatenate([similarities[changed].astype(np.int64), beating_similarity], axis=1)
         merged = _ranked(candidates, candidate_similarities, count)
-        neighbours[rows[changed]], similarities[rows[changed]] = merged.neighbours, merged.similarities
+        neighbours[changed], similarities[changed] = merged.neighbours, merged.similarities
     return LookAlikeLists(neighbours, similarities)

@@ -11,8 +11,14 @@ small set of bit-flip variants, and the candidates are equal-key groups of a sor
 
 Candidates are checked on all 64 bits, so the result is exact: the same pairs as brute force.
 For N random hashes the work is about N * (chunk bits) entries and a few candidates per entry,
-against N^2 / 2 comparisons for brute force; :func:`plan_chunks` estimates both and callers fall
+against N^2 / 2 comparisons for brute force; :func:`plan_join` estimates both and callers fall
 back to brute force where it is cheaper (small N, large thresholds).
+
+A few hashes against many (a drop's new images against the store: 600 against 60,000, or 600
+pHashes against 480,000 view hashes) are joined by probing instead: only the few are expanded,
+into every variant within their chunk's radius (up to two bits), sorted, and each of the many
+looks its chunks up there by binary search. Nothing of the large side is sorted or expanded,
+which is most of the work of the sort join when the sides differ a hundredfold.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ HASH_BITS = 64
 MAX_CHUNKS = 8
 CANDIDATE_BLOCK = 1 << 22  # candidate pairs generated at once
 CANDIDATE_COST = 8.0  # a checked candidate costs about this many brute-force comparisons
+PRESENCE_TABLE_BITS = 24  # chunks of at most this many bits get a table of the keys present (2 MB)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,12 @@ class Chunk:
     low: int  # first bit
     bits: int
     radius: int  # 0, 1 or 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    chunks: list[Chunk]
+    probe: bool  # expand the left side only and look the right side's chunks up (see the module)
 
 
 def _chunks(count: int, radii_total: int) -> list[Chunk] | None:
@@ -63,14 +76,38 @@ def _estimated_cost(chunks: list[Chunk], left: int, right: int) -> float:
     return cost
 
 
-def plan_chunks(left: int, right: int, threshold: int) -> list[Chunk] | None:
-    """The cheapest chunking for joining ``left`` hashes with ``right`` at ``threshold``, or None
-    when brute force (``left * right`` comparisons) is expected to be cheaper."""
+def _variants(bits: int, radius: int) -> int:
+    """Keys within ``radius`` (at most 2) bits of a ``bits``-bit key."""
+    return 1 + (bits if radius >= 1 else 0) + (bits * (bits - 1) // 2 if radius >= 2 else 0)
+
+
+def _probe_cost(chunks: list[Chunk], left: int, right: int) -> float:
+    """Sorting the left side's variants, a binary search of each right entry, and the expected
+    random-collision candidates (uniform hashes), in comparisons."""
+    cost = 0.0
+    for chunk in chunks:
+        entries = left * float(_variants(chunk.bits, chunk.radius))
+        candidates = entries * right / 2.0**chunk.bits
+        cost += (entries + 2 * right) * np.log2(max(entries, 2.0)) / 4 + candidates * CANDIDATE_COST
+    return cost
+
+
+def plan_join(left: int, right: int | None, threshold: int) -> Plan | None:
+    """The cheapest plan for joining ``left`` hashes with ``right`` (None: a self-join of ``left``)
+    at ``threshold``, or None when brute force is expected to be cheaper."""
+    self_join = right is None
+    right = left if self_join else right
     best, best_cost = None, float(left) * right
     for count in range(1, MAX_CHUNKS + 1):
         chunks = _chunks(count, max(0, threshold + 1 - count))
-        if chunks is not None and (cost := _estimated_cost(chunks, left, right)) < best_cost:
-            best, best_cost = chunks, cost
+        if chunks is None:
+            continue
+        options = [(Plan(chunks, probe=False), _estimated_cost(chunks, left, right))]
+        if not self_join:
+            options.append((Plan(chunks, probe=True), _probe_cost(chunks, left, right)))
+        for plan, cost in options:
+            if cost < best_cost:
+                best, best_cost = plan, cost
     return best
 
 
@@ -106,12 +143,26 @@ def _interleaving_tables(chunk_count: int) -> np.ndarray:
     return tables
 
 
-def _entries(values: np.ndarray, ids: np.ndarray, chunk: Chunk, expand: bool) -> tuple[np.ndarray, np.ndarray]:
-    part = (values >> np.uint64(chunk.low)) & np.uint64((1 << chunk.bits) - 1)
-    if not expand:
+def _chunk_keys(values: np.ndarray, chunk: Chunk) -> np.ndarray:
+    return (values >> np.uint64(chunk.low)) & np.uint64((1 << chunk.bits) - 1)
+
+
+@cache
+def _flips(bits: int, radius: int) -> np.ndarray:
+    """Every mask of at most ``radius`` (0-2) of ``bits`` bits, the empty mask first."""
+    single = [1 << bit for bit in range(bits)] if radius >= 1 else []
+    double = [(1 << a) | (1 << b) for a in range(bits) for b in range(a + 1, bits)] if radius >= 2 else []
+    return np.array([0, *single, *double], dtype=np.uint64)
+
+
+def _entries(values: np.ndarray, ids: np.ndarray, chunk: Chunk, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """(key, id) entries of a chunk: each value's chunk and, with ``radius``, every variant of it
+    within that many bits."""
+    part = _chunk_keys(values, chunk)
+    if not radius:
         return part, ids
-    flips = np.concatenate([[0], np.left_shift(1, np.arange(chunk.bits))]).astype(np.uint64)
-    return (part[:, None] ^ flips[None, :]).ravel(), np.repeat(ids, chunk.bits + 1)
+    flips = _flips(chunk.bits, radius)
+    return (part[:, None] ^ flips[None, :]).ravel(), np.repeat(ids, len(flips))
 
 
 def _key_order(keys: np.ndarray, key_bits: int) -> np.ndarray:
@@ -123,6 +174,22 @@ def _key_order(keys: np.ndarray, key_bits: int) -> np.ndarray:
     packed = (keys << np.uint64(position_bits)) | np.arange(len(keys), dtype=np.uint64)
     packed.sort()
     return (packed & np.uint64((1 << position_bits) - 1)).astype(np.intp)
+
+
+def _range_blocks(firsts: np.ndarray, counts: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(k, first[k] + offset)`` for every ``offset < counts[k]``, as blocks of about
+    ``CANDIDATE_BLOCK`` pairs however large one range is."""
+    positions = np.flatnonzero(counts > 0)
+    firsts, counts = firsts[positions], counts[positions].astype(np.int64)
+    ends = np.cumsum(counts)
+    first = 0
+    while first < len(positions):
+        start = ends[first] - counts[first]
+        last = max(first + 1, int(np.searchsorted(ends, start + CANDIDATE_BLOCK, side="right")))
+        block = counts[first:last]
+        offsets = np.arange(int(ends[last - 1] - start)) - np.repeat(ends[first:last] - block - start, block)
+        yield np.repeat(positions[first:last], block), np.repeat(firsts[first:last], block) + offsets
+        first = last
 
 
 def _group_candidates(
@@ -145,25 +212,50 @@ def _group_candidates(
         role_one_starts = starts + np.add.reduceat(roles == 0, starts) if len(keys) else starts
         partners_from = np.repeat(role_one_starts, sizes)
         partner_counts = np.where(roles == 0, group_ends - partners_from, 0)
-    positions = np.flatnonzero(partner_counts > 0)
-    partners_from, partner_counts = partners_from[positions], partner_counts[positions].astype(np.int64)
-    ends = np.cumsum(partner_counts)
-    first = 0
-    while first < len(positions):
-        start = ends[first] - partner_counts[first]
-        last = max(first + 1, int(np.searchsorted(ends, start + CANDIDATE_BLOCK, side="right")))
-        counts = partner_counts[first:last]
-        offsets = np.arange(int(ends[last - 1] - start)) - np.repeat(ends[first:last] - counts - start, counts)
-        yield np.repeat(ids[positions[first:last]], counts), ids[np.repeat(partners_from[first:last], counts) + offsets]
-        first = last
+    for entries, partners in _range_blocks(partners_from, partner_counts):
+        yield ids[entries], ids[partners]
+
+
+def _probe_pairs(left: np.ndarray, right: np.ndarray, threshold: int, chunks: list[Chunk]) -> np.ndarray:
+    """(left, right) index pairs within ``threshold``: the left side's chunk variants sorted, each
+    right value's chunks looked up among them (see the module). Values are interleaved already."""
+    ids = np.arange(len(left), dtype=np.int32 if len(left) < 2**31 else np.int64)
+    found = [np.zeros((0, 2), dtype=np.int64)]
+    for chunk in chunks:
+        keys, owners = _entries(left, ids, chunk, chunk.radius)
+        order = _key_order(keys, chunk.bits)
+        keys, owners = keys[order], owners[order]
+        probes = _chunk_keys(right, chunk)
+        hits = np.arange(len(probes))
+        if chunk.bits <= PRESENCE_TABLE_BITS:
+            # most probes find nothing: a table of the keys present skips their binary searches
+            present = np.zeros(1 << chunk.bits, dtype=bool)
+            present[keys] = True
+            hits = np.flatnonzero(present[probes])
+        firsts = np.searchsorted(keys, probes[hits], side="left")
+        counts = np.searchsorted(keys, probes[hits], side="right") - firsts
+        for hit, entries in _range_blocks(firsts, counts):
+            a, b = owners[entries], hits[hit]
+            keep = np.bitwise_count(left[a] ^ right[b]) <= threshold
+            found.append(np.stack([a[keep], b[keep]], axis=1).astype(np.int64))
+    return np.concatenate(found)
 
 
 def multi_index_pairs(
-    left: np.ndarray, right: np.ndarray | None, threshold: int, chunks: list[Chunk]
+    left: np.ndarray, right: np.ndarray | None, threshold: int, plan: Plan
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(i, j, distance)`` of every pair within ``threshold``, sorted by ``(i, j)``: ``i < j`` in
     ``left`` when ``right`` is None (a self-join), else ``left[i]`` against ``right[j]``.
     ``left`` and ``right`` are 1-D uint64."""
+    chunks = plan.chunks
+    if plan.probe:
+        if right is None:
+            raise ValueError("a self-join cannot probe")
+        left_values = _interleaved(np.ascontiguousarray(left, dtype=np.uint64), len(chunks))
+        right_values = _interleaved(np.ascontiguousarray(right, dtype=np.uint64), len(chunks))
+        pairs = unique_pairs(_probe_pairs(left_values, right_values, threshold, chunks))
+        i, j = pairs[:, 0], pairs[:, 1]
+        return i, j, np.bitwise_count(left_values[i] ^ right_values[j]).astype(np.int64)
     self_join = right is None
     values = left if self_join else np.concatenate([left, right])
     values = _interleaved(np.ascontiguousarray(values, dtype=np.uint64), len(chunks))
@@ -177,13 +269,13 @@ def multi_index_pairs(
             # queries (role 0) are one-bit variants; in a self-join every row is also a key (role 1)
             queries = ids if self_join else ids[side == 0]
             keys = ids if self_join else ids[side == 1]
-            query_keys, query_ids = _entries(values[queries], queries, chunk, expand=True)
-            key_keys, key_ids = _entries(values[keys], keys, chunk, expand=False)
+            query_keys, query_ids = _entries(values[queries], queries, chunk, radius=1)
+            key_keys, key_ids = _entries(values[keys], keys, chunk, radius=0)
             all_keys = np.concatenate([query_keys, key_keys])
             all_ids = np.concatenate([query_ids, key_ids])
             roles = np.concatenate([np.zeros(len(query_ids), np.uint8), np.ones(len(key_ids), np.uint8)])
         else:
-            all_keys, all_ids = _entries(values, ids, chunk, expand=chunk.radius == 2)
+            all_keys, all_ids = _entries(values, ids, chunk, radius=1 if chunk.radius == 2 else 0)
             # self-join: every entry its own role (ids differ within a key group); else the side
             roles = None if self_join else side[all_ids]
         if roles is None:

@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from dedup_pipeline.lib.search import look_alikes
 from dedup_pipeline.lib.search.look_alikes import (
     QUANTUM,
     LookAlikeLists,
@@ -60,7 +62,11 @@ def test_a_small_dataset_has_short_lists() -> None:
     assert nearest(vectors[:0], vectors).neighbours.shape == (0, 10)
 
 
-def test_updated_lists_equal_lists_from_scratch_after_additions_and_removals() -> None:
+@pytest.mark.parametrize("similarity_block", [1 << 24, 300], ids=["one block", "many blocks"])
+def test_updated_lists_equal_lists_from_scratch_after_additions_and_removals(
+    similarity_block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(look_alikes, "SIMILARITY_BLOCK", similarity_block)
     rng = np.random.default_rng(4)
     universe = tied_vectors(400, seed=5)
     live = np.sort(rng.choice(400, size=60, replace=False))  # universe rows, in "path" order

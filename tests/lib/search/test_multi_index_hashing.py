@@ -3,7 +3,7 @@ import pytest
 
 from dedup_pipeline.lib.search import multi_index_hashing
 from dedup_pipeline.lib.search.hamming_join import hamming_pairs, hamming_pairs_between
-from dedup_pipeline.lib.search.multi_index_hashing import HASH_BITS, plan_chunks
+from dedup_pipeline.lib.search.multi_index_hashing import HASH_BITS, Plan, _chunks, multi_index_pairs, plan_join
 
 
 def planted_hashes(seed: int, count: int = 3000) -> np.ndarray:
@@ -54,13 +54,34 @@ def test_rectangular_join_equals_brute_force(threshold: int) -> None:
     assert len(fast[0]) == len(brute[0]) >= 500  # right[k] == left[1500 + k] at least
 
 
+@pytest.mark.usefixtures("candidate_block")
+@pytest.mark.parametrize(
+    ("threshold", "chunk_count"), [(0, 3), (3, 3), (8, 3), (0, 4), (8, 4), (10, 4), (3, 6), (10, 6)]
+)
+def test_probing_the_small_side_equals_brute_force(threshold: int, chunk_count: int) -> None:
+    words = planted_hashes(200 + threshold)
+    left, right = words[-700:], words[:2600]  # the planted copies and the shared group on both sides
+    chunks = _chunks(chunk_count, max(0, threshold + 1 - chunk_count))
+    fast = multi_index_pairs(left[:, 0], right[:, 0], threshold, Plan(chunks, probe=True))
+    brute = hamming_pairs_between(left, right, threshold, method="brute-force")
+    assert as_set(*fast) == as_set(*brute)
+    assert len(fast[0]) >= 40  # planted copies: about one in eleven unchanged
+    order = np.lexsort((fast[1], fast[0]))
+    assert (order == np.arange(len(order))).all()
+
+
 def test_plan_prefers_brute_force_for_small_inputs_and_wide_thresholds() -> None:
-    assert plan_chunks(50, 50, 8) is None
-    assert plan_chunks(1_000_000, 1_000_000, 40) is None
-    plan = plan_chunks(1_000_000, 1_000_000, 8)
-    assert plan is not None
-    assert sum(chunk.bits for chunk in plan) == HASH_BITS
-    assert sum(chunk.radius + 1 for chunk in plan) >= 8 + 1  # pigeonhole: exact at threshold 8
+    assert plan_join(50, 50, 8) is None
+    assert plan_join(1_000_000, None, 40) is None
+    plan = plan_join(1_000_000, None, 8)
+    assert plan is not None and not plan.probe
+    assert sum(chunk.bits for chunk in plan.chunks) == HASH_BITS
+    assert sum(chunk.radius + 1 for chunk in plan.chunks) >= 8 + 1  # pigeonhole: exact at threshold 8
+
+
+def test_plan_probes_when_one_side_is_far_smaller() -> None:
+    assert plan_join(600, 480_000, 8).probe  # a drop's pHashes against the store's view hashes
+    assert not plan_join(60_000, 60_000, 8).probe
 
 
 def test_multi_index_refuses_wide_hashes() -> None:
