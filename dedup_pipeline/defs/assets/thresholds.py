@@ -22,7 +22,7 @@ from dedup_pipeline.lib.calibration.thresholds import (
     synthesize_copies,
     with_negatives,
 )
-from dedup_pipeline.lib.calibration.verifier_training import calibrate_verifier
+from dedup_pipeline.lib.calibration.verifier_training import RECALL_BUDGET, calibrate_verifier
 from dedup_pipeline.lib.features.embedding import load_embedder
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.inputs.sources import data_root
@@ -172,7 +172,9 @@ def _calibrated_rows(
             VERIFIED_EVIDENCE,
             verifier.scorer.threshold,
             None,
-            f"trained pair verifier, the judge of candidate pairs ({negatives}; threshold on out-of-fold scores)",
+            "trained pair verifier, the judge of candidate pairs "
+            f"({negatives}; threshold on out-of-fold scores: balanced precision reaches the target at "
+            f"{verifier.balanced_threshold:.3g}, made as strict as {RECALL_BUDGET:.0%} of the copies allows)",
             dedup.target_precision,
             verifier.tune_precision,
             verifier.tune_recall,
