@@ -129,17 +129,25 @@ def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.
     return result, leaks
 
 
-def judging_pairs(others: dict[str, pl.DataFrame], unlisted: Sequence[str], cifair: pl.DataFrame) -> pl.DataFrame:
+def judging_pairs(
+    others: dict[str, pl.DataFrame], unlisted: Sequence[str], cifair: pl.DataFrame, judged: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """The pairs to judge blind, shuffled and numbered: up to JUDGED_PER_SIZE other flags per size
-    (``others``: size name -> flagged (test_path, train_path) pairs), mixed with controls of known
-    verdict (ciFAIR's same-shot and "very similar" pairs, random pairs of one class).
-    Columns: pair, group, size, test_path, train_path."""
-    parts = [
-        flags.unique()
+    (``others``: size name -> flagged (test_path, train_path) pairs) not ``judged`` before (its
+    test_path, train_path), mixed with controls of known verdict (ciFAIR's same-shot and "very
+    similar" pairs, random pairs of one class). Columns: pair, group, size, test_path, train_path."""
+    seen = pl.DataFrame(schema={"test_path": pl.String, "train_path": pl.String}) if judged is None else judged
+    unjudged = {
+        size: flags.unique()
+        .join(seen.select("test_path", "train_path").unique(), on=["test_path", "train_path"], how="anti")
         .sort("test_path", "train_path")
-        .sample(n=min(JUDGED_PER_SIZE, flags.height), seed=0)
-        .select(pl.lit(OTHER_FLAG).alias("group"), pl.lit(size).alias("size"), "test_path", "train_path")
         for size, flags in others.items()
+    }
+    parts = [
+        flags.sample(n=min(JUDGED_PER_SIZE, flags.height), seed=0).select(
+            pl.lit(OTHER_FLAG).alias("group"), pl.lit(size).alias("size"), "test_path", "train_path"
+        )
+        for size, flags in unjudged.items()
     ]
     # random pairs of one class: the k-th sampled test image of a class with the k-th shuffled train image of it
     in_class = pl.int_range(pl.len()).over("label").alias("rank")
@@ -171,16 +179,23 @@ def judging_pairs(others: dict[str, pl.DataFrame], unlisted: Sequence[str], cifa
     return pairs.with_columns(pl.int_range(1, pl.len() + 1).alias("pair")).select("pair", pl.exclude("pair"))
 
 
-def judged_other_flags(judgments: pl.DataFrame) -> dict[str, tuple[int, float]]:
-    """Per size: how many of its other flags were judged, and the share the judges called a
-    different picture (averaged over judges)."""
+def judged_other_flags(judgments: pl.DataFrame, others: dict[str, pl.DataFrame]) -> dict[str, tuple[int, float]]:
+    """Per size: how many of its other flags now (``others``: size name -> flagged (test_path,
+    train_path) pairs) have been judged, in this kit or an earlier one, and the share the judges
+    called a different picture (averaged over judges). A pair's verdict is about its two pictures,
+    so it holds whichever run flagged it."""
     flags = judgments.filter(pl.col("group") == OTHER_FLAG).with_columns(
         (1 - same_shot_share(judge_columns(judgments))).alias("different")
     )
-    return {
-        size: (height, share)
-        for size, height, share in flags.group_by("size").agg(pl.len(), pl.col("different").mean()).rows()
-    }
+    judged = {}
+    for size, pairs in others.items():
+        now = pairs.unique().join(
+            flags.filter(pl.col("size") == size).group_by("test_path", "train_path").agg(pl.col("different").mean()),
+            on=["test_path", "train_path"],
+        )
+        if now.height:
+            judged[size] = (now.height, float(now["different"].mean()))
+    return judged
 
 
 def report(
@@ -247,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.sheets is not None:
         return write_sheets(args, cifar, unlisted, test_train)
-    results, sheets = [], []
+    results, sheets, others = [], [], {}
     for sizes in SIZES:
         name = f"subset-{sum(sizes)}"
         data = args.work / name
@@ -256,11 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         planted = build_subset(cifar, data, sizes, unlisted)
         run = run_pipeline(data, args.work / f"{name}.duckdb")
         result, leaks = measure(run, planted)
+        others[f"subset-{result.images}"] = leaks
         sheet = args.out / f"planted_{name}_others.png"
         contact_sheet(data, leaks, sheet)
         results.append(result)
         sheets.append(str(sheet))
-    judged = judged_other_flags(pl.read_csv(BLIND_JUDGMENTS)) if BLIND_JUDGMENTS.exists() else {}
+    judged = judged_other_flags(pl.read_csv(BLIND_JUDGMENTS), others) if BLIND_JUDGMENTS.exists() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = report(results, sheets, commit, judged)
     (args.out / "planted.md").write_text("\n".join(lines))
@@ -278,7 +294,8 @@ def write_sheets(args: argparse.Namespace, cifar: Path, unlisted: Sequence[str],
         data = args.work / name
         run = load_run(args.work / f"{name}.duckdb", DedupConfig(data=str(data)))
         others[f"subset-{run.manifest.height}"] = other_flags(flagged_pairs(run))
-    write_kit(judging_pairs(others, unlisted, cifair), cifar, args.sheets, args.key)  # every judged path is CIFAR's
+    judged = pl.read_csv(BLIND_JUDGMENTS) if BLIND_JUDGMENTS.exists() else None
+    write_kit(judging_pairs(others, unlisted, cifair, judged), cifar, args.sheets, args.key)  # paths are CIFAR's
     return 0
 
 

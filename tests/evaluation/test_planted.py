@@ -75,4 +75,8 @@ def test_judging_mixes_the_other_flags_with_controls_and_reads_back_the_verdicts
         pl.when(pl.col("group") == OTHER_FLAG).then(pl.lit("different")).otherwise(pl.lit("near")).alias("judge_a"),
         pl.lit("near").alias("judge_b"),
     )
-    assert judged_other_flags(judgments) == {"subset-10": (1, 0.5)}
+    assert judged_other_flags(judgments, others) == {"subset-10": (1, 0.5)}
+    # only the pairs flagged now count, and a later kit leaves out the pairs judged already
+    assert judged_other_flags(judgments, {"subset-10": others["subset-10"].clear()}) == {}
+    again = judging_pairs(others, unlisted, cifair, judgments)
+    assert again.filter(pl.col("group") == OTHER_FLAG).height == 0
