@@ -54,7 +54,8 @@ class PlantedResult:
     images: int
     planted: int
     verifier_threshold: float | None
-    estimated_precision: float | None
+    estimated_precision: float | None  # match_thresholds' held-out estimate (balanced pairs)
+    expected_precision: float | None  # at the first join's base rate (base_rate)
     planted_found: int
     other_test_images: int
     other_pairs: int
@@ -121,6 +122,7 @@ def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.
         planted=len(planted),
         verifier_threshold=threshold,
         estimated_precision=estimate,
+        expected_precision=run.expected_precision,
         planted_found=planted_found,
         other_test_images=leaks["test_path"].n_unique(),
         other_pairs=leaks.height,
@@ -211,15 +213,19 @@ def report(
         + (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
         "| images (with the planted) | planted copies | verifier threshold chosen | precision `match_thresholds` "
-        "estimates | planted found | other test images flagged (pairs) | of those judged blind: a different picture "
-        "| contact sheet | pipeline seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "estimates (balanced pairs) | precision expected at the join's base rate | planted found | other test "
+        "images flagged (pairs) | of those judged blind: a different picture | measured precision: planted + "
+        "judged | contact sheet | pipeline seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result, sheet in zip(results, sheets, strict=True):
+        verdicts = judged.get(_size_name(result))
         lines.append(
             f"| {result.images:,} | {result.planted} | {number(result.verifier_threshold)} | "
-            f"{number(result.estimated_precision)} | {result.planted_found}/{result.planted} | "
-            f"{result.other_test_images} ({result.other_pairs}) | {_judged_cell(judged.get(_size_name(result)))} | "
+            f"{number(result.estimated_precision)} | {number(result.expected_precision)} | "
+            f"{result.planted_found}/{result.planted} | "
+            f"{result.other_test_images} ({result.other_pairs}) | {_judged_cell(verdicts)} | "
+            f"{number(measured_precision(result, verdicts))} | "
             f"[{Path(sheet).name}]({Path(sheet).name}) | "
             f"{result.seconds:.0f} |"
         )
@@ -232,6 +238,16 @@ def report(
         "",
     ]
     return lines
+
+
+def measured_precision(result: PlantedResult, verdicts: tuple[int, float] | None) -> float | None:
+    """Of the test-train pairs flagged (planted copies found and other flags), the share that are
+    the same shot: every planted pair, and the other flags at the judged share (None unjudged)."""
+    flagged = result.planted_found + result.other_pairs
+    if not flagged:
+        return None
+    different = 0.0 if not result.other_pairs else None if verdicts is None else verdicts[1] * result.other_pairs
+    return None if different is None else 1 - different / flagged
 
 
 def _size_name(result: PlantedResult) -> str:

@@ -12,10 +12,7 @@ import polars as pl
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.storage.database import (
-    read_match_thresholds,
-    read_table,
-)
+from dedup_pipeline.lib.storage.database import read_match_thresholds, read_table, table_names
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store, discard
 
@@ -32,6 +29,7 @@ class StoredRun:
     thumbnails: np.ndarray
     pairs: pl.DataFrame  # the run's similar_pairs
     seconds: float
+    expected_precision: float | None = None  # of the verifier's first verdicts (base_rate)
 
 
 def run_pipeline(data: Path, database: Path, **options: object) -> StoredRun:
@@ -67,4 +65,16 @@ def load_run(database: Path, config: DedupConfig, seconds: float = float("nan"))
                 pl.col("image_id_a").replace_strict(position), pl.col("image_id_b").replace_strict(position)
             ).sort("image_id_a", "image_id_b"),
             seconds=seconds,
+            expected_precision=_expected_precision(connection),
         )
+
+
+def _expected_precision(connection: duckdb.DuckDBPyConnection) -> float | None:
+    """The precision the first join expected of its verifier's verdicts (None without a verifier)."""
+    if "pair_verifier" not in table_names(connection):
+        return None
+    columns = {name for (name,) in connection.execute("SELECT column_name FROM (DESCRIBE pair_verifier)").fetchall()}
+    if "expected_precision" not in columns:
+        return None
+    row = connection.execute("SELECT expected_precision FROM pair_verifier").fetchone()
+    return None if row is None else row[0]

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +8,12 @@ from dedup_pipeline.evaluation.planted import (
     CONTROL_DIFFERENT,
     OTHER_FLAG,
     PLANTED_PREFIX,
+    PlantedResult,
     build_subset,
     judged_other_flags,
     judging_pairs,
     measure,
+    measured_precision,
 )
 from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.search.criteria import MatchThresholds
@@ -80,3 +83,20 @@ def test_judging_mixes_the_other_flags_with_controls_and_reads_back_the_verdicts
     assert judged_other_flags(judgments, {"subset-10": others["subset-10"].clear()}) == {}
     again = judging_pairs(others, unlisted, cifair, judgments)
     assert again.filter(pl.col("group") == OTHER_FLAG).height == 0
+
+
+def test_measured_precision_counts_the_planted_and_the_judged_share_of_the_others() -> None:
+    result = PlantedResult(
+        images=100,
+        planted=10,
+        verifier_threshold=0.9,
+        estimated_precision=1.0,
+        expected_precision=0.95,
+        planted_found=9,
+        other_test_images=1,
+        other_pairs=1,
+        seconds=1.0,
+    )
+    assert measured_precision(result, (1, 1.0)) == 0.9  # 9 planted and 1 different picture
+    assert measured_precision(result, None) is None
+    assert measured_precision(replace(result, other_pairs=0), None) == 1.0

@@ -7,7 +7,7 @@ from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
-from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join
 from dedup_pipeline.lib.storage.database import (
     calibration_id,
     create_views,
@@ -16,8 +16,8 @@ from dedup_pipeline.lib.storage.database import (
     read_match_thresholds,
     read_table,
     transaction,
+    write_first_join,
     write_join_state,
-    write_screen_cutoff,
     write_table,
 )
 from dedup_pipeline.lib.storage.features import LiveImages
@@ -58,7 +58,7 @@ def similar_pairs(
         with transaction(connection):
             write_join_state(connection, state, calibration)
             if thresholds.screen_cutoff is None:
-                write_screen_cutoff(connection, state.screen_cutoff)
+                write_first_join(connection, state.screen_cutoff, state.expected)
             create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
     context.log.info(
@@ -83,10 +83,23 @@ def similar_pairs(
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
             "verifier_threshold": thresholds.verifier.threshold if thresholds.verifier is not None else "off",
             "screen_cutoff": state.screen_cutoff if state.screen_cutoff is not None else "none",
+            **_expected_metadata(state),
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
             **metadata,
         }
     )
+
+
+def _expected_metadata(state: JoinState) -> dict[str, object]:
+    """The first join's expected precision of the verifier's verdicts (see base_rate)."""
+    if state.expected is None:
+        return {}
+    return {
+        "expected_precision": state.expected.precision,
+        "estimated_copy_share": state.expected.copy_share,
+        "verifier_flagged": state.expected.flagged,
+        "verifier_candidates": state.expected.candidates,
+    }
 
 
 @dg.asset(

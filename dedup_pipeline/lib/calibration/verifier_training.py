@@ -42,6 +42,7 @@ from dedup_pipeline.lib.calibration.thresholds import (
 )
 from dedup_pipeline.lib.features.views import nominated, view_matches
 from dedup_pipeline.lib.search.look_alikes import LOOK_ALIKES, LookAlikeSpace, nearest
+from dedup_pipeline.lib.verification.base_rate import training_share
 from dedup_pipeline.lib.verification.pair_features import (
     ImageSignals,
     feature_names,
@@ -95,6 +96,7 @@ class HalfPairs:
 
     copy_pairs: np.ndarray  # (n, 2): copy id, dataset image id
     copy_labels: np.ndarray  # True where the image is the copy's source
+    copy_random: np.ndarray  # True where the image was drawn at random (not a candidate of the copy)
     copy_fold: np.ndarray  # fold of the copy's source (0 or 1)
     positive_found: np.ndarray  # per copy: its source is among its look-alikes
     original_pairs: np.ndarray  # (m, 2): sampled image, a negative look-alike of it
@@ -145,7 +147,7 @@ def half_pairs(
     )
     by_view = nominated(copies.signals.views, signals.views[copies.owner])
     random_ids = np.random.default_rng(len(sample)).integers(0, count, size=(len(neighbours), RANDOM_NEGATIVES))
-    pairs, pair_labels, folds, found = [], [], [], []
+    pairs, pair_labels, drawn_at_random, folds, found = [], [], [], [], []
     for k, (source, candidates) in enumerate(zip(copies.owner.tolist(), neighbours, strict=True)):
         keep = negative(source, candidates)
         if not other_label_only and source in nearest_of:
@@ -154,11 +156,13 @@ def half_pairs(
         chosen = np.concatenate([[source], candidates[keep], drawn[negative(source, drawn)]])
         pairs.append(np.stack([np.full(len(chosen), count + k), chosen], axis=1))
         pair_labels.append(np.arange(len(chosen)) == 0)
+        drawn_at_random.append(np.arange(len(chosen)) > keep.sum())
         folds.append(np.full(len(chosen), fold_of_row[position[source]]))
         found.append(bool(np.any(candidates == source) or by_view[k]))
     return HalfPairs(
         copy_pairs=np.concatenate(pairs).astype(np.int64) if pairs else np.zeros((0, 2), np.int64),
         copy_labels=np.concatenate(pair_labels) if pair_labels else np.zeros(0, bool),
+        copy_random=np.concatenate(drawn_at_random) if drawn_at_random else np.zeros(0, bool),
         copy_fold=np.concatenate(folds) if folds else np.zeros(0, np.int64),
         positive_found=np.array(found, dtype=bool),
         original_pairs=np.stack([sample[original_rank], original_targets], axis=1).astype(np.int64),
@@ -243,7 +247,12 @@ def calibrate_verifier(
     if balanced is None:
         return None
     threshold = operating_threshold(tune_scores.positives, balanced)
-    scorer = fit_scorer(names, tune_copy_features, tune_pairs.copy_labels).with_threshold(threshold)
+    look_alike_negatives = int((~tune_pairs.copy_labels & ~tune_pairs.copy_random).sum())
+    scorer = (
+        fit_scorer(names, tune_copy_features, tune_pairs.copy_labels)
+        .with_threshold(threshold)
+        .with_trained_share(training_share(int(tune_pairs.copy_labels.sum()), look_alike_negatives))
+    )
     accepted = np.sort(screen_oof[tune_pairs.copy_labels & (copy_oof >= threshold)])
     if len(accepted):
         screen = fit_scorer(screen_names, tune_copy_features[:, screen_columns], tune_pairs.copy_labels)

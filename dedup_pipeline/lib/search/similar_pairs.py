@@ -43,6 +43,7 @@ from dedup_pipeline.lib.search.look_alikes import (
 )
 from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, contains, union
 from dedup_pipeline.lib.storage.features import LiveImages
+from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision
 from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
@@ -90,7 +91,8 @@ class JoinState:
     """What a join leaves for the next one, by stable image id: the images joined, their duplicate
     pairs (every ``similar_pairs`` column), their look-alike lists (``look_alike_ids`` rows, -1
     padded neighbour ids, exact similarities) and projected look-alike vectors, and the screen
-    cutoff the verifier applied (to be stored with the calibration: later joins must apply it)."""
+    cutoff the verifier applied (to be stored with the calibration: later joins must apply it) with
+    the precision its first verdicts should have."""
 
     joined: np.ndarray
     pairs: pl.DataFrame
@@ -99,6 +101,7 @@ class JoinState:
     similarities: np.ndarray
     vectors: np.ndarray
     screen_cutoff: float | None
+    expected: ExpectedPrecision | None = None
 
     @classmethod
     def empty(cls) -> JoinState:
@@ -238,7 +241,13 @@ def join(
         pl.Series("image_id_a", images.image_ids[pairs["image_id_a"].to_numpy()]),
         pl.Series("image_id_b", images.image_ids[pairs["image_id_b"].to_numpy()]),
     )
-    state = JoinState(np.sort(images.image_ids), pairs, *_lists_by_id(images, lists, vectors), verdicts.screen_cutoff)
+    state = JoinState(
+        np.sort(images.image_ids),
+        pairs,
+        *_lists_by_id(images, lists, vectors),
+        verdicts.screen_cutoff,
+        verdicts.expected,
+    )
     report = JoinReport(
         new_images=int(new.sum()),
         retired_images=retired,

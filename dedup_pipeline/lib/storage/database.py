@@ -32,6 +32,7 @@ import pyarrow as pa
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace
 from dedup_pipeline.lib.search.similar_pairs import JoinState
+from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 CONTRACT_VIEWS: dict[str, str] = {
@@ -134,6 +135,8 @@ VERIFIER_SCHEMA = {
     "threshold": pl.Float64,
     "look_alike_space": pl.Binary,
     "screen_cutoff": pl.Float64,
+    "expected_precision": pl.Float64,  # of the first join's verdicts (base_rate), set by that join
+    "copy_share": pl.Float64,  # estimated share of copies among the first join's candidates
 }
 CALIBRATION_SCHEMA = {
     "calibration_id": pl.String,
@@ -148,14 +151,28 @@ def write_verifier(
     connection: duckdb.DuckDBPyConnection, scorer: PairScorer | None, space: LookAlikeSpace | None = None
 ) -> None:
     """The trained pair verifier as JSON with its look-alike space (no row when there is none);
-    its screen cutoff is set later, by the first join (:func:`write_screen_cutoff`)."""
-    rows = [] if scorer is None else [(scorer.to_json(), scorer.threshold, space.to_bytes() if space else None, None)]
+    its screen cutoff and expected precision are set later, by the first join (:func:`write_first_join`)."""
+    rows = (
+        []
+        if scorer is None
+        else [(scorer.to_json(), scorer.threshold, space.to_bytes() if space else None, None, None, None)]
+    )
     replace_table(connection, "pair_verifier", pl.DataFrame(rows, schema=VERIFIER_SCHEMA, orient="row"))
 
 
-def write_screen_cutoff(connection: duckdb.DuckDBPyConnection, cutoff: float | None) -> None:
+def write_first_join(
+    connection: duckdb.DuckDBPyConnection, cutoff: float | None, expected: ExpectedPrecision | None
+) -> None:
+    """What the first join under a calibration adds to its verifier: the screen cutoff later joins
+    apply, and the precision its verdicts should have."""
     if cutoff is not None:
         connection.execute("UPDATE pair_verifier SET screen_cutoff = ?", [cutoff])
+    if expected is not None:
+        for column in ("expected_precision", "copy_share"):  # absent from verifiers stored before
+            connection.execute(f"ALTER TABLE pair_verifier ADD COLUMN IF NOT EXISTS {column} DOUBLE")
+        connection.execute(
+            "UPDATE pair_verifier SET expected_precision = ?, copy_share = ?", [expected.precision, expected.copy_share]
+        )
 
 
 def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:

@@ -32,6 +32,7 @@ from dedup_pipeline.lib.search.criteria import (
     MatchThresholds,
 )
 from dedup_pipeline.lib.search.hamming_join import mirror_aware_distances, pair_distances
+from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision, expected_precision
 from dedup_pipeline.lib.verification.pair_features import (
     VIEW_DISTANCE,
     ImageSignals,
@@ -71,10 +72,12 @@ def alignment_budget(image_count: int) -> int:
 @dataclass(frozen=True)
 class Verdicts:
     """The duplicates among judged pairs (positions ``i < j``, every column of ``similar_pairs``),
-    and the screen cutoff the verifier applied (set by this judgement when the thresholds had none)."""
+    the screen cutoff the verifier applied (set by this judgement when the thresholds had none)
+    and, from that first judgement, the precision its verdicts should have (``base_rate``)."""
 
     pairs: pl.DataFrame
     screen_cutoff: float | None
+    expected: ExpectedPrecision | None = None
 
 
 def verifier_probability(
@@ -161,6 +164,7 @@ def judge(
     columns["verification_score"] = None
     keep = np.logical_or.reduce(list(criteria.values())) if criteria else np.zeros(len(i), dtype=bool)
     verifier, cutoff = thresholds.verifier, thresholds.screen_cutoff
+    expected = None
     if verifier is not None:
         exact = np.logical_or.reduce([criteria[name] for name in digests]) if digests else np.zeros(len(i), bool)
         probability, cutoff = verifier_probability(
@@ -176,6 +180,8 @@ def judge(
         columns["verification_score"] = probability
         criteria[VERIFIED_EVIDENCE] = probability >= verifier.threshold  # False where screened out (NaN)
         keep = exact | criteria[VERIFIED_EVIDENCE]
+        if thresholds.screen_cutoff is None and verifier.trained_share is not None:  # the first judgement
+            expected = expected_precision(probability[~exact], verifier.trained_share, verifier.threshold)
 
     frame = pl.DataFrame(
         [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]
@@ -192,7 +198,7 @@ def judge(
         )
         .filter(pl.Series(keep))
     )
-    return Verdicts(judged, cutoff)
+    return Verdicts(judged, cutoff, expected)
 
 
 def _named_flags(column: str, flags: Mapping[str, np.ndarray], rows: int) -> pl.DataFrame:

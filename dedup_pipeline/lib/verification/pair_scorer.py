@@ -34,6 +34,7 @@ class PairScorer:
     screen: PairScorer | None = None
     lower: np.ndarray | None = None  # per feature: the training range values are clipped to
     upper: np.ndarray | None = None
+    trained_share: float | None = None  # share of copies its probabilities are posteriors under (base_rate)
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -54,6 +55,9 @@ class PairScorer:
     def with_screen(self, screen: PairScorer | None) -> PairScorer:
         return replace(self, screen=screen)
 
+    def with_trained_share(self, share: float) -> PairScorer:
+        return replace(self, trained_share=float(share))
+
     def to_json(self) -> str:
         return json.dumps(self._as_dict())
 
@@ -69,6 +73,7 @@ class PairScorer:
             "screen": None if self.screen is None else self.screen._as_dict(),
             "lower": None if self.lower is None else self.lower.tolist(),
             "upper": None if self.upper is None else self.upper.tolist(),
+            "trained_share": self.trained_share,
         }
 
     @staticmethod
@@ -79,6 +84,7 @@ class PairScorer:
     def _from_dict(data: dict) -> PairScorer:
         screen = data.get("screen")  # absent in verifiers stored before screens existed
         lower, upper = data.get("lower"), data.get("upper")  # absent before clipping existed
+        trained_share = data.get("trained_share")  # absent before expected precision existed
         return PairScorer(
             tuple(data["features"]),
             np.array(data["mean"]),
@@ -90,6 +96,7 @@ class PairScorer:
             None if screen is None else PairScorer._from_dict(screen),
             None if lower is None else np.array(lower),
             None if upper is None else np.array(upper),
+            None if trained_share is None else float(trained_share),
         )
 
 

@@ -13,11 +13,12 @@ from dedup_pipeline.lib.storage.database import (
     read_match_thresholds,
     read_table,
     transaction,
+    write_first_join,
     write_join_state,
-    write_screen_cutoff,
     write_table,
     write_verifier,
 )
+from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 
@@ -56,9 +57,11 @@ def test_match_thresholds_are_read_back_with_the_verifier_its_space_and_cutoff()
     space = fit_space(np.random.default_rng(1).normal(size=(100, 80)))
     write_verifier(connection, scorer, space)
     with_verifier = calibration_id(connection)
-    write_screen_cutoff(connection, 0.25)
+    write_first_join(connection, 0.25, ExpectedPrecision(candidates=100, flagged=5, copy_share=0.04, precision=0.9))
     thresholds = read_match_thresholds(connection)
     assert thresholds.verifier.threshold == 0.7 and thresholds.screen_cutoff == 0.25
+    stored = connection.execute("SELECT expected_precision, copy_share FROM pair_verifier").fetchone()
+    assert stored == (0.9, 0.04)
     assert np.array_equal(thresholds.look_alikes.components, space.components)
     assert before != with_verifier == calibration_id(connection)  # the cutoff the first join sets is not part of it
 
