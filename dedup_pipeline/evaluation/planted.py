@@ -55,7 +55,8 @@ class PlantedResult:
     planted: int
     verifier_threshold: float | None
     estimated_precision: float | None  # match_thresholds' held-out estimate (balanced pairs)
-    expected_precision: float | None  # at the first join's base rate (base_rate)
+    expected_precision: float | None  # of all the first join's flags, at its base rate (base_rate)
+    expected_measured: float | None  # of the measured pairs (planted found and other test flags)
     planted_found: int
     other_test_images: int
     other_pairs: int
@@ -94,6 +95,22 @@ def flagged_pairs(run: StoredRun) -> pl.DataFrame:
     )
 
 
+def expected_on(run: StoredRun, measured: set[tuple[str, str]]) -> float | None:
+    """The precision the run's ``copy_probability`` expects of the ``measured`` (test, train)
+    pairs: their mean (None when the run has none, or nothing is measured)."""
+    if "copy_probability" not in run.pairs.columns or not measured:
+        return None
+    paths = run.manifest["path"].to_numpy()
+    a, b = paths[run.pairs["image_id_a"].to_numpy()], paths[run.pairs["image_id_b"].to_numpy()]
+    chances = [
+        chance
+        for first, second, chance in zip(a, b, run.pairs["copy_probability"].to_list(), strict=True)
+        if (first, second) in measured or (second, first) in measured
+    ]
+    known = [chance for chance in chances if chance is not None]
+    return sum(known) / len(known) if known and len(known) == len(chances) else None
+
+
 def other_flags(pairs: pl.DataFrame) -> pl.DataFrame:
     """The flagged (test_path, train_path) pairs of ``flagged_pairs`` whose test image is not planted."""
     return (
@@ -115,14 +132,16 @@ def measure(run: StoredRun, planted: dict[str, str]) -> tuple[PlantedResult, pl.
     planted_found = sum((copy, source) in found for copy, source in planted.items())
     leaks = other_flags(pairs)
     verifier = run.threshold_table.filter(pl.col("evidence") == VERIFIED_EVIDENCE)
-    threshold = verifier["threshold"][0] if verifier.height else None
+    threshold = run.thresholds.verifier.threshold if run.thresholds.verifier is not None else None
     estimate = verifier["holdout_precision"][0] if verifier.height else None
+    measured = {(copy, source) for copy, source in planted.items() if (copy, source) in found} | set(leaks.rows())
     result = PlantedResult(
         images=run.manifest.height,
         planted=len(planted),
         verifier_threshold=threshold,
         estimated_precision=estimate,
         expected_precision=run.expected_precision,
+        expected_measured=expected_on(run, measured),
         planted_found=planted_found,
         other_test_images=leaks["test_path"].n_unique(),
         other_pairs=leaks.height,
@@ -213,16 +232,17 @@ def report(
         + (__doc__ or "").split("\n\n")[1].replace("\n", " "),
         "",
         "| images (with the planted) | planted copies | verifier threshold chosen | precision `match_thresholds` "
-        "estimates (balanced pairs) | precision expected at the join's base rate | planted found | other test "
-        "images flagged (pairs) | of those judged blind: a different picture | measured precision: planted + "
-        "judged | contact sheet | pipeline seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "estimates (balanced pairs) | precision expected at the join's base rate: all flags | the same, of the "
+        "measured pairs | planted found | other test images flagged (pairs) | of those judged blind: a different "
+        "picture | measured precision: planted + judged | contact sheet | pipeline seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result, sheet in zip(results, sheets, strict=True):
         verdicts = judged.get(_size_name(result))
         lines.append(
             f"| {result.images:,} | {result.planted} | {number(result.verifier_threshold)} | "
             f"{number(result.estimated_precision)} | {number(result.expected_precision)} | "
+            f"{number(result.expected_measured)} | "
             f"{result.planted_found}/{result.planted} | "
             f"{result.other_test_images} ({result.other_pairs}) | {_judged_cell(verdicts)} | "
             f"{number(measured_precision(result, verdicts))} | "

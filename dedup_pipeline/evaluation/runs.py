@@ -12,7 +12,7 @@ import polars as pl
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.storage.database import read_match_thresholds, read_table, table_names
+from dedup_pipeline.lib.storage.database import column_names, read_match_thresholds, read_table, table_names
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store, discard
 
@@ -73,8 +73,7 @@ def _expected_precision(connection: duckdb.DuckDBPyConnection) -> float | None:
     """The precision the first join expected of its verifier's verdicts (None without a verifier)."""
     if "pair_verifier" not in table_names(connection):
         return None
-    columns = {name for (name,) in connection.execute("SELECT column_name FROM (DESCRIBE pair_verifier)").fetchall()}
-    if "expected_precision" not in columns:
+    if "expected_precision" not in column_names(connection, "pair_verifier"):
         return None
     row = connection.execute("SELECT expected_precision FROM pair_verifier").fetchone()
     return None if row is None else row[0]

@@ -17,7 +17,12 @@ from dedup_pipeline.evaluation.planted import (
 )
 from dedup_pipeline.evaluation.runs import StoredRun
 from dedup_pipeline.lib.search.criteria import MatchThresholds
+from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 from tests.conftest import smooth_picture
+
+
+def fitted_scorer() -> PairScorer:
+    return PairScorer(("a",), np.zeros(1), np.ones(1), np.eye(1, dtype=np.int64), np.ones(1), 0.0, 0.9)
 
 
 def test_a_subset_gets_its_planted_copies_and_the_other_flags_are_counted(tmp_path: Path) -> None:
@@ -42,15 +47,22 @@ def test_a_subset_gets_its_planted_copies_and_the_other_flags_are_counted(tmp_pa
         manifest=pl.DataFrame({"path": paths}),
         hashes={},
         embeddings=None,
-        thresholds=MatchThresholds(hamming={}),
+        thresholds=MatchThresholds(hamming={}, verifier=fitted_scorer().with_threshold(0.5)),
         threshold_table=pl.DataFrame({"evidence": ["verified"], "threshold": [0.5], "holdout_precision": [1.0]}),
         thumbnails=np.zeros((len(files), 32, 32, 3), dtype=np.uint8),
-        pairs=pl.DataFrame({"image_id_a": [min(a, b) for a, b in found], "image_id_b": [max(a, b) for a, b in found]}),
+        pairs=pl.DataFrame(
+            {
+                "image_id_a": [min(a, b) for a, b in found],
+                "image_id_b": [max(a, b) for a, b in found],
+                "copy_probability": [1.0, 0.5],
+            }
+        ),
         seconds=1.0,
     )
     result, others = measure(run, planted)
     assert (result.planted_found, result.other_test_images, result.other_pairs) == (1, 1, 1)
     assert (result.verifier_threshold, result.estimated_precision) == (0.5, 1.0)
+    assert result.expected_measured == 0.75  # the planted pair and the other flag
     assert others.rows() == [(other_test, "train/cat/0.png")]
 
 
@@ -92,6 +104,7 @@ def test_measured_precision_counts_the_planted_and_the_judged_share_of_the_other
         verifier_threshold=0.9,
         estimated_precision=1.0,
         expected_precision=0.95,
+        expected_measured=0.9,
         planted_found=9,
         other_test_images=1,
         other_pairs=1,

@@ -7,6 +7,7 @@ from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
+from dedup_pipeline.lib.search.criteria import MatchThresholds
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join
 from dedup_pipeline.lib.storage.database import (
     calibration_id,
@@ -58,7 +59,7 @@ def similar_pairs(
         with transaction(connection):
             write_join_state(connection, state, calibration)
             if thresholds.screen_cutoff is None:
-                write_first_join(connection, state.screen_cutoff, state.expected)
+                write_first_join(connection, state.screen_cutoff, state.operating_threshold, state.expected)
             create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
     context.log.info(
@@ -81,13 +82,19 @@ def similar_pairs(
             "pairs_removed": report.pairs_removed,
             "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
-            "verifier_threshold": thresholds.verifier.threshold if thresholds.verifier is not None else "off",
+            "verifier_threshold": _verifier_threshold(thresholds, state),
             "screen_cutoff": state.screen_cutoff if state.screen_cutoff is not None else "none",
             **_expected_metadata(state),
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
             **metadata,
         }
     )
+
+
+def _verifier_threshold(thresholds: MatchThresholds, state: JoinState) -> float | str:
+    if thresholds.verifier is None:
+        return "off"
+    return state.operating_threshold if state.operating_threshold is not None else thresholds.verifier.threshold
 
 
 def _expected_metadata(state: JoinState) -> dict[str, object]:

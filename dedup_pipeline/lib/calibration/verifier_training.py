@@ -251,7 +251,7 @@ def calibrate_verifier(
     scorer = (
         fit_scorer(names, tune_copy_features, tune_pairs.copy_labels)
         .with_threshold(threshold)
-        .with_trained_share(training_share(int(tune_pairs.copy_labels.sum()), look_alike_negatives))
+        .with_base_rate(training_share(int(tune_pairs.copy_labels.sum()), look_alike_negatives), balanced)
     )
     accepted = np.sort(screen_oof[tune_pairs.copy_labels & (copy_oof >= threshold)])
     if len(accepted):

@@ -28,8 +28,10 @@ class MatchThresholds:
     hashes in ``mirrored`` count the smaller of the direct and the mirrored distance. With a
     ``verifier``, the verifier decides instead (the thresholds then only nominate candidates),
     look-alike lists are ranked in ``look_alikes`` (fixed with the calibration) and the verifier
-    aligns the candidates its screen scores at least ``screen_cutoff`` (set by the first join
-    under this calibration; None before it).
+    aligns the candidates its screen scores at least ``screen_cutoff``; the first join under this
+    calibration also sets the verifier's operating threshold (in ``verifier``) and the estimated
+    share of copies among its candidates, ``copy_share`` (see ``verification.base_rate``), for
+    ``target_precision``. Both are None before it.
     """
 
     hamming: Mapping[str, int] = field(default_factory=dict)
@@ -38,6 +40,8 @@ class MatchThresholds:
     verifier: PairScorer | None = None
     look_alikes: LookAlikeSpace | None = None
     screen_cutoff: float | None = None
+    copy_share: float | None = None
+    target_precision: float = 0.99
 
     def mirror_hashes(self, algorithm: str, hashes: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """The mirrored-picture hashes to match ``algorithm`` with, if it matches mirror-aware."""

@@ -91,8 +91,8 @@ class JoinState:
     """What a join leaves for the next one, by stable image id: the images joined, their duplicate
     pairs (every ``similar_pairs`` column), their look-alike lists (``look_alike_ids`` rows, -1
     padded neighbour ids, exact similarities) and projected look-alike vectors, and the screen
-    cutoff the verifier applied (to be stored with the calibration: later joins must apply it) with
-    the precision its first verdicts should have."""
+    cutoff and the operating threshold the verifier applied (to be stored with the calibration:
+    later joins must apply them) with the precision its first verdicts should have."""
 
     joined: np.ndarray
     pairs: pl.DataFrame
@@ -101,6 +101,7 @@ class JoinState:
     similarities: np.ndarray
     vectors: np.ndarray
     screen_cutoff: float | None
+    operating_threshold: float | None = None
     expected: ExpectedPrecision | None = None
 
     @classmethod
@@ -246,6 +247,7 @@ def join(
         pairs,
         *_lists_by_id(images, lists, vectors),
         verdicts.screen_cutoff,
+        verdicts.operating_threshold,
         verdicts.expected,
     )
     report = JoinReport(

@@ -116,6 +116,11 @@ def create_image_views(connection: duckdb.DuckDBPyConnection, shard_files: Mappi
         )
 
 
+def column_names(connection: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = connection.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table])
+    return {name for (name,) in rows.fetchall()}
+
+
 def table_names(connection: duckdb.DuckDBPyConnection) -> set[str]:
     return {name for (name,) in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
 
@@ -135,9 +140,13 @@ VERIFIER_SCHEMA = {
     "threshold": pl.Float64,
     "look_alike_space": pl.Binary,
     "screen_cutoff": pl.Float64,
-    "expected_precision": pl.Float64,  # of the first join's verdicts (base_rate), set by that join
-    "copy_share": pl.Float64,  # estimated share of copies among the first join's candidates
+    # set by the first join (verification.base_rate): the threshold it chose, the precision to expect
+    # of its verdicts and the estimated share of copies among its candidates
+    "operating_threshold": pl.Float64,
+    "expected_precision": pl.Float64,
+    "copy_share": pl.Float64,
 }
+FIRST_JOIN_COLUMNS = ("operating_threshold", "expected_precision", "copy_share")
 CALIBRATION_SCHEMA = {
     "calibration_id": pl.String,
     "source": pl.String,
@@ -155,24 +164,33 @@ def write_verifier(
     rows = (
         []
         if scorer is None
-        else [(scorer.to_json(), scorer.threshold, space.to_bytes() if space else None, None, None, None)]
+        else [(scorer.to_json(), scorer.threshold, space.to_bytes() if space else None, None, None, None, None)]
     )
     replace_table(connection, "pair_verifier", pl.DataFrame(rows, schema=VERIFIER_SCHEMA, orient="row"))
 
 
 def write_first_join(
-    connection: duckdb.DuckDBPyConnection, cutoff: float | None, expected: ExpectedPrecision | None
+    connection: duckdb.DuckDBPyConnection,
+    cutoff: float | None,
+    operating_threshold: float | None,
+    expected: ExpectedPrecision | None,
 ) -> None:
-    """What the first join under a calibration adds to its verifier: the screen cutoff later joins
-    apply, and the precision its verdicts should have."""
+    """What the first join under a calibration adds to its verifier: the screen cutoff and the
+    operating threshold later joins apply, and the precision its verdicts should have."""
     if cutoff is not None:
         connection.execute("UPDATE pair_verifier SET screen_cutoff = ?", [cutoff])
     if expected is not None:
-        for column in ("expected_precision", "copy_share"):  # absent from verifiers stored before
-            connection.execute(f"ALTER TABLE pair_verifier ADD COLUMN IF NOT EXISTS {column} DOUBLE")
+        _with_first_join_columns(connection)
         connection.execute(
-            "UPDATE pair_verifier SET expected_precision = ?, copy_share = ?", [expected.precision, expected.copy_share]
+            "UPDATE pair_verifier SET operating_threshold = ?, expected_precision = ?, copy_share = ?",
+            [operating_threshold, expected.precision, expected.copy_share],
         )
+
+
+def _with_first_join_columns(connection: duckdb.DuckDBPyConnection) -> None:
+    """Verifiers stored before the first join set an operating point lack its columns."""
+    for column in FIRST_JOIN_COLUMNS:  # names from this module
+        connection.execute(f"ALTER TABLE pair_verifier ADD COLUMN IF NOT EXISTS {column} DOUBLE")
 
 
 def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresholds:
@@ -185,13 +203,27 @@ def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresho
     ).fetchall()
     chosen = {evidence: threshold for evidence, threshold, _ in rows}
     cosine = chosen.pop(EMBEDDING_EVIDENCE, None)
-    verifier = space = cutoff = None
+    verifier = space = cutoff = share = None
     if "pair_verifier" in table_names(connection):
-        row = connection.execute("SELECT model, look_alike_space, screen_cutoff FROM pair_verifier").fetchone()
+        columns = {
+            name for (name,) in connection.execute("SELECT column_name FROM (DESCRIBE pair_verifier)").fetchall()
+        }
+        first_join = "operating_threshold, copy_share" if set(FIRST_JOIN_COLUMNS) <= columns else "NULL, NULL"
+        row = connection.execute(
+            f"SELECT model, look_alike_space, screen_cutoff, {first_join} FROM pair_verifier"
+        ).fetchone()
         if row is not None:
             verifier = PairScorer.from_json(row[0])
             space = LookAlikeSpace.from_bytes(row[1]) if row[1] is not None else None
-            cutoff = row[2]
+            cutoff, share = row[2], row[4]
+            if row[3] is not None:
+                verifier = verifier.with_threshold(row[3])
+    targets = None
+    if "target_precision" in column_names(connection, "match_thresholds"):
+        targets = connection.execute(
+            "SELECT target_precision FROM match_thresholds WHERE evidence = ? AND target_precision IS NOT NULL",
+            [VERIFIED_EVIDENCE],
+        ).fetchone()
     return MatchThresholds(
         hamming={name: int(value) for name, value in chosen.items()},
         cosine=cosine,
@@ -199,6 +231,8 @@ def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresho
         verifier=verifier,
         look_alikes=space,
         screen_cutoff=cutoff,
+        copy_share=share,
+        **({"target_precision": targets[0]} if targets else {}),
     )
 
 

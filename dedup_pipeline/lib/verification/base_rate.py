@@ -80,3 +80,26 @@ def expected_precision(probability: np.ndarray, trained_share: float, threshold:
     posterior = rescaled(scored[flagged], trained_share, share)
     precision = float(posterior.mean()) if flagged.any() else 1.0
     return ExpectedPrecision(len(scored), int(flagged.sum()), share, precision)
+
+
+def operating_point(
+    probability: np.ndarray, trained_share: float, target: float, floor: float
+) -> tuple[float, ExpectedPrecision]:
+    """The loosest threshold, not below ``floor``, at which the expected precision of the flags
+    reaches ``target``, and that expectation. A rescaled posterior rises with the probability, so
+    the flags' mean posterior only falls as the threshold loosens: the answer is where it crosses
+    the target. When even the most probable candidate falls short, nothing is accepted (the
+    threshold is then above every probability)."""
+    scored = np.nan_to_num(np.asarray(probability, dtype=np.float64), nan=0.0)
+    share = copy_share(scored, trained_share)
+    order = np.argsort(-scored, kind="stable")
+    ranked = scored[order]
+    mean_posterior = np.cumsum(rescaled(ranked, trained_share, share)) / np.arange(1, len(ranked) + 1)
+    # a threshold flags a whole group of equal probabilities: only a group's last rank is a choice
+    last_of_group = np.r_[ranked[1:] != ranked[:-1], True] if len(ranked) else np.zeros(0, bool)
+    allowed = np.flatnonzero(last_of_group & (ranked >= floor) & (mean_posterior >= target))
+    if not len(allowed):
+        above_all = float(np.nextafter(max(1.0, float(ranked[0]) if len(ranked) else 1.0), np.inf))
+        return above_all, ExpectedPrecision(len(scored), 0, share, 1.0)
+    chosen = int(allowed[-1])
+    return float(ranked[chosen]), ExpectedPrecision(len(scored), chosen + 1, share, float(mean_posterior[chosen]))

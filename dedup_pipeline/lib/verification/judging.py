@@ -32,7 +32,12 @@ from dedup_pipeline.lib.search.criteria import (
     MatchThresholds,
 )
 from dedup_pipeline.lib.search.hamming_join import mirror_aware_distances, pair_distances
-from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision, expected_precision
+from dedup_pipeline.lib.verification.base_rate import (
+    ExpectedPrecision,
+    expected_precision,
+    operating_point,
+    rescaled,
+)
 from dedup_pipeline.lib.verification.pair_features import (
     VIEW_DISTANCE,
     ImageSignals,
@@ -73,10 +78,12 @@ def alignment_budget(image_count: int) -> int:
 class Verdicts:
     """The duplicates among judged pairs (positions ``i < j``, every column of ``similar_pairs``),
     the screen cutoff the verifier applied (set by this judgement when the thresholds had none)
-    and, from that first judgement, the precision its verdicts should have (``base_rate``)."""
+    and, from that first judgement, the verifier's operating threshold and the precision its
+    verdicts should have (``base_rate``)."""
 
     pairs: pl.DataFrame
     screen_cutoff: float | None
+    operating_threshold: float | None = None
     expected: ExpectedPrecision | None = None
 
 
@@ -126,7 +133,10 @@ def judge(
     Columns of the duplicates: ``content_equal``, ``pixels_equal``, one distance column per
     computed hash (the smaller of the direct and the mirrored distance for hashes matched
     mirror-aware), ``hamming`` (smallest distance over the configured hashes), ``cosine``,
-    ``verification_score`` (the verifier's probability; null without a verifier), ``evidence``
+    ``verification_score`` (the verifier's probability; null without a verifier),
+    ``copy_probability`` (that probability at the first join's estimated share of copies among its
+    candidates: the chance the pair is a real copy, see ``base_rate``; 1 for exact copies; null
+    without it), ``evidence``
     (comma-separated criteria that hold, in a fixed order) and ``found_by`` (the rules that made
     it a candidate: the criteria, ``view`` and ``look-alike``; ``look_alike`` marks the pairs in
     the look-alike lists). With a verifier and no ``screen_cutoff`` yet, every pair is scored by
@@ -161,10 +171,10 @@ def judge(
     if look_alike is not None:
         nominations[LOOK_ALIKE_NOMINATION] = look_alike
 
-    columns["verification_score"] = None
+    columns["verification_score"] = columns["copy_probability"] = None
     keep = np.logical_or.reduce(list(criteria.values())) if criteria else np.zeros(len(i), dtype=bool)
     verifier, cutoff = thresholds.verifier, thresholds.screen_cutoff
-    expected = None
+    operating = expected = None
     if verifier is not None:
         exact = np.logical_or.reduce([criteria[name] for name in digests]) if digests else np.zeros(len(i), bool)
         probability, cutoff = verifier_probability(
@@ -177,11 +187,15 @@ def judge(
             always=exact,
             budget=alignment_budget(len(signals)),
         )
+        threshold, share = verifier.threshold, thresholds.copy_share
+        if verifier.trained_share is not None and thresholds.screen_cutoff is None:  # the first judgement
+            operating, expected = _operating_point(verifier, probability[~exact], thresholds.target_precision)
+            threshold, share = operating, expected.copy_share
         columns["verification_score"] = probability
-        criteria[VERIFIED_EVIDENCE] = probability >= verifier.threshold  # False where screened out (NaN)
+        if verifier.trained_share is not None and share is not None:
+            columns["copy_probability"] = np.where(exact, 1.0, rescaled(probability, verifier.trained_share, share))
+        criteria[VERIFIED_EVIDENCE] = probability >= threshold  # False where screened out (NaN)
         keep = exact | criteria[VERIFIED_EVIDENCE]
-        if thresholds.screen_cutoff is None and verifier.trained_share is not None:  # the first judgement
-            expected = expected_precision(probability[~exact], verifier.trained_share, verifier.threshold)
 
     frame = pl.DataFrame(
         [pl.Series(name, [None] * len(i) if values is None else values) for name, values in columns.items()]
@@ -195,10 +209,23 @@ def judge(
             pl.col("hamming").cast(pl.Int64),
             pl.col("cosine").cast(pl.Float32),
             pl.col("verification_score").cast(pl.Float32),
+            pl.col("copy_probability").cast(pl.Float32),
         )
         .filter(pl.Series(keep))
     )
-    return Verdicts(judged, cutoff, expected)
+    return Verdicts(judged, cutoff, operating, expected)
+
+
+def _operating_point(verifier: PairScorer, probability: np.ndarray, target: float) -> tuple[float, ExpectedPrecision]:
+    """The verifier's threshold for the first join's candidates (``probability``, exact copies
+    aside): where the flags' expected precision at the candidates' own base rate reaches
+    ``target``, but never stricter than the calibrated threshold (the expectation leans
+    pessimistic where real copies score lower than synthetic ones) nor looser than balanced
+    precision allows; and the expected precision there."""
+    loosest = verifier.loosest_threshold if verifier.loosest_threshold is not None else verifier.threshold
+    reached, _ = operating_point(probability, verifier.trained_share, target, loosest)
+    threshold = min(verifier.threshold, reached)
+    return threshold, expected_precision(probability, verifier.trained_share, threshold)
 
 
 def _named_flags(column: str, flags: Mapping[str, np.ndarray], rows: int) -> pl.DataFrame:

@@ -35,6 +35,7 @@ class PairScorer:
     lower: np.ndarray | None = None  # per feature: the training range values are clipped to
     upper: np.ndarray | None = None
     trained_share: float | None = None  # share of copies its probabilities are posteriors under (base_rate)
+    loosest_threshold: float | None = None  # the first join may loosen ``threshold`` down to this, no further
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)
@@ -55,8 +56,8 @@ class PairScorer:
     def with_screen(self, screen: PairScorer | None) -> PairScorer:
         return replace(self, screen=screen)
 
-    def with_trained_share(self, share: float) -> PairScorer:
-        return replace(self, trained_share=float(share))
+    def with_base_rate(self, trained_share: float, loosest_threshold: float) -> PairScorer:
+        return replace(self, trained_share=float(trained_share), loosest_threshold=float(loosest_threshold))
 
     def to_json(self) -> str:
         return json.dumps(self._as_dict())
@@ -74,6 +75,7 @@ class PairScorer:
             "lower": None if self.lower is None else self.lower.tolist(),
             "upper": None if self.upper is None else self.upper.tolist(),
             "trained_share": self.trained_share,
+            "loosest_threshold": self.loosest_threshold,
         }
 
     @staticmethod
@@ -85,6 +87,7 @@ class PairScorer:
         screen = data.get("screen")  # absent in verifiers stored before screens existed
         lower, upper = data.get("lower"), data.get("upper")  # absent before clipping existed
         trained_share = data.get("trained_share")  # absent before expected precision existed
+        loosest = data.get("loosest_threshold")
         return PairScorer(
             tuple(data["features"]),
             np.array(data["mean"]),
@@ -97,6 +100,7 @@ class PairScorer:
             None if lower is None else np.array(lower),
             None if upper is None else np.array(upper),
             None if trained_share is None else float(trained_share),
+            None if loosest is None else float(loosest),
         )
 
 

@@ -57,11 +57,14 @@ def test_match_thresholds_are_read_back_with_the_verifier_its_space_and_cutoff()
     space = fit_space(np.random.default_rng(1).normal(size=(100, 80)))
     write_verifier(connection, scorer, space)
     with_verifier = calibration_id(connection)
-    write_first_join(connection, 0.25, ExpectedPrecision(candidates=100, flagged=5, copy_share=0.04, precision=0.9))
+    assert read_match_thresholds(connection).copy_share is None
+    expected = ExpectedPrecision(candidates=100, flagged=5, copy_share=0.04, precision=0.9)
+    write_first_join(connection, 0.25, 0.8, expected)
     thresholds = read_match_thresholds(connection)
-    assert thresholds.verifier.threshold == 0.7 and thresholds.screen_cutoff == 0.25
-    stored = connection.execute("SELECT expected_precision, copy_share FROM pair_verifier").fetchone()
-    assert stored == (0.9, 0.04)
+    assert thresholds.screen_cutoff == 0.25 and thresholds.copy_share == 0.04
+    assert thresholds.verifier.threshold == 0.8  # the operating threshold the first join chose
+    stored = connection.execute("SELECT expected_precision FROM pair_verifier").fetchone()
+    assert stored == (0.9,)
     assert np.array_equal(thresholds.look_alikes.components, space.components)
     assert before != with_verifier == calibration_id(connection)  # the cutoff the first join sets is not part of it
 

@@ -2,7 +2,13 @@
 
 import numpy as np
 
-from dedup_pipeline.lib.verification.base_rate import copy_share, expected_precision, rescaled, training_share
+from dedup_pipeline.lib.verification.base_rate import (
+    copy_share,
+    expected_precision,
+    operating_point,
+    rescaled,
+    training_share,
+)
 
 
 def posteriors(is_copy: np.ndarray, trained_share: float, seed: int) -> np.ndarray:
@@ -38,3 +44,20 @@ def test_rescaling_to_the_same_share_changes_nothing_and_nothing_flagged_is_prec
     none = expected_precision(np.array([0.1, np.nan]), 0.1, threshold=0.9)
     assert (none.flagged, none.precision, none.candidates) == (0, 1.0, 2)
     assert copy_share(np.zeros(0), 0.1) == 0.0
+
+
+def test_the_operating_point_is_the_loosest_threshold_reaching_the_target() -> None:
+    trained = 0.1
+    is_copy = np.zeros(300_000, dtype=bool)
+    is_copy[:3_000] = True
+    probability = posteriors(is_copy, trained, seed=1)
+    threshold, expected = operating_point(probability, trained, target=0.95, floor=0.0)
+    assert expected.flagged > 300
+    assert expected.precision >= 0.95 and expected.flagged == (probability >= threshold).sum()
+    looser = probability[probability < threshold].max()
+    assert expected_precision(probability, trained, looser).precision < 0.95  # one step looser falls short
+    assert abs(is_copy[probability >= threshold].mean() - expected.precision) < 0.03
+    # never looser than the floor; nothing reaches an impossible target
+    assert operating_point(probability, trained, target=0.5, floor=0.999)[0] >= 0.999
+    impossible, none = operating_point(probability, trained, target=1.0, floor=0.0)
+    assert impossible > probability.max() and none.flagged == 0
