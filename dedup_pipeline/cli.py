@@ -307,12 +307,15 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
                 "dedup_manifest",
             )
         ]
+        verifier = _verifier_line(connection)
         report = connection.execute("SELECT * FROM leak_report").pl()
         kept = connection.execute(
             "SELECT split, count(*) FILTER (keep) AS kept, count(*) FILTER (NOT keep) AS dropped "
             "FROM dedup_manifest GROUP BY split ORDER BY split"
         ).pl()
     _print_frame("tables", pl.DataFrame(counts, schema=["table", "rows"], orient="row"))
+    if verifier:
+        print(f"\n{verifier}")
     _print_frame("leak report", report)
     _print_frame("dedup manifest", kept)
     evaluations = run.check_evaluations()
@@ -324,6 +327,26 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
     print(f"\nresults in {database} (views: duplicate_pairs, leaks, dedup_manifest, image_errors)")
     failed = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     return EXIT_CHECK_FAILED if failed else EXIT_OK
+
+
+def _verifier_line(connection: object) -> str | None:
+    """The pair verifier's threshold and the precision its first join expected of its flags."""
+    from dedup_pipeline.lib.storage.database import FIRST_JOIN_COLUMNS, column_names, table_names
+
+    if "pair_verifier" not in table_names(connection) or not set(FIRST_JOIN_COLUMNS) <= column_names(
+        connection, "pair_verifier"
+    ):
+        return None
+    row = connection.execute(
+        "SELECT coalesce(operating_threshold, threshold), expected_precision, copy_share FROM pair_verifier"
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    threshold, precision, share = row
+    return (
+        f"pair verifier: probability >= {threshold:.3g}; its first join expected {precision:.3f} of its flags to be "
+        f"real copies (an estimated {share:.2%} of the candidates it judged are copies; column copy_probability)"
+    )
 
 
 def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]]) -> bool:

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup_pipeline.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, main
+from dedup_pipeline.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, _verifier_line, main
+from dedup_pipeline.lib.storage.database import write_first_join, write_verifier
 from dedup_pipeline.lib.storage.store import Store
+from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision
+from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 from tests.conftest import encoded, smooth_picture
 
 
@@ -113,3 +116,16 @@ def test_flat_pictures_of_a_small_dataset_are_not_matched_to_each_other(tmp_path
     with duckdb.connect(str(database), read_only=True) as connection:
         pairs = connection.execute("SELECT path_a, path_b FROM duplicate_pairs ORDER BY ALL").fetchall()
     assert pairs == [("test/b/same-black.png", "train/a/black.png")]
+
+
+def test_the_summary_states_the_verifier_threshold_and_its_expected_precision() -> None:
+    connection = duckdb.connect()
+    assert _verifier_line(connection) is None  # no verifier
+    scorer = PairScorer(("a",), np.zeros(1), np.ones(1), np.eye(1, dtype=np.int64), np.ones(1), 0.0, 0.9)
+    write_verifier(connection, scorer)
+    assert _verifier_line(connection) is None  # not joined yet
+    write_first_join(
+        connection, 0.1, 0.85, ExpectedPrecision(candidates=900, flagged=40, copy_share=0.05, precision=0.97)
+    )
+    line = _verifier_line(connection)
+    assert "probability >= 0.85" in line and "expected 0.970" in line and "5.00%" in line
