@@ -12,6 +12,7 @@ back as a :class:`SourceProblem` with the reason, and ends up in the ``image_err
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,16 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int,
             continue
         for entry in entries:
             path = f"{relative}/{entry.name}" if relative else entry.name
-            if not entry.is_dir():
+            try:
+                is_folder = entry.is_dir()
+            except OSError as error:  # links that lead to each other: ELOOP
+                problems.append(SourceProblem(path, *_split_and_label(path), _unreachable(entry, error)))
+                continue
+            if not is_folder:
                 try:
                     stat = entry.stat()
                 except OSError as error:
-                    reason = "broken symbolic link" if entry.is_symlink() else f"cannot stat: {error.strerror}"
-                    problems.append(SourceProblem(path, *_split_and_label(path), reason))
+                    problems.append(SourceProblem(path, *_split_and_label(path), _unreachable(entry, error)))
                     continue
                 files.append((path, entry.path, stat.st_size, stat.st_mtime_ns))
                 continue
@@ -115,6 +120,13 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int,
             else:
                 pending.append((path, entry.path, target, ancestors | {target}))
     return sorted(files)
+
+
+def _unreachable(entry: os.DirEntry, error: OSError) -> str:
+    """Why an entry cannot be looked at."""
+    if error.errno == errno.ELOOP:
+        return "symbolic link loop: file not read"
+    return "broken symbolic link" if entry.is_symlink() else f"cannot stat: {error.strerror}"
 
 
 def drop_folder(path: str) -> str | None:

@@ -90,6 +90,18 @@ def test_broken_links_and_hidden_folders(tmp_path: Path) -> None:
     ]
 
 
+def test_file_links_that_lead_to_each_other_are_recorded(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "ok.png")
+    (tmp_path / "train" / "cat" / "loop_a.jpg").symlink_to("loop_b.jpg")
+    (tmp_path / "train" / "cat" / "loop_b.jpg").symlink_to("loop_a.jpg")
+    sources = discover(tmp_path)
+    assert [image.path for image in sources.images] == ["train/cat/ok.png"]
+    assert [(problem.path, problem.reason) for problem in sources.problems] == [
+        ("train/cat/loop_a.jpg", "symbolic link loop: file not read"),
+        ("train/cat/loop_b.jpg", "symbolic link loop: file not read"),
+    ]
+
+
 def test_images_are_ordered_by_their_path_text(tmp_path: Path) -> None:
     for name in ["train/b/x.jpg", "train/a-b/y.jpg", "train/a/z.jpg", "test/a/w.jpg"]:
         touch(tmp_path / name)
