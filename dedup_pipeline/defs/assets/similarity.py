@@ -58,7 +58,7 @@ def similar_pairs(
             state, report = join(images, thresholds, previous)
         with transaction(connection):
             write_join_state(connection, state, calibration)
-            if thresholds.screen_cutoff is None:
+            if thresholds.screen_cutoff is None or thresholds.copy_share is None:  # what the first join sets
                 write_first_join(connection, state.screen_cutoff, state.operating_threshold, state.expected)
             create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()

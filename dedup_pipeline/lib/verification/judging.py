@@ -188,7 +188,7 @@ def judge(
             budget=alignment_budget(len(signals)),
         )
         threshold, share = verifier.threshold, thresholds.copy_share
-        if verifier.trained_share is not None and thresholds.screen_cutoff is None:  # the first judgement
+        if verifier.trained_share is not None and share is None:  # the first judgement sets the operating point
             operating, expected = _operating_point(verifier, probability[~exact], thresholds.target_precision)
             threshold, share = operating, expected.copy_share
         columns["verification_score"] = probability

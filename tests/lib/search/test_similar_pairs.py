@@ -220,7 +220,10 @@ def join_images(live: list[tuple[str, int]], thumbnails: np.ndarray) -> JoinImag
     return JoinImages(rows, digests, signals)
 
 
-def test_an_incremental_join_equals_a_join_from_scratch_after_any_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("screened", [True, False], ids=["with a screen", "without a screen"])
+def test_an_incremental_join_equals_a_join_from_scratch_after_any_drops(
+    screened: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(judging, "ALIGNED_PAIRS_MIN", 40)  # the first join sets a screen cutoff that matters
     thumbnails, paths = planted_universe(150, seed=7)
     scorer = PairScorer(
@@ -240,7 +243,9 @@ def test_an_incremental_join_equals_a_join_from_scratch_after_any_drops(monkeypa
         hamming={"phash": 6},
         cosine=0.97,
         mirrored=frozenset({"phash"}),
-        verifier=scorer.with_screen(screen),
+        verifier=(scorer.with_screen(screen) if screened else scorer).with_base_rate(
+            trained_share=0.1, loosest_threshold=0.2
+        ),
         look_alikes=fit_space(thumbnail_descriptors(thumbnails)),
     )
     rng = np.random.default_rng(8)
@@ -248,8 +253,16 @@ def test_an_incremental_join_equals_a_join_from_scratch_after_any_drops(monkeypa
     live = {paths[row]: int(row) for row in rows[:60]}  # path -> universe row (its content)
     unused = list(rows[60:])
     state, _ = join(join_images(list((p, r) for p, r in live.items()), thumbnails), thresholds)
-    thresholds = replace(thresholds, screen_cutoff=state.screen_cutoff)  # stored with the calibration
-    assert 0 < state.screen_cutoff < 1
+    # what the first join sets is stored with the calibration, and later joins apply it
+    thresholds = replace(
+        thresholds,
+        screen_cutoff=state.screen_cutoff,
+        copy_share=state.expected.copy_share,
+        verifier=thresholds.verifier.with_threshold(state.operating_threshold),
+    )
+    assert (0 < state.screen_cutoff < 1) if screened else state.screen_cutoff is None
+    assert 0.2 <= state.operating_threshold <= 0.5 and 0 < state.expected.copy_share < 1
+    assert state.pairs["copy_probability"].is_not_null().all()
     seen = {"added": 0, "deleted": 0, "changed": 0, "pairs": set()}
     for step in range(7):
         for path in rng.choice(sorted(live), size=3, replace=False):  # deleted
