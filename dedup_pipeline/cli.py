@@ -373,9 +373,13 @@ def _validated_config(data: str, args: argparse.Namespace) -> DedupConfig | None
 
     try:
         config = _config_from_args(data, args)
-        config.matching_evidence()
     except (ValueError, DatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return None
+    problems = config.problems()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
         return None
     if not Path(config.data).exists():
         print(f"error: dataset not found: {config.data}", file=sys.stderr)
@@ -402,7 +406,11 @@ def _run(args: argparse.Namespace) -> int:
     config = _validated_config(args.data, args)
     if config is None:
         return EXIT_BAD_INPUT
-    return run_and_summarize(config, _database(args))
+    database = _database(args)
+    if database.is_dir():
+        print(f"error: --db {database} is a folder; name a database file in it instead", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_and_summarize(config, database)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -129,3 +129,16 @@ def test_the_summary_states_the_verifier_threshold_and_its_expected_precision() 
     )
     line = _verifier_line(connection)
     assert "probability >= 0.85" in line and "expected 0.970" in line and "5.00%" in line
+
+
+def test_unusable_settings_are_refused_before_any_work(leaky_dataset: Path, tmp_path: Path, capsys) -> None:
+    database = tmp_path / "db.duckdb"
+    arguments = ["run", "--data", str(leaky_dataset), "--db", str(database)]
+    assert main([*arguments, "--target-precision", "1.5", "--cosine-threshold", "2"]) == EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "target_precision must be above 0 and below 1" in error and "cosine_threshold must be between" in error
+    assert not database.exists() and not Store.beside(database).folder.exists()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["run", "--data", str(leaky_dataset), "--db", str(folder)]) == EXIT_BAD_INPUT
+    assert "is a folder" in capsys.readouterr().err

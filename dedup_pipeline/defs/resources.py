@@ -17,7 +17,7 @@ from pydantic import Field
 
 from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
 from dedup_pipeline.lib.decisions.splits import DEFAULT_SPLIT_PRIORITY
-from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, preferred_batch_size
+from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, embedder_problem, preferred_batch_size
 from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.runtime.parallel import available_cores
@@ -52,6 +52,9 @@ STORE_SETTINGS = (
     "reduced_decoding",
 )
 PILLOW_BOMB_LIMIT = 2 * 89_478_485  # Pillow's own error threshold (twice MAX_IMAGE_PIXELS)
+
+
+MIN_EMBEDDING_SIZE = 16  # pixels: the model's five stride-2 stages need a picture to halve
 
 
 class DedupConfig(dg.ConfigurableResource):
@@ -159,6 +162,52 @@ class DedupConfig(dg.ConfigurableResource):
     embedding_batch_size: int = Field(
         default=0, description="Images per embedding batch (0: chosen from the input size, as measured fastest)."
     )
+
+    def problems(self) -> list[str]:
+        """What makes these settings unusable, one message each (empty: none), found before any
+        work starts: the command line prints them, and a Dagster run fails with them at its start."""
+        found = []
+        for check in (lambda: validate_hash_settings(self.hash_size, self.hash_algorithms), self.matching_hashes):
+            try:
+                check()
+            except ValueError as error:
+                found.append(str(error))
+        bits = self.hash_size**2
+        ranges = [
+            *((f"hamming threshold of {name}", limit, 0, bits) for name, limit in self.hamming_thresholds.items()),
+            ("cosine_threshold", self.cosine_threshold, -1.0, 1.0),
+            ("max_leaked_fraction", self.max_leaked_fraction, 0.0, 1.0),
+            ("max_failure_fraction", self.max_failure_fraction, 0.0, 1.0),
+        ]
+        found += [
+            f"{name} must be between {low} and {high}, got {value}"
+            for name, value, low, high in ranges
+            if value is not None and not low <= value <= high
+        ]
+        if not 0 < self.target_precision < 1:
+            found.append(f"target_precision must be above 0 and below 1, got {self.target_precision}")
+        minimums = [
+            ("calibration_images", self.calibration_images, 1),
+            ("calibration_transforms_per_image", self.calibration_transforms_per_image, 1),
+            ("max_image_pixels", self.max_image_pixels, 1),
+            ("settle_seconds", self.settle_seconds, 0),
+            ("workers", self.workers, 0),
+            ("embedding_batch_size", self.embedding_batch_size, 0),
+            ("embedding_image_size", self.embedding_image_size, MIN_EMBEDDING_SIZE),
+        ]
+        found += [
+            f"{name} must be at least {least}, got {value}"
+            for name, value, least in minimums
+            if value is not None and value < least
+        ]
+        model = embedder_problem(self.embedding_model)
+        return found + ([model] if model else [])
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """A run with unusable settings fails before any asset does work."""
+        problems = self.problems()
+        if problems:
+            raise ValueError("invalid dedup settings: " + "; ".join(problems))
 
     def extraction_settings(self, embedding_size: int | None) -> ExtractionSettings:
         validate_hash_settings(self.hash_size, self.hash_algorithms)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import sys
 import warnings
@@ -200,6 +201,26 @@ def folded_for_inference(model: torch.nn.Module) -> torch.nn.Module:
 EMBEDDERS: dict[str, Callable[[int | None, int | None], Embedder]] = {
     EfficientNetLite0.name: EfficientNetLite0,
 }
+
+
+def embedder_problem(name: str) -> str | None:
+    """Why no embedder called ``name`` can be loaded, found without loading it (None: it can be
+    tried). An import path's module must be importable."""
+    if name == NO_EMBEDDING or name in EMBEDDERS:
+        return None
+    if ":" in name:
+        module_name, _, factory_name = name.partition(":")
+        try:
+            found = bool(module_name) and importlib.util.find_spec(module_name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found or not factory_name:
+            return f"embedding model {name!r}: no module {module_name!r} to import a factory {factory_name!r} from"
+        return None
+    return (
+        f"unknown embedding model {name!r}: use one of {sorted(EMBEDDERS)}, "
+        f"{NO_EMBEDDING!r}, or an import path 'package.module:factory'"
+    )
 
 
 def load_embedder(name: str, image_size: int | None = None, threads: int | None = None) -> Embedder | None:
