@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import duckdb
@@ -142,3 +143,24 @@ def test_unusable_settings_are_refused_before_any_work(leaky_dataset: Path, tmp_
     folder.mkdir()
     assert main(["run", "--data", str(leaky_dataset), "--db", str(folder)]) == EXIT_BAD_INPUT
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_a_name_that_is_not_utf8_and_links_in_a_loop_do_not_stop_the_run(
+    leaky_dataset: Path, tmp_path: Path, capsys
+) -> None:
+    folder = leaky_dataset / "train" / "a"
+    with open(os.fsencode(folder) + b"/\xe9t\xe9.png", "wb") as handle:  # Latin-1 "été.png"
+        handle.write(encoded(smooth_picture(7), "PNG"))
+    (folder / "loop_a.jpg").symlink_to("loop_b.jpg")
+    (folder / "loop_b.jpg").symlink_to("loop_a.jpg")
+    database = tmp_path / "db.duckdb"
+    assert main(["run", "--data", str(leaky_dataset), "--db", str(database)]) == EXIT_CHECK_FAILED
+    assert "decode_failure_rate" in capsys.readouterr().out  # two of eight inputs are not images
+    with duckdb.connect(str(database), read_only=True) as connection:
+        paths = [path for (path,) in connection.execute("SELECT path FROM image_manifest").fetchall()]
+        errors = dict(connection.execute("SELECT path, reason FROM image_errors").fetchall())
+    assert len(paths) == 6 and "train/a/\\xe9t\\xe9.png" in paths
+    assert errors == {
+        "train/a/loop_a.jpg": "symbolic link loop: file not read",
+        "train/a/loop_b.jpg": "symbolic link loop: file not read",
+    }

@@ -36,6 +36,7 @@ from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX, batch_hashes, has
 from dedup_pipeline.lib.features.image_work import embed_in_batches, embedding_input
 from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.inputs.decoding import DecodeError, decode_image
+from dedup_pipeline.lib.inputs.sources import local_path
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.search.hamming_join import (
     cross_distances,
@@ -324,7 +325,7 @@ def decode_sample(
     kept, pictures = [], []
     for image_id in ids.tolist():
         try:
-            pictures.append(decode_image((root / paths[image_id]).read_bytes(), max_pixels).rgb)
+            pictures.append(decode_image((root / local_path(paths[image_id])).read_bytes(), max_pixels).rgb)
         except (OSError, DecodeError):
             continue
         kept.append(image_id)

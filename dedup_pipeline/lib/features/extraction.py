@@ -27,7 +27,7 @@ from dedup_pipeline.lib.features.image_work import (
 )
 from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE
 from dedup_pipeline.lib.features.views import VIEWS
-from dedup_pipeline.lib.inputs.sources import ImageSource
+from dedup_pipeline.lib.inputs.sources import ImageSource, local_path
 from dedup_pipeline.lib.runtime.parallel import WorkerCrash, available_cores, map_chunks
 
 ProgressCallback = Callable[[int, int], None]
@@ -184,7 +184,7 @@ def choose_embedding_size(sources: Sequence[ImageSource], default: int, sample: 
     sides = []
     for source in sources[::step]:
         try:
-            with Image.open(source.file) as image:
+            with Image.open(local_path(str(source.file))) as image:
                 sides.append(min(image.size))
         except Exception:  # unreadable files are reported by extraction itself
             continue

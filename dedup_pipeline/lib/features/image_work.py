@@ -38,6 +38,7 @@ from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE, thumbnail
 from dedup_pipeline.lib.features.views import view_hashes
 from dedup_pipeline.lib.inputs.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.inputs.pictures import Picture, resized, rgb_pixels
+from dedup_pipeline.lib.inputs.sources import local_path
 
 if TYPE_CHECKING:  # imported only where a model is configured
     from dedup_pipeline.lib.features.embedding import Embedder
@@ -115,8 +116,9 @@ class ExtractedChunk:
 
 def read_bytes(file: str | Path) -> bytes:
     """A file's bytes in as few system calls as Python allows (open, fstat, one read, close): about
-    a third less overhead than an unbuffered ``open().readall()``, which matters on tiny files."""
-    descriptor = os.open(file, os.O_RDONLY)
+    a third less overhead than an unbuffered ``open().readall()``, which matters on tiny files.
+    ``file`` is a stored path (``sources.stored_path``)."""
+    descriptor = os.open(local_path(str(file)), os.O_RDONLY)
     try:
         size = os.fstat(descriptor).st_size
         data = os.read(descriptor, size + 1)

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import polars as pl
 
-from dedup_pipeline.lib.inputs.sources import DROPS_FOLDER, READY_MARKER, DatasetSources, discover, drop_folder
+from dedup_pipeline.lib.inputs.sources import (
+    DROPS_FOLDER,
+    READY_MARKER,
+    DatasetSources,
+    discover,
+    drop_folder,
+    local_path,
+)
 from dedup_pipeline.lib.storage.store import ADDED, CHANGED, DELETED, EVENT_SCHEMA, IMAGE, PROBLEM, Drop, Store
 
 COMPARED = ("split", "label", "file", "bytes", "mtime_ns", "reason")
@@ -38,7 +45,7 @@ def listing(sources: DatasetSources) -> pl.DataFrame:
         size, modified = image.bytes, image.mtime_ns
         if size is None:  # a manifest's rows: look at their files now
             try:
-                stat = os.stat(image.file)
+                stat = os.stat(local_path(image.file))
                 size, modified = stat.st_size, stat.st_mtime_ns
             except OSError:
                 pass

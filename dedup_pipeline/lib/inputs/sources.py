@@ -1,4 +1,4 @@
-"""Find the images of a dataset: a folder tree ``<root>/<split>/<label>/**/<image>`` or a
+r"""Find the images of a dataset: a folder tree ``<root>/<split>/<label>/**/<image>`` or a
 manifest file (CSV or Parquet with columns ``path``, ``split`` and optional ``label``).
 
 A folder tree may also hold drops that arrive whole: ``<root>/drops/<drop>/<split>/<label>/...``,
@@ -8,12 +8,18 @@ inputs.
 Nothing is dropped silently: every input that cannot become an image record (a file outside
 any split folder, a manifest row without a split, a missing file, a path listed twice) comes
 back as a :class:`SourceProblem` with the reason, and ends up in the ``image_errors`` table.
+
+Paths are kept as text that is valid UTF-8 (Parquet and DuckDB store nothing else), readable and
+reversible: :func:`stored_path` writes each byte of a name that is not UTF-8 (names copied from
+old Windows shares and zip archives: Latin-1 ``été.jpg``) as ``\xNN`` and a backslash as ``\\``,
+and :func:`local_path` gives the name back to open the file. Every other path stays as it is.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,33 @@ MANIFEST_SUFFIXES = {".csv", ".parquet", ".pq"}
 # file is in the drop's folder (or once nothing in it has changed for a while; see ``changes``).
 DROPS_FOLDER = "drops"
 READY_MARKER = "_SUCCESS"
+# Python hands a byte b >= 0x80 that is not UTF-8 over as the lone surrogate U+DC00 + b.
+_ESCAPED = re.compile(r"\\(\\|x[89a-f][0-9a-f])")
+
+
+def stored_path(raw: str) -> str:
+    """``raw`` (as the operating system gave it) as the store keeps it: see the module."""
+    if "\\" not in raw and (raw.isascii() or not _undecodable(raw)):
+        return raw
+    return "".join(
+        "\\\\" if char == "\\" else f"\\x{ord(char) - 0xDC00:02x}" if "\udc80" <= char <= "\udcff" else char
+        for char in raw
+    )
+
+
+def local_path(stored: str) -> str:
+    """The path to open for a :func:`stored_path`."""
+    if "\\" not in stored:
+        return stored
+    return _ESCAPED.sub(lambda match: "\\" if match[1] == "\\" else chr(0xDC00 + int(match[1][1:], 16)), stored)
+
+
+def _undecodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -100,7 +133,8 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int,
             problems.append(SourceProblem(relative or ".", None, None, f"folder not listed: {error.strerror}"))
             continue
         for entry in entries:
-            path = f"{relative}/{entry.name}" if relative else entry.name
+            name = stored_path(entry.name)
+            path = f"{relative}/{name}" if relative else name
             try:
                 is_folder = entry.is_dir()
             except OSError as error:  # links that lead to each other: ELOOP
@@ -112,7 +146,7 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int,
                 except OSError as error:
                     problems.append(SourceProblem(path, *_split_and_label(path), _unreachable(entry, error)))
                     continue
-                files.append((path, entry.path, stat.st_size, stat.st_mtime_ns))
+                files.append((path, stored_path(entry.path), stat.st_size, stat.st_mtime_ns))
                 continue
             target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
             if target in ancestors:
@@ -204,7 +238,7 @@ def _read_manifest(manifest: Path) -> DatasetSources:
             continue
         file = Path(path) if Path(path).is_absolute() else root / path
         if not file.is_file():
-            problems.append(SourceProblem(path, split, label, "file not found"))
+            problems.append(SourceProblem(stored_path(path), split, label, "file not found"))
             continue
-        images[path] = ImageSource(path, split, label, str(file))
+        images[path] = ImageSource(stored_path(path), split, label, stored_path(str(file)))
     return DatasetSources(root, sorted(images.values(), key=lambda image: image.path), problems)

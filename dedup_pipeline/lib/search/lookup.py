@@ -14,7 +14,7 @@ import polars as pl
 
 from dedup_pipeline.lib.features.extraction import extract
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
-from dedup_pipeline.lib.inputs.sources import ImageSource
+from dedup_pipeline.lib.inputs.sources import ImageSource, stored_path
 from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.candidates import local_candidates
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
@@ -70,7 +70,7 @@ def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> Ch
     verifies = thresholds.verifier is not None
     stored = JoinImages.of(live, list(settings.hash_algorithms), with_views=verifies)
     manifest, ids, count = live.manifest, live.image_ids, len(live.image_ids)
-    sources = [ImageSource(str(file), CHECK_SPLIT, None, str(file)) for file in files]
+    sources = [ImageSource(stored_path(str(file)), CHECK_SPLIT, None, stored_path(str(file))) for file in files]
     extracted = extract(sources, settings, workers=workers or available_cores())
     checked = extracted.manifest
     query = np.r_[np.zeros(count, dtype=bool), np.ones(checked.height, dtype=bool)]

@@ -1,9 +1,10 @@
+import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from dedup_pipeline.lib.inputs.sources import DatasetError, discover
+from dedup_pipeline.lib.inputs.sources import DatasetError, discover, local_path, stored_path
 
 
 def touch(path: Path) -> None:
@@ -100,6 +101,34 @@ def test_file_links_that_lead_to_each_other_are_recorded(tmp_path: Path) -> None
         ("train/cat/loop_a.jpg", "symbolic link loop: file not read"),
         ("train/cat/loop_b.jpg", "symbolic link loop: file not read"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [
+        ("train/cat/plain.png", "train/cat/plain.png"),
+        ("train/cat/été.png", "train/cat/été.png"),  # UTF-8 stays as it is
+        ("train/cat/\udce9t\udce9.png", "train/cat/\\xe9t\\xe9.png"),  # Latin-1 bytes
+        ("train/cat/a\\xe9.png", "train/cat/a\\\\xe9.png"),  # a real backslash never reads as a byte
+        ("\\\udcff\\", "\\\\\\xff\\\\"),
+    ],
+)
+def test_stored_paths_are_valid_utf8_readable_and_reversible(raw: str, stored: str) -> None:
+    assert stored_path(raw) == stored
+    assert local_path(stored) == raw
+    stored.encode("utf-8")
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_readably(tmp_path: Path) -> None:
+    folder = tmp_path / "train" / "cat"
+    touch(folder / "ok.png")
+    raw = os.fsencode(folder) + b"/\xe9t\xe9.png"  # Latin-1 "été.png"
+    with open(raw, "wb") as handle:
+        handle.write(b"x")
+    sources = discover(tmp_path)
+    image = next(image for image in sources.images if image.path != "train/cat/ok.png")
+    assert image.path == "train/cat/\\xe9t\\xe9.png"
+    assert os.fsencode(local_path(image.file)) == raw  # the file opens again
 
 
 def test_images_are_ordered_by_their_path_text(tmp_path: Path) -> None:
