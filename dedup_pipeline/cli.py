@@ -113,6 +113,13 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         help="leak budget per evaluation split (default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
+    parser.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder a manifest's rows may point into besides the manifest's own; repeat for several",
+    )
 
 
 def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
@@ -127,6 +134,7 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
         "embedding_image_size": args.embedding_image_size,
         "max_leaked_fraction": args.max_leaked_fraction,
         "workers": args.workers,
+        "allowed_roots": [str(Path(root).expanduser().resolve()) for root in args.allow_root],
         "recalibrate": args.recalibrate,
         "thresholds_from": str(Path(args.thresholds_from).expanduser().resolve()) if args.thresholds_from else None,
     }
@@ -194,7 +202,7 @@ def materialize(config: DedupConfig, database: Path) -> PipelineRun:
 
     database.parent.mkdir(parents=True, exist_ok=True)
     store = store_of(str(database))
-    registration = register_changes(config.data, store)
+    registration = register_changes(config.data, store, allowed_roots=config.allowed_roots)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     known = set(instance.get_dynamic_partitions(DROPS.name))
     drops = store.drops()

@@ -164,3 +164,28 @@ def test_a_name_that_is_not_utf8_and_links_in_a_loop_do_not_stop_the_run(
         "train/a/loop_a.jpg": "symbolic link loop: file not read",
         "train/a/loop_b.jpg": "symbolic link loop: file not read",
     }
+
+
+def test_a_manifest_reads_outside_its_folder_only_where_allowed(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    for folder, name, seed in [(data, "a.png", 1), (data, "b.png", 2), (outside, "secret.png", 3)]:
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_bytes(encoded(smooth_picture(seed), "PNG"))
+    manifest = data / "manifest.csv"
+    manifest.write_text("path,split\na.png,train\nb.png,test\n../outside/secret.png,test\n")
+
+    def read(database: Path, *more: str) -> tuple[list[str], list[str]]:
+        main(["run", "--data", str(manifest), "--db", str(database), *more])
+        with duckdb.connect(str(database), read_only=True) as connection:
+            images = [
+                path for (path,) in connection.execute("SELECT path FROM image_manifest ORDER BY path").fetchall()
+            ]
+            errors = [reason for (reason,) in connection.execute("SELECT reason FROM image_errors").fetchall()]
+        return images, errors
+
+    images, errors = read(tmp_path / "refused.duckdb")
+    assert images == ["a.png", "b.png"] and errors == [
+        "outside the allowed roots (the manifest's folder, --allow-root)"
+    ]
+    images, errors = read(tmp_path / "allowed.duckdb", "--allow-root", str(outside))
+    assert images == ["../outside/secret.png", "a.png", "b.png"] and errors == []

@@ -159,6 +159,11 @@ class DedupConfig(dg.ConfigurableResource):
         "drops/<name>/ folder once it holds a _SUCCESS file or nothing in it was modified for this long.",
     )
     workers: int = Field(default=0, description="Decode/hash processes (0: one per CPU).")
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders a manifest's rows may point into besides the manifest's own folder; rows "
+        "outside every allowed root are refused and recorded in image_errors.",
+    )
     embedding_batch_size: int = Field(
         default=0, description="Images per embedding batch (0: chosen from the input size, as measured fastest)."
     )
@@ -200,6 +205,7 @@ class DedupConfig(dg.ConfigurableResource):
             for name, value, least in minimums
             if value is not None and value < least
         ]
+        found += [f"allowed root {root} is not a folder" for root in self.allowed_roots if not Path(root).is_dir()]
         model = embedder_problem(self.embedding_model)
         return found + ([model] if model else [])
 

@@ -40,7 +40,9 @@ def drop_run_request(key: str) -> dg.RunRequest:
 )
 def drop_sensor(context: dg.SensorEvaluationContext, dedup: DedupConfig, duckdb: DuckDBResource) -> dg.SensorResult:
     store = store_of(duckdb.database)
-    registration = register_changes(dedup.data, store, settle_seconds=dedup.settle_seconds)
+    registration = register_changes(
+        dedup.data, store, settle_seconds=dedup.settle_seconds, allowed_roots=dedup.allowed_roots
+    )
     drops = store.drops()
     known = set(context.instance.get_dynamic_partitions(DROPS.name))
     unknown = [drop.key for drop in drops if drop.key not in known]

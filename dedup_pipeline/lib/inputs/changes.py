@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,10 +145,13 @@ class Registration:
     deferred: int  # changes left for later: not settled yet
 
 
-def register_changes(data: str | Path, store: Store, settle_seconds: float | None = None) -> Registration:
+def register_changes(
+    data: str | Path, store: Store, settle_seconds: float | None = None, allowed_roots: Sequence[str] = ()
+) -> Registration:
     """List the dataset, compare it with what ``store`` has registered and register the changes as
-    drops (only what has settled, when ``settle_seconds`` is given)."""
-    sources = discover(data)
+    drops (only what has settled, when ``settle_seconds`` is given). ``allowed_roots``: where a
+    manifest's rows may point besides its own folder."""
+    sources = discover(data, allowed_roots)
     current = listing(sources)
     found = changes(current, store.events())
     pending, deferred = pending_drops(found, sources.root, first=not store.drops(), settle_seconds=settle_seconds)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,15 +97,16 @@ def data_root(data: str | Path) -> Path:
     return location if location.is_dir() else location.parent
 
 
-def discover(data: str | Path) -> DatasetSources:
-    """Read a dataset from a folder tree or a manifest file, sorted by path."""
+def discover(data: str | Path, allowed_roots: Sequence[str | Path] = ()) -> DatasetSources:
+    """Read a dataset from a folder tree or a manifest file, sorted by path. A manifest's rows may
+    only name files below its own folder or one of ``allowed_roots`` (see :func:`_outside`)."""
     location = Path(data).expanduser().resolve()
     if not location.exists():
         raise DatasetError(f"dataset not found: {location}")
     if location.is_dir():
         sources = _discover_tree(location)
     elif location.suffix.lower() in MANIFEST_SUFFIXES:
-        sources = _read_manifest(location)
+        sources = _read_manifest(location, [location.parent, *allowed_roots])
     else:
         raise DatasetError(
             f"{location} is neither a folder nor a manifest file ({', '.join(sorted(MANIFEST_SUFFIXES))})"
@@ -206,7 +208,16 @@ def _optional_text(value: object) -> str | None:
     return text or None
 
 
-def _read_manifest(manifest: Path) -> DatasetSources:
+def _outside(file: Path, roots: Sequence[str | Path]) -> bool:
+    """True when ``file``, its ``..`` resolved as text, is below none of ``roots``. A manifest is
+    data from elsewhere: a row ``../../home/me/.ssh/key.png`` must not be read, decoded and shown in
+    reports. Symbolic links are the user's own layout and are not followed for this test (a
+    manifest of a symlink farm stays usable)."""
+    where = Path(os.path.abspath(file))
+    return not any(where.is_relative_to(Path(os.path.abspath(Path(root).expanduser()))) for root in roots)
+
+
+def _read_manifest(manifest: Path, allowed_roots: Sequence[str | Path]) -> DatasetSources:
     table = _read_manifest_table(manifest)
     missing = {"path", "split"} - set(table.columns)
     if missing:
@@ -237,6 +248,13 @@ def _read_manifest(manifest: Path) -> DatasetSources:
             )
             continue
         file = Path(path) if Path(path).is_absolute() else root / path
+        if _outside(file, allowed_roots):
+            problems.append(
+                SourceProblem(
+                    stored_path(path), split, label, "outside the allowed roots (the manifest's folder, --allow-root)"
+                )
+            )
+            continue
         if not file.is_file():
             problems.append(SourceProblem(stored_path(path), split, label, "file not found"))
             continue

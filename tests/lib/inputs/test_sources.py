@@ -54,6 +54,23 @@ def test_manifest_file_records_every_bad_row(tmp_path: Path, suffix: str) -> Non
     assert any("has no split" in reason for _, reason in reasons)
 
 
+def test_manifest_rows_outside_the_allowed_roots_are_refused(tmp_path: Path) -> None:
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    touch(data / "img" / "a.jpg")
+    touch(outside / "secret.png")
+    rows = ["img/a.jpg", str(data / "img" / "a.jpg"), "../outside/secret.png", str(outside / "secret.png")]
+    manifest = data / "manifest.csv"
+    pl.DataFrame({"path": rows, "split": ["train", "val", "test", "test"]}).write_csv(manifest)
+    refused = "outside the allowed roots (the manifest's folder, --allow-root)"
+    sources = discover(manifest)
+    assert [image.path for image in sources.images] == [str(data / "img" / "a.jpg"), "img/a.jpg"]
+    assert sorted((problem.path, problem.reason) for problem in sources.problems) == sorted(
+        [("../outside/secret.png", refused), (str(outside / "secret.png"), refused)]
+    )
+    allowed = discover(manifest, allowed_roots=[outside])
+    assert len(allowed.images) == 4 and not allowed.problems
+
+
 def test_manifest_without_required_columns_is_a_clear_error(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("file,split\na.jpg,train\n")
