@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 import polars as pl
 
@@ -148,6 +149,9 @@ def _walk(root: str, problems: list[SourceProblem]) -> list[tuple[str, str, int,
                 except OSError as error:
                     problems.append(SourceProblem(path, *_split_and_label(path), _unreachable(entry, error)))
                     continue
+                if not S_ISREG(stat.st_mode):  # a FIFO would block the reader forever
+                    problems.append(SourceProblem(path, *_split_and_label(path), "not a regular file"))
+                    continue
                 files.append((path, stored_path(entry.path), stat.st_size, stat.st_mtime_ns))
                 continue
             target = os.path.realpath(entry.path) if entry.is_symlink() else os.path.join(real, entry.name)
@@ -256,7 +260,8 @@ def _read_manifest(manifest: Path, allowed_roots: Sequence[str | Path]) -> Datas
             )
             continue
         if not file.is_file():
-            problems.append(SourceProblem(stored_path(path), split, label, "file not found"))
+            reason = "not a regular file" if file.exists() else "file not found"
+            problems.append(SourceProblem(stored_path(path), split, label, reason))
             continue
         images[path] = ImageSource(stored_path(path), split, label, stored_path(str(file)))
     return DatasetSources(root, sorted(images.values(), key=lambda image: image.path), problems)

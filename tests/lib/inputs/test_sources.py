@@ -120,6 +120,16 @@ def test_file_links_that_lead_to_each_other_are_recorded(tmp_path: Path) -> None
     ]
 
 
+def test_a_fifo_is_recorded_not_read(tmp_path: Path) -> None:
+    touch(tmp_path / "train" / "cat" / "ok.png")
+    os.mkfifo(tmp_path / "train" / "cat" / "pipe.png")  # opening it to read would wait for a writer
+    sources = discover(tmp_path)
+    assert [image.path for image in sources.images] == ["train/cat/ok.png"]
+    assert [(problem.path, problem.reason) for problem in sources.problems] == [
+        ("train/cat/pipe.png", "not a regular file")
+    ]
+
+
 @pytest.mark.parametrize(
     ("raw", "stored"),
     [
