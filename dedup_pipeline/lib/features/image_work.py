@@ -138,6 +138,8 @@ def decode_file(file: str | Path, settings: ExtractionSettings) -> tuple[ImageFa
         data = read_bytes(file)
     except OSError as error:
         return ImageFailure(f"cannot read file: {error.strerror or error}")
+    if not data:
+        return ImageFailure("empty file (0 bytes)")
     try:
         decoded = decode_image(data, settings.max_pixels, settings.decode_side())
     except DecodeError as error:

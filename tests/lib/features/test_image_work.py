@@ -21,10 +21,13 @@ def test_a_chunk_gives_each_file_an_outcome_and_stacks_the_decoded_ones(tmp_path
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG not really")
     settings = ExtractionSettings(8, ("phash", "ahash"), None, 10**7, mirrored_algorithms=("phash",))
-    chunk = extract_chunk([good, broken, tmp_path / "missing.jpg", good], settings)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    chunk = extract_chunk([good, broken, tmp_path / "missing.jpg", good, empty], settings)
     kinds = [type(outcome) for outcome in chunk.outcomes]
-    assert kinds == [ImageFacts, ImageFailure, ImageFailure, ImageFacts]
+    assert kinds == [ImageFacts, ImageFailure, ImageFailure, ImageFacts, ImageFailure]
     assert "cannot read file" in chunk.outcomes[2].reason
+    assert chunk.outcomes[4].reason == "empty file (0 bytes)"
     assert set(chunk.hashes) == {"phash", "ahash", "phash_mirror"}
     assert all(words.shape == (2, 1) for words in chunk.hashes.values())
     assert chunk.thumbnails.shape == (2, 32, 32, 3) and chunk.embeddings is None
