@@ -212,21 +212,27 @@ def _optional_text(value: object) -> str | None:
     return text or None
 
 
-def _outside(file: Path, roots: Sequence[str | Path]) -> bool:
-    """True when ``file``, its ``..`` resolved as text, is below none of ``roots``. A manifest is
-    data from elsewhere: a row ``../../home/me/.ssh/key.png`` must not be read, decoded and shown in
-    reports. Symbolic links are the user's own layout and are not followed for this test (a
-    manifest of a symlink farm stays usable)."""
-    where = Path(os.path.abspath(file))
-    return not any(where.is_relative_to(Path(os.path.abspath(Path(root).expanduser()))) for root in roots)
+def _absolute(path: str | Path) -> Path:
+    """``path`` made absolute with its ``..`` resolved as text (symbolic links not followed)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
-def _read_manifest(manifest: Path, allowed_roots: Sequence[str | Path]) -> DatasetSources:
+def _outside(file: Path, roots: Sequence[Path]) -> bool:
+    """True when ``file`` is below none of ``roots`` (both as :func:`_absolute` makes them). A
+    manifest is data from elsewhere: a row ``../../home/me/.ssh/key.png`` must not be read, decoded
+    and shown in reports. Symbolic links are the user's own layout and are not followed for this
+    test (a manifest of a symlink farm stays usable)."""
+    where = _absolute(file)
+    return not any(where.is_relative_to(root) for root in roots)
+
+
+def _read_manifest(manifest: Path, allowed: Sequence[str | Path]) -> DatasetSources:
     table = _read_manifest_table(manifest)
     missing = {"path", "split"} - set(table.columns)
     if missing:
         raise DatasetError(f"manifest {manifest} lacks column(s) {sorted(missing)}; it has {table.columns}")
     root = manifest.parent
+    allowed_roots = [_absolute(folder) for folder in allowed]
     labels = table["label"] if "label" in table.columns else [None] * table.height
     images: dict[str, ImageSource] = {}
     problems: list[SourceProblem] = []
