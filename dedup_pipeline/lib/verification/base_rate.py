@@ -58,24 +58,31 @@ def rescaled(probability: np.ndarray, trained_share: float, share: float) -> np.
 
 def copy_share(probability: np.ndarray, trained_share: float) -> float:
     """The share of copies among candidates with these posteriors (under ``trained_share``): the
-    fixed point of the prior-shift EM, started at the training share."""
+    fixed point of the prior-shift EM, started at the training share. Most candidates of a join
+    score 0 (its screen rejects them unaligned): they are counted, not rescaled one by one."""
     if not len(probability):
         return 0.0
+    scored = probability[probability > 0]
+    zeros = len(probability) - len(scored)
     share = trained_share
     for _ in range(EM_ROUNDS):
-        updated = float(np.clip(rescaled(probability, trained_share, share).mean(), PROBABILITY_FLOOR, 1 - 1e-9))
+        total = rescaled(scored, trained_share, share).sum() + zeros * rescaled(np.zeros(1), trained_share, share)[0]
+        updated = float(np.clip(total / len(probability), PROBABILITY_FLOOR, 1 - 1e-9))
         if abs(updated - share) < EM_TOLERANCE:
             return updated
         share = updated
     return share
 
 
-def expected_precision(probability: np.ndarray, trained_share: float, threshold: float) -> ExpectedPrecision:
+def expected_precision(
+    probability: np.ndarray, trained_share: float, threshold: float, share: float | None = None
+) -> ExpectedPrecision:
     """The expected precision of accepting candidates at ``threshold``. ``probability``: the
     verifier's, one per candidate it judged; NaN where its screen rejected the pair unaligned
-    (counted as a candidate that is not a copy: the screen passes nearly every copy)."""
+    (counted as a candidate that is not a copy: the screen passes nearly every copy). ``share``:
+    the candidates' :func:`copy_share` when already known."""
     scored = np.nan_to_num(np.asarray(probability, dtype=np.float64), nan=0.0)
-    share = copy_share(scored, trained_share)
+    share = copy_share(scored, trained_share) if share is None else share
     flagged = scored >= threshold
     posterior = rescaled(scored[flagged], trained_share, share)
     precision = float(posterior.mean()) if flagged.any() else 1.0

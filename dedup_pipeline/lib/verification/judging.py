@@ -223,9 +223,9 @@ def _operating_point(verifier: PairScorer, probability: np.ndarray, target: floa
     pessimistic where real copies score lower than synthetic ones) nor looser than balanced
     precision allows; and the expected precision there."""
     loosest = verifier.loosest_threshold if verifier.loosest_threshold is not None else verifier.threshold
-    reached, _ = operating_point(probability, verifier.trained_share, target, loosest)
+    reached, there = operating_point(probability, verifier.trained_share, target, loosest)
     threshold = min(verifier.threshold, reached)
-    return threshold, expected_precision(probability, verifier.trained_share, threshold)
+    return threshold, expected_precision(probability, verifier.trained_share, threshold, there.copy_share)
 
 
 def _named_flags(column: str, flags: Mapping[str, np.ndarray], rows: int) -> pl.DataFrame:
