@@ -189,3 +189,42 @@ def test_a_manifest_reads_outside_its_folder_only_where_allowed(tmp_path: Path) 
     ]
     images, errors = read(tmp_path / "allowed.duckdb", "--allow-root", str(outside))
     assert images == ["../outside/secret.png", "a.png", "b.png"] and errors == []
+
+
+def test_a_corpus_of_bad_inputs_gets_a_reason_each_and_every_good_image_is_processed(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    folder = root / "train" / "a"
+    good = {
+        "train/a/0.png": encoded(smooth_picture(0), "PNG"),
+        "train/a/jpeg_named.png": encoded(smooth_picture(1), "JPEG"),
+        "train/a/one_pixel.png": encoded(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG"),
+        "train/a/tall.png": encoded(Image.new("RGB", (1, 100_000), (30, 20, 10)), "PNG"),
+        "train/a/" + "x" * 251 + ".png": encoded(smooth_picture(2), "PNG"),  # a 255-byte name
+        "train/a/folder.jpg/inside.png": encoded(smooth_picture(3), "PNG"),  # a folder named like an image
+        "test/a/1.png": encoded(smooth_picture(4), "PNG"),
+    }
+    for path, data in good.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "random.jpg").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "truncated.png").write_bytes(good["train/a/0.png"][:200])
+    (folder / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    os.mkfifo(folder / "pipe.png")
+    database = tmp_path / "db.duckdb"
+    assert main(["run", "--data", str(root), "--db", str(database)]) == EXIT_CHECK_FAILED  # decode_failure_rate
+    capsys.readouterr()
+    with duckdb.connect(str(database), read_only=True) as connection:
+        paths = {path for (path,) in connection.execute("SELECT path FROM image_manifest").fetchall()}
+        errors = dict(connection.execute("SELECT path, reason FROM image_errors").fetchall())
+    assert paths == set(good)
+    assert errors.keys() == {
+        f"train/a/{name}" for name in ("empty.jpg", "random.jpg", "truncated.png", "dangling.png", "loop", "pipe.png")
+    }
+    assert errors["train/a/empty.jpg"] == "empty file (0 bytes)"
+    assert errors["train/a/dangling.png"] == "broken symbolic link"
+    assert errors["train/a/loop"] == "symbolic link loop: folder not followed"
+    assert errors["train/a/pipe.png"] == "not a regular file"
+    assert "truncated" in errors["train/a/truncated.png"]
+    assert "identify" in errors["train/a/random.jpg"]
