@@ -35,7 +35,7 @@ HASH_BITS = 64
 MAX_CHUNKS = 8
 CANDIDATE_BLOCK = 1 << 22  # candidate pairs generated at once
 CANDIDATE_COST = 8.0  # a checked candidate costs about this many brute-force comparisons
-PRESENCE_TABLE_BITS = 24  # chunks of at most this many bits get a table of the keys present (2 MB)
+PRESENCE_TABLE_BITS = 24  # chunks of at most this many bits get a table of the keys present (16 MB)
 
 
 @dataclass(frozen=True)
