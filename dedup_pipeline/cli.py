@@ -339,18 +339,14 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
 
 def _verifier_line(connection: object) -> str | None:
     """The pair verifier's threshold and the precision its first join expected of its flags."""
-    from dedup_pipeline.lib.storage.database import FIRST_JOIN_COLUMNS, column_names, table_names
+    from dedup_pipeline.lib.storage.database import read_first_join
 
-    if "pair_verifier" not in table_names(connection) or not set(FIRST_JOIN_COLUMNS) <= column_names(
-        connection, "pair_verifier"
-    ):
+    first_join = read_first_join(connection)
+    if first_join is None or first_join["expected_precision"] is None:
         return None
-    row = connection.execute(
-        "SELECT coalesce(operating_threshold, threshold), expected_precision, copy_share FROM pair_verifier"
-    ).fetchone()
-    if row is None or row[1] is None:
-        return None
-    threshold, precision, share = row
+    threshold, precision, share = (
+        first_join[name] for name in ("operating_threshold", "expected_precision", "copy_share")
+    )
     return (
         f"pair verifier: probability >= {threshold:.3g}; its first join expected {precision:.3f} of its flags to be "
         f"real copies (an estimated {share:.2%} of the candidates it judged are copies; column copy_probability)"

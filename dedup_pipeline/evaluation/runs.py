@@ -12,7 +12,7 @@ import polars as pl
 from dedup_pipeline.cli import materialize
 from dedup_pipeline.defs.resources import DedupConfig
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.storage.database import column_names, read_match_thresholds, read_table, table_names
+from dedup_pipeline.lib.storage.database import read_first_join, read_match_thresholds, read_table
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store, discard
 
@@ -65,15 +65,5 @@ def load_run(database: Path, config: DedupConfig, seconds: float = float("nan"))
                 pl.col("image_id_a").replace_strict(position), pl.col("image_id_b").replace_strict(position)
             ).sort("image_id_a", "image_id_b"),
             seconds=seconds,
-            expected_precision=_expected_precision(connection),
+            expected_precision=(read_first_join(connection) or {}).get("expected_precision"),
         )
-
-
-def _expected_precision(connection: duckdb.DuckDBPyConnection) -> float | None:
-    """The precision the first join expected of its verifier's verdicts (None without a verifier)."""
-    if "pair_verifier" not in table_names(connection):
-        return None
-    if "expected_precision" not in column_names(connection, "pair_verifier"):
-        return None
-    row = connection.execute("SELECT expected_precision FROM pair_verifier").fetchone()
-    return None if row is None else row[0]

@@ -17,7 +17,7 @@ of its views matches, closest first):
 The threshold starts from the loosest probability whose balanced precision (as for the other
 evidence) is at least the target, chosen on out-of-fold scores of the tuning half (two folds of
 sampled images), and is then made as strict as ``RECALL_BUDGET`` of the copies allows (see
-:func:`operating_threshold`); precision and recall are then measured on the held-out half with the
+:func:`recall_budget_threshold`); precision and recall are then measured on the held-out half with the
 model fit on the whole tuning half. A copy whose source is neither among its look-alikes nor matched by a geometric view
 (``views``) counts as missed: the estimate includes the candidate stage's misses.
 
@@ -56,7 +56,7 @@ SCREEN_LOSS = 0.005  # share of accepted copies the screen may reject
 RECALL_BUDGET = 0.02  # share of the copies the balanced threshold accepts that precision may cost
 
 
-def operating_threshold(positives: np.ndarray, balanced: float, budget: float = RECALL_BUDGET) -> float:
+def recall_budget_threshold(positives: np.ndarray, balanced: float, budget: float = RECALL_BUDGET) -> float:
     """The strictest probability that still accepts all but ``budget`` (a share of the copies) of
     the copies ``balanced`` accepts, and never looser than ``balanced``.
 
@@ -246,7 +246,7 @@ def calibrate_verifier(
     balanced = choose_threshold(tune_scores, target_precision)
     if balanced is None:
         return None
-    threshold = operating_threshold(tune_scores.positives, balanced)
+    threshold = recall_budget_threshold(tune_scores.positives, balanced)
     look_alike_negatives = int((~tune_pairs.copy_labels & ~tune_pairs.copy_random).sum())
     scorer = (
         fit_scorer(names, tune_copy_features, tune_pairs.copy_labels)

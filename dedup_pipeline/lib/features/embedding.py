@@ -238,7 +238,4 @@ def load_embedder(name: str, image_size: int | None = None, threads: int | None 
         if threads and "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
         return embedder
-    raise ValueError(
-        f"unknown embedding model {name!r}: use one of {sorted(EMBEDDERS)}, "
-        f"{NO_EMBEDDING!r}, or an import path 'package.module:factory'"
-    )
+    raise ValueError(embedder_problem(name))

@@ -187,6 +187,19 @@ def write_first_join(
         )
 
 
+def read_first_join(connection: duckdb.DuckDBPyConnection) -> dict[str, float | None] | None:
+    """What the first join set on the verifier (:data:`FIRST_JOIN_COLUMNS` by name), or None when
+    there is no verifier or no first join has set anything yet."""
+    if "pair_verifier" not in table_names(connection) or not set(FIRST_JOIN_COLUMNS) <= column_names(
+        connection, "pair_verifier"
+    ):
+        return None
+    row = connection.execute(f"SELECT {', '.join(FIRST_JOIN_COLUMNS)} FROM pair_verifier").fetchone()
+    if row is None or all(value is None for value in row):
+        return None
+    return dict(zip(FIRST_JOIN_COLUMNS, row, strict=True))
+
+
 def _with_first_join_columns(connection: duckdb.DuckDBPyConnection) -> None:
     """Verifiers stored before the first join set an operating point lack its columns."""
     for column in FIRST_JOIN_COLUMNS:  # names from this module
@@ -205,19 +218,16 @@ def read_match_thresholds(connection: duckdb.DuckDBPyConnection) -> MatchThresho
     cosine = chosen.pop(EMBEDDING_EVIDENCE, None)
     verifier = space = cutoff = share = None
     if "pair_verifier" in table_names(connection):
-        columns = {
-            name for (name,) in connection.execute("SELECT column_name FROM (DESCRIBE pair_verifier)").fetchall()
-        }
-        first_join = "operating_threshold, copy_share" if set(FIRST_JOIN_COLUMNS) <= columns else "NULL, NULL"
-        row = connection.execute(
-            f"SELECT model, look_alike_space, screen_cutoff, {first_join} FROM pair_verifier"
-        ).fetchone()
+        row = connection.execute("SELECT model, look_alike_space, screen_cutoff FROM pair_verifier").fetchone()
         if row is not None:
             verifier = PairScorer.from_json(row[0])
             space = LookAlikeSpace.from_bytes(row[1]) if row[1] is not None else None
-            cutoff, share = row[2], row[4]
-            if row[3] is not None:
-                verifier = verifier.with_threshold(row[3])
+            cutoff = row[2]
+            first_join = read_first_join(connection)
+            if first_join is not None:
+                share = first_join["copy_share"]
+                if first_join["operating_threshold"] is not None:
+                    verifier = verifier.with_threshold(first_join["operating_threshold"])
     targets = None
     if "target_precision" in column_names(connection, "match_thresholds"):
         targets = connection.execute(

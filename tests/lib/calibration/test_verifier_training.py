@@ -4,7 +4,7 @@ from dedup_pipeline.lib.calibration.thresholds import SECOND_NEAREST, synthesize
 from dedup_pipeline.lib.calibration.verifier_training import (
     calibrate_verifier,
     half_pairs,
-    operating_threshold,
+    recall_budget_threshold,
     with_view_matches,
 )
 from dedup_pipeline.lib.features.hashing import perceptual_hashes
@@ -85,14 +85,14 @@ def test_calibrated_verifier_finds_held_out_copies() -> None:
     assert result.holdout_recall > 0.5 and result.holdout_precision > 0.8
 
 
-def test_the_operating_threshold_spends_at_most_the_recall_budget() -> None:
+def test_the_recall_budget_threshold_spends_at_most_the_budget() -> None:
     positives = np.linspace(0.0, 1.0, 1001)  # copies' probabilities, evenly spread
     balanced = 0.5
-    threshold = operating_threshold(positives, balanced, budget=0.02)
+    threshold = recall_budget_threshold(positives, balanced, budget=0.02)
     accepted_before = (positives >= balanced).sum()
     accepted_after = (positives >= threshold).sum()
     assert threshold > balanced
     assert accepted_after >= (1 - 0.02) * accepted_before
     assert (positives >= np.nextafter(threshold, 1.0)).sum() < (1 - 0.02) * accepted_before  # the strictest such
-    assert operating_threshold(positives, balanced, budget=0.0) == balanced
-    assert operating_threshold(np.array([0.1, 0.2]), 0.5) == 0.5  # nothing accepted: stays where it was
+    assert recall_budget_threshold(positives, balanced, budget=0.0) == balanced
+    assert recall_budget_threshold(np.array([0.1, 0.2]), 0.5) == 0.5  # nothing accepted: stays where it was
