@@ -17,19 +17,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import dagster as dg
+    import duckdb
     import polars as pl
 
     from dedup_pipeline.defs.resources import DedupConfig
     from dedup_pipeline.lib.inputs.changes import Registration
 
-from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
+from dedup_pipeline.defaults import (
+    DEFAULT_DATABASE,
+    DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_TARGET_PRECISION,
+    DEFAULT_WAIT_SECONDS,
+)
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_DIR = Path("demo_data")
@@ -51,6 +58,13 @@ def _add_database_option(parser: argparse.ArgumentParser) -> None:
         "--db",
         default=os.environ.get("DEDUP_DB"),
         help=f"DuckDB file (default: {DEFAULT_DATABASE}, or DEDUP_DB); its store is the folder beside it",
+    )
+    parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=DEFAULT_WAIT_SECONDS,
+        help="how long to wait for another run writing (or a check reading) the same database before "
+        "giving up with exit 2 (default: %(default)s)",
     )
 
 
@@ -187,11 +201,23 @@ class PipelineRun:
         )
 
 
-def materialize(config: DedupConfig, database: Path) -> PipelineRun:
+def materialize(config: DedupConfig, database: Path, wait_seconds: float = DEFAULT_WAIT_SECONDS) -> PipelineRun:
     """Register what changed in ``config.data`` as drops, extract every drop not extracted yet (one
     Dagster run each, a partition of the per-drop assets; the last one in the same run as the rest),
     and materialize the global assets (catalog, thresholds, join, clusters, reports) and their
-    checks, all in this process."""
+    checks, all in this process, holding the store's write lock throughout (waiting up to
+    ``wait_seconds`` for another writer)."""
+    from dedup_pipeline.defs.resources import store_of
+    from dedup_pipeline.lib.storage.write_lock import writer_lock
+
+    def waiting(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with writer_lock(store_of(str(database)).lock_file, wait_seconds, waiting):
+        return _materialize(config, database, wait_seconds)
+
+
+def _materialize(config: DedupConfig, database: Path, wait_seconds: float) -> PipelineRun:
     import dagster as dg
     from dagster_duckdb import DuckDBResource
 
@@ -241,20 +267,27 @@ def _print_frame(title: str, frame: pl.DataFrame) -> None:
         print(frame)
 
 
-def _leak_pairs(database: Path) -> set[tuple[str, str]]:
-    """The leaks a database holds now (empty when it has none yet)."""
-    import duckdb
+@contextmanager
+def _reading(database: Path, wait_seconds: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection, waiting while another process has the database open."""
+    from dedup_pipeline.lib.storage.write_lock import connect
 
+    with closing(connect(database, read_only=True, wait_seconds=wait_seconds)) as connection:
+        yield connection
+
+
+def _leak_pairs(database: Path, wait_seconds: float) -> set[tuple[str, str]]:
+    """The leaks a database holds now (empty when it has none yet)."""
     if not database.exists():
         return set()
-    with duckdb.connect(str(database), read_only=True) as connection:
+    with _reading(database, wait_seconds) as connection:
         views = {name for (name,) in connection.execute("SELECT view_name FROM duckdb_views()").fetchall()}
         if "leaks" not in views:
             return set()
         return set(connection.execute("SELECT path_a, path_b FROM leaks").fetchall())
 
 
-def _print_changes(run: PipelineRun, leaks_before: set[tuple[str, str]], database: Path) -> None:
+def _print_changes(run: PipelineRun, leaks_before: set[tuple[str, str]], database: Path, wait_seconds: float) -> None:
     """What this run changed: the drops it registered, what the join did, the new and gone leaks."""
     import polars as pl
 
@@ -279,17 +312,16 @@ def _print_changes(run: PipelineRun, leaks_before: set[tuple[str, str]], databas
             f"retired; {join['candidates_judged']:,} candidate pairs judged, {join['pairs_added']:,} duplicate "
             f"pairs added, {join['pairs_removed']:,} removed"
         )
-    after = _leak_pairs(database)
+    after = _leak_pairs(database, wait_seconds)
     new, gone = sorted(after - leaks_before), sorted(leaks_before - after)
     if leaks_before and (new or gone):
         rows = [(a, b, "new") for a, b in new] + [(a, b, "gone") for a, b in gone]
         _print_frame("leaks changed by this run", pl.DataFrame(rows, schema=["path_a", "path_b", "leak"], orient="row"))
 
 
-def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str]]) -> int:
+def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str]], wait_seconds: float) -> int:
     """Print what changed, row counts, the leak report and check outcomes; return the exit code."""
     import dagster as dg
-    import duckdb
     import polars as pl
 
     if not run.success:
@@ -300,8 +332,8 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
             error = error.cause
         print(f"\nrun failed: {error.message.strip() if error else 'see the log above'}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    _print_changes(run, leaks_before, database)
-    with duckdb.connect(str(database), read_only=True) as connection:
+    _print_changes(run, leaks_before, database, wait_seconds)
+    with _reading(database, wait_seconds) as connection:
         counts = [
             (name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
             for name in (
@@ -353,12 +385,11 @@ def _verifier_line(connection: object) -> str | None:
     )
 
 
-def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]]) -> bool:
+def compare_with_planted(database: Path, planted: Sequence[tuple[str, str, str]], wait_seconds: float) -> bool:
     """Print planted duplicate pairs against found ones; True when they are the same set."""
-    import duckdb
     import polars as pl
 
-    with duckdb.connect(str(database), read_only=True) as connection:
+    with _reading(database, wait_seconds) as connection:
         found = {
             tuple(sorted(row)) for row in connection.execute("SELECT path_a, path_b FROM duplicate_pairs").fetchall()
         }
@@ -394,16 +425,17 @@ def _validated_config(data: str, args: argparse.Namespace) -> DedupConfig | None
     return config
 
 
-def run_and_summarize(config: DedupConfig, database: Path) -> int:
+def run_and_summarize(config: DedupConfig, database: Path, wait_seconds: float) -> int:
     from dedup_pipeline.lib.inputs.sources import DatasetError
+    from dedup_pipeline.lib.storage.write_lock import StoreBusy
 
-    leaks_before = _leak_pairs(database)
     try:
-        run = materialize(config, database)
-    except DatasetError as error:
+        leaks_before = _leak_pairs(database, wait_seconds)
+        run = materialize(config, database, wait_seconds)
+        return summarize(run, database, leaks_before, wait_seconds)
+    except (DatasetError, StoreBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return summarize(run, database, leaks_before)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -414,16 +446,18 @@ def _run(args: argparse.Namespace) -> int:
     if database.is_dir():
         print(f"error: --db {database} is a folder; name a database file in it instead", file=sys.stderr)
         return EXIT_BAD_INPUT
-    return run_and_summarize(config, database)
+    return run_and_summarize(config, database, args.wait_seconds)
 
 
 def _check(args: argparse.Namespace) -> int:
     from dedup_pipeline.lib.search.lookup import StoreNotReady, stored_duplicates
+    from dedup_pipeline.lib.storage.write_lock import StoreBusy
 
     database = _database(args)
+    paths = [Path(path) for path in args.paths]
     try:
-        found = stored_duplicates([Path(path) for path in args.paths], database, workers=args.workers)
-    except StoreNotReady as error:
+        found = stored_duplicates(paths, database, workers=args.workers, wait_seconds=args.wait_seconds)
+    except (StoreNotReady, StoreBusy) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if found.failures.height:
@@ -451,15 +485,15 @@ def _demo(args: argparse.Namespace) -> int:
         f"{len(planted)} planted duplicate pairs)"
     )
     config = _config_from_args(str(root), args)
-    code = run_and_summarize(config, database)
+    code = run_and_summarize(config, database, args.wait_seconds)
     if code == EXIT_BAD_INPUT:
         return code
     drop_planted = build_demo_drop(root)
     print(f"\ndemo: a second drop arrives in {root}/drops/ with {len(drop_planted)} planted leaks; running again")
-    code = run_and_summarize(config, database)
+    code = run_and_summarize(config, database, args.wait_seconds)
     if code == EXIT_BAD_INPUT:
         return code
-    if not compare_with_planted(database, [*planted, *drop_planted]):
+    if not compare_with_planted(database, [*planted, *drop_planted], args.wait_seconds):
         print("\ndemo: found pairs differ from the planted ones", file=sys.stderr)
         return EXIT_CHECK_FAILED
     print(

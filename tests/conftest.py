@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,3 +53,29 @@ def encoded(image: Image.Image, format: str, **options: object) -> bytes:
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[str, str, str]]]:
     root = tmp_path_factory.mktemp("demo") / "images"
     return root, build_demo_dataset(root)
+
+
+def start_holder(code: str) -> subprocess.Popen:
+    """A Python process running ``code`` that prints 'ready' once it holds what it holds (a lock,
+    an open database); stop it with :func:`stop_holder`."""
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    return process
+
+
+def hold_store_lock(lock_file: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding a store's write lock for ``seconds``."""
+    return start_holder(f"""
+        import time
+        from dedup_pipeline.lib.storage.write_lock import writer_lock
+        with writer_lock({str(lock_file)!r}):
+            print("ready", flush=True)
+            time.sleep({seconds})
+    """)
+
+
+def stop_holder(process: subprocess.Popen) -> None:
+    """Kill a process a test started (by its id) and reap it."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.assets.catalog import image_catalog
 from dedup_pipeline.defs.assets.images import image_features
 from dedup_pipeline.defs.assets.reports import dedup_manifest, label_conflicts, leak_report
 from dedup_pipeline.defs.assets.similarity import duplicate_clusters, similar_pairs
 from dedup_pipeline.defs.assets.thresholds import match_thresholds
-from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig, default_database
+from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig, StoreDatabase, default_database
 from dedup_pipeline.defs.sensors import drop_sensor
 
 PER_DROP_ASSETS = [image_features]
@@ -38,7 +37,7 @@ def build_definitions(dedup: DedupConfig, database: str) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         sensors=[drop_sensor],
-        resources={"dedup": dedup, DUCKDB_RESOURCE_KEY: DuckDBResource(database=database)},
+        resources={"dedup": dedup, DUCKDB_RESOURCE_KEY: StoreDatabase(database=database)},
     )
 
 

@@ -1,18 +1,23 @@
 """Resources: the pipeline's configuration and the one DuckDB connection factory.
 
-Every asset that connects to the database does so only through :data:`DUCKDB_RESOURCE_KEY` and runs
-in the :data:`DUCKDB_POOL` concurrency pool (limit 1 in ``dagster_home/dagster.yaml``): DuckDB allows
-one writing process per database file. Extraction of a drop does not connect: it writes the drop's
-Parquet files into the store beside the database (:func:`store_of`).
+Every asset that connects to the database does so only through :data:`DUCKDB_RESOURCE_KEY`
+(:class:`StoreDatabase`) and runs in the :data:`DUCKDB_POOL` concurrency pool (limit 1 in
+``dagster_home/dagster.yaml``): DuckDB allows one writing process per database file. Across
+Dagster instances and command-line runs, each connection also holds the store's write lock
+(``lib/storage/write_lock``). Extraction of a drop does not connect: it writes the drop's Parquet
+files into the store beside the database (:func:`store_of`).
 """
 
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
 from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
@@ -23,6 +28,7 @@ from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.runtime.parallel import available_cores
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
 from dedup_pipeline.lib.storage.store import Store
+from dedup_pipeline.lib.storage.write_lock import DEFAULT_WAIT_SECONDS, connect, writer_lock
 
 DUCKDB_POOL = "duckdb"
 DUCKDB_RESOURCE_KEY = "duckdb"
@@ -286,6 +292,27 @@ class DedupConfig(dg.ConfigurableResource):
                 "Use another database, or delete this one and its store to rebuild."
             )
         return settings
+
+
+class StoreDatabase(DuckDBResource):
+    """The DuckDB file of a store. Each connection is a writer's: it holds the store's write lock
+    (waiting for another process's run to finish) and waits out readers that have the file open."""
+
+    wait_seconds: float = Field(
+        default=DEFAULT_WAIT_SECONDS,
+        description="How long a step waits for another process writing or reading the database before failing.",
+    )
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        log = dg.get_dagster_logger()
+        with (
+            writer_lock(store_of(self.database).lock_file, self.wait_seconds, waiting=log.info),
+            closing(
+                connect(self.database, wait_seconds=self.wait_seconds, config=self.connection_config)
+            ) as connection,
+        ):
+            yield connection
 
 
 def store_of(database: str) -> Store:

@@ -7,17 +7,19 @@ rows) and compares it with the drops registered in the store, which it reads fro
 Parquet files (it never opens the database, so it does not wait on a running job). A drop is
 registered once it has settled (see ``DedupConfig.settle_seconds``). Runs are requested for every
 registered drop that is not extracted yet, with the drop's key as the run key, so a drop whose
-registration outlived a crashed tick still gets its run, and no drop gets two.
+registration outlived a crashed tick still gets its run, and no drop gets two. While another
+process writes the store (a command-line run, a step of a run), the tick registers nothing and says
+so: registering beside a run would register the same changes twice.
 """
 
 import json
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.partitions import DROPS
-from dedup_pipeline.defs.resources import DedupConfig, store_of
+from dedup_pipeline.defs.resources import DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.inputs.changes import register_changes
+from dedup_pipeline.lib.storage.write_lock import StoreBusy, writer_lock
 
 DROP_SENSOR_INTERVAL_SECONDS = 30
 
@@ -38,11 +40,15 @@ def drop_run_request(key: str) -> dg.RunRequest:
     ),
     target=dg.AssetSelection.all(),
 )
-def drop_sensor(context: dg.SensorEvaluationContext, dedup: DedupConfig, duckdb: DuckDBResource) -> dg.SensorResult:
+def drop_sensor(context: dg.SensorEvaluationContext, dedup: DedupConfig, duckdb: StoreDatabase) -> dg.SensorResult:
     store = store_of(duckdb.database)
-    registration = register_changes(
-        dedup.data, store, settle_seconds=dedup.settle_seconds, allowed_roots=dedup.allowed_roots
-    )
+    try:
+        with writer_lock(store.lock_file, wait_seconds=0):
+            registration = register_changes(
+                dedup.data, store, settle_seconds=dedup.settle_seconds, allowed_roots=dedup.allowed_roots
+            )
+    except StoreBusy as busy:
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"not registering now: {busy}"))
     drops = store.drops()
     known = set(context.instance.get_dynamic_partitions(DROPS.name))
     unknown = [drop.key for drop in drops if drop.key not in known]

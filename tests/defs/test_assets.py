@@ -165,11 +165,10 @@ def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:
 
 def test_running_a_drop_again_changes_nothing(demo_dataset, tmp_path: Path) -> None:
     import dagster as dg
-    from dagster_duckdb import DuckDBResource
 
     from dedup_pipeline.defs import PER_DROP_ASSETS
     from dedup_pipeline.defs.partitions import DROPS
-    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY
+    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, StoreDatabase
     from dedup_pipeline.lib.storage.store import Store
 
     root, _ = demo_dataset
@@ -184,7 +183,7 @@ def test_running_a_drop_again_changes_nothing(demo_dataset, tmp_path: Path) -> N
     again = dg.materialize(
         PER_DROP_ASSETS,
         partition_key=drop.key,
-        resources={"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))},
+        resources={"dedup": config, DUCKDB_RESOURCE_KEY: StoreDatabase(database=str(database))},
         instance=instance,
     )
     assert again.success

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs import defs
 from dedup_pipeline.defs.partitions import DROPS
-from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig
+from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, DedupConfig, StoreDatabase
 from dedup_pipeline.defs.sensors import drop_sensor
 from dedup_pipeline.lib.storage.store import SHARD_TABLES, Store
-from tests.conftest import encoded, smooth_picture
+from tests.conftest import encoded, hold_store_lock, smooth_picture, stop_holder
 
 
 def write(path: Path, seed: int, age_seconds: float = 3600) -> None:
@@ -30,7 +29,7 @@ def evaluate(instance: dg.DagsterInstance, root: Path, database: Path, cursor: s
         cursor=cursor,
         resources={
             "dedup": DedupConfig(data=str(root), settle_seconds=60),
-            DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database)),
+            DUCKDB_RESOURCE_KEY: StoreDatabase(database=str(database)),
         },
         definitions=defs,
     )
@@ -80,3 +79,17 @@ def test_a_half_copied_drop_waits_for_its_marker_or_a_quiet_period(tmp_path: Pat
     write(root / "train/a/fresh.png", 3, age_seconds=0)  # a file still being written in place
     later = evaluate(instance, root, database, ready.cursor)
     assert len(Store.beside(database).drops()) == 2 and later.run_requests  # the same two drops wait for runs
+
+
+def test_while_another_process_writes_the_store_the_sensor_registers_nothing(tmp_path: Path) -> None:
+    root, database = tmp_path / "data", tmp_path / "db.duckdb"
+    write(root / "train/a/0.png", 0)
+    holder = hold_store_lock(Store.beside(database).lock_file, 60)
+    try:
+        busy = evaluate(dg.DagsterInstance.ephemeral(), root, database, None)
+    finally:
+        stop_holder(holder)
+    assert not busy.run_requests and f"pid {holder.pid}" in busy.skip_reason.skip_message
+    assert Store.beside(database).drops() == []
+    after = evaluate(dg.DagsterInstance.ephemeral(), root, database, None)
+    assert [request.partition_key for request in after.run_requests] == ["000001-initial"]

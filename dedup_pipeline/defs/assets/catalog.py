@@ -1,10 +1,9 @@
 """The catalog of live images: every extracted drop merged into the database's views."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import preview, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, store_of
+from dedup_pipeline.defs.resources import DUCKDB_POOL, StoreDatabase, store_of
 from dedup_pipeline.lib.storage.catalog import merge_drops
 from dedup_pipeline.lib.storage.database import read_table
 
@@ -23,7 +22,7 @@ PER_IMAGE_ASSETS = ["image_manifest", "image_hashes", "image_thumbnails", "image
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def image_catalog(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def image_catalog(context: dg.AssetExecutionContext, duckdb: StoreDatabase) -> dg.MaterializeResult:
     store = store_of(duckdb.database)
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):

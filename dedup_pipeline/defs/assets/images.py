@@ -4,11 +4,10 @@ files in the store (no database connection: drops can be extracted side by side)
 
 import dagster as dg
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import ProgressLogger, preview, timed
 from dedup_pipeline.defs.partitions import DROPS
-from dedup_pipeline.defs.resources import DedupConfig, store_of
+from dedup_pipeline.defs.resources import DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.features.extraction import choose_embedding_size
 from dedup_pipeline.lib.storage.shards import drop_sources, extract_drop
 
@@ -69,7 +68,7 @@ DECODE_CHECK = "decode_failure_rate"
     ],
     partitions_def=DROPS,
 )
-def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource):
+def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: StoreDatabase):
     store = store_of(duckdb.database)
     drop = store.drop(context.partition_key)
     timings: dict[str, object] = {}

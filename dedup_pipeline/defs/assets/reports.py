@@ -1,10 +1,9 @@
 """Reports: leak report (with the leak budget check), label conflicts, deduplicated manifest."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import preview, table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase
 from dedup_pipeline.lib.decisions.dedup_policy import decide, guarantee_violations
 from dedup_pipeline.lib.decisions.reports import label_conflicts as find_label_conflicts
 from dedup_pipeline.lib.decisions.reports import leak_report as build_leak_report
@@ -36,7 +35,7 @@ GUARANTEE_CHECK = "no_leaks_among_kept"
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
+def leak_report(dedup: DedupConfig, duckdb: StoreDatabase):
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_manifest(connection)
@@ -75,7 +74,7 @@ def leak_report(dedup: DedupConfig, duckdb: DuckDBResource):
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
+def label_conflicts(duckdb: StoreDatabase) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         conflicts = find_label_conflicts(read_manifest(connection), read_table(connection, "similar_pairs"))
@@ -105,7 +104,7 @@ def label_conflicts(duckdb: DuckDBResource) -> dg.MaterializeResult:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def dedup_manifest(dedup: DedupConfig, duckdb: DuckDBResource):
+def dedup_manifest(dedup: DedupConfig, duckdb: StoreDatabase):
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_manifest(connection)

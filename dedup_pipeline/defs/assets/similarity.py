@@ -1,10 +1,9 @@
 """Similarity join (incremental: new images against every stored image) and duplicate clusters."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
 from dedup_pipeline.lib.search.criteria import MatchThresholds
@@ -41,9 +40,7 @@ from dedup_pipeline.lib.storage.features import LiveImages
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def similar_pairs(
-    context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
-) -> dg.MaterializeResult:
+def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: StoreDatabase) -> dg.MaterializeResult:
     metadata: dict[str, object] = {}
     with duckdb.get_connection() as connection:
         thresholds = read_match_thresholds(connection)
@@ -122,7 +119,7 @@ def _expected_metadata(state: JoinState) -> dict[str, object]:
     kinds={"duckdb"},
     pool=DUCKDB_POOL,
 )
-def duplicate_clusters(dedup: DedupConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def duplicate_clusters(dedup: DedupConfig, duckdb: StoreDatabase) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         manifest = read_manifest(connection)

@@ -5,10 +5,9 @@ import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
-from dagster_duckdb import DuckDBResource
 
 from dedup_pipeline.defs.metadata import table_metadata, timed
-from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, store_of
+from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.calibration.thresholds import (
     SyntheticCopies,
     calibrate,
@@ -213,7 +212,7 @@ def _kept_calibration(dedup: DedupConfig, connection: duckdb.DuckDBPyConnection)
     pool=DUCKDB_POOL,
 )
 def match_thresholds(
-    context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: DuckDBResource
+    context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: StoreDatabase
 ) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
     with duckdb.get_connection() as connection, timed(timings, "seconds"):

@@ -5,13 +5,14 @@ does not depend on which other images are checked with it. Read-only: nothing is
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import polars as pl
 
+from dedup_pipeline.defaults import DEFAULT_WAIT_SECONDS
 from dedup_pipeline.lib.features.extraction import extract
 from dedup_pipeline.lib.features.image_work import ExtractionSettings
 from dedup_pipeline.lib.inputs.sources import ImageSource, stored_path
@@ -25,6 +26,7 @@ from dedup_pipeline.lib.storage.database import calibration_id, read_join_state,
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store
 from dedup_pipeline.lib.storage.stored_rows import stacked
+from dedup_pipeline.lib.storage.write_lock import connect
 from dedup_pipeline.lib.verification.judging import judge
 from dedup_pipeline.lib.verification.pair_features import ImageSignals
 
@@ -54,14 +56,17 @@ def _look_alike_pairs(images: JoinImages, state: JoinState, space: LookAlikeSpac
     return union(own_pairs, ordered(entered[:, 0], entered[:, 1]))
 
 
-def stored_duplicates(files: list[Path], database: Path, workers: int = 0) -> CheckResult:
-    """The stored duplicates of each of ``files``."""
+def stored_duplicates(
+    files: list[Path], database: Path, workers: int = 0, wait_seconds: float = DEFAULT_WAIT_SECONDS
+) -> CheckResult:
+    """The stored duplicates of each of ``files`` (waiting up to ``wait_seconds`` while a run has the
+    database open)."""
     store = Store.beside(database)
     store_settings = store.settings()
     if store_settings is None or not database.exists():
         raise StoreNotReady(f"no store beside {database}: run `dedup-pipeline run --data ... --db {database}` first")
     settings = ExtractionSettings.from_record(store_settings)
-    with duckdb.connect(str(database), read_only=True) as connection:
+    with closing(connect(database, read_only=True, wait_seconds=wait_seconds)) as connection:
         thresholds = read_match_thresholds(connection)
         state = read_join_state(connection, calibration_id(connection))
         if state is None:

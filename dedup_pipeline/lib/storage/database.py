@@ -22,7 +22,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 
 import duckdb
 import numpy as np
@@ -32,6 +32,7 @@ import pyarrow as pa
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace
 from dedup_pipeline.lib.search.similar_pairs import JoinState
+from dedup_pipeline.lib.storage.write_lock import connect
 from dedup_pipeline.lib.verification.base_rate import ExpectedPrecision
 from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
@@ -330,7 +331,7 @@ CALIBRATION_TABLES = ("match_thresholds", "pair_verifier")
 def copy_calibration(connection: duckdb.DuckDBPyConnection, other: str) -> None:
     """Apply another database's thresholds and pair verifier (with its look-alike space and screen
     cutoff) here, replacing this database's own (inside the caller's transaction)."""
-    with duckdb.connect(other, read_only=True) as source:
+    with closing(connect(other, read_only=True)) as source:
         present = table_names(source)
         if "match_thresholds" not in present:
             raise ValueError(f"{other} holds no thresholds (table match_thresholds): run the pipeline on it first")

@@ -5,6 +5,7 @@ which allows one writing process per file, only reads them.
 Layout of ``<database stem>.store/``::
 
     settings.json           the extraction settings every drop is extracted with (fixed by the first)
+    write.lock              held by the one process writing the store and its database (write_lock)
     drops/<key>.parquet      a drop's registration: the file events it covers (added, changed,
                              deleted, problem), written once when the drop is registered
     shards/<key>/            what extracting the drop produced: manifest, failures, hashes,
@@ -111,6 +112,10 @@ class Store:
         """The store of a database file: ``results.duckdb`` -> ``results.store/``."""
         database = Path(database)
         return cls(database.with_name(database.stem + STORE_SUFFIX))
+
+    @property
+    def lock_file(self) -> Path:
+        return self.folder / "write.lock"
 
     @property
     def _registrations(self) -> Path:
