@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 from dedup_pipeline.defaults import (
     DEFAULT_DATABASE,
     DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_FILE_SECONDS,
     DEFAULT_TARGET_PRECISION,
     DEFAULT_WAIT_SECONDS,
 )
@@ -128,6 +129,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
     parser.add_argument(
+        "--file-time-limit",
+        type=float,
+        default=DEFAULT_FILE_SECONDS,
+        metavar="SECONDS",
+        help="record a file that takes longer to read and decode as an error and go on (0: no limit; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
         "--allow-root",
         action="append",
         default=[],
@@ -148,6 +157,7 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
         "embedding_image_size": args.embedding_image_size,
         "max_leaked_fraction": args.max_leaked_fraction,
         "workers": args.workers,
+        "file_time_limit_seconds": args.file_time_limit,
         "allowed_roots": [str(Path(root).expanduser().resolve()) for root in args.allow_root],
         "recalibrate": args.recalibrate,
         "thresholds_from": str(Path(args.thresholds_from).expanduser().resolve()) if args.thresholds_from else None,

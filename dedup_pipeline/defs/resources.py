@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -20,7 +21,12 @@ import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from dedup_pipeline.defaults import DEFAULT_DATABASE, DEFAULT_EMBEDDING_MODEL, DEFAULT_TARGET_PRECISION
+from dedup_pipeline.defaults import (
+    DEFAULT_DATABASE,
+    DEFAULT_EMBEDDING_MODEL,
+    DEFAULT_FILE_SECONDS,
+    DEFAULT_TARGET_PRECISION,
+)
 from dedup_pipeline.lib.decisions.splits import DEFAULT_SPLIT_PRIORITY
 from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, embedder_problem, preferred_batch_size
 from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
@@ -165,6 +171,11 @@ class DedupConfig(dg.ConfigurableResource):
         "drops/<name>/ folder once it holds a _SUCCESS file or nothing in it was modified for this long.",
     )
     workers: int = Field(default=0, description="Decode/hash processes (0: one per CPU).")
+    file_time_limit_seconds: float = Field(
+        default=DEFAULT_FILE_SECONDS,
+        description="Reading and decoding one file may take this long; a file that takes longer is recorded in "
+        "image_errors with that reason and the run goes on (0: no limit).",
+    )
     allowed_roots: list[str] = Field(
         default_factory=list,
         description="Folders a manifest's rows may point into besides the manifest's own folder; rows "
@@ -201,6 +212,7 @@ class DedupConfig(dg.ConfigurableResource):
             ("calibration_images", self.calibration_images, 1),
             ("calibration_transforms_per_image", self.calibration_transforms_per_image, 1),
             ("max_image_pixels", self.max_image_pixels, 1),
+            ("file_time_limit_seconds", self.file_time_limit_seconds, 0),
             ("settle_seconds", self.settle_seconds, 0),
             ("workers", self.workers, 0),
             ("embedding_batch_size", self.embedding_batch_size, 0),
@@ -233,6 +245,7 @@ class DedupConfig(dg.ConfigurableResource):
             embedding_model=self.embedding_model if embedding_size else None,
             embedding_batch_size=self.embedding_batch_size or preferred_batch_size(embedding_size or 64),
             view_hashes=self.calibrate and self.verify,  # only the pair verifier uses them
+            file_seconds=self.file_time_limit_seconds or None,
         )
 
     def matching_hashes(self) -> list[str]:
@@ -274,7 +287,7 @@ class DedupConfig(dg.ConfigurableResource):
             size = (self.embedding_image_size or auto_embedding_size()) if embeds else None
             settings = self.extraction_settings(size)
             recorded = store.fix_settings(settings.record())
-        settings = ExtractionSettings.from_record(recorded)
+        settings = replace(ExtractionSettings.from_record(recorded), file_seconds=self.file_time_limit_seconds or None)
         wanted = self.extraction_settings(self.embedding_image_size or settings.embedding_size)
         configured = [
             *(["embedding_size"] if self.embedding_image_size else []),

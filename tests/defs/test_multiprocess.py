@@ -70,7 +70,9 @@ def test_the_multiprocess_executor_gives_the_in_process_result(
     (drop,) = register_changes(str(dataset), store_of(str(database))).drops
     instance.add_dynamic_partitions(DROPS.name, [drop.key])
 
-    result = dg.execute_job(dg.reconstructable(whole_graph_job), instance=instance, tags={"dagster/partition": drop.key})
+    result = dg.execute_job(
+        dg.reconstructable(whole_graph_job), instance=instance, tags={"dagster/partition": drop.key}
+    )
 
     assert result.success
     steps = {event.step_key for event in result.all_events if event.event_type_value == "STEP_SUCCESS"}

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from dedup_pipeline.defaults import DEFAULT_FILE_SECONDS
 from dedup_pipeline.lib.features.hashing import (
     HashBases,
     batch_hashes,
@@ -39,9 +40,13 @@ from dedup_pipeline.lib.features.views import view_hashes
 from dedup_pipeline.lib.inputs.decoding import DecodeError, decode_image
 from dedup_pipeline.lib.inputs.pictures import Picture, resized, rgb_pixels
 from dedup_pipeline.lib.inputs.sources import local_path
+from dedup_pipeline.lib.runtime.time_limit import TimeLimitExceeded, time_limit
 
 if TYPE_CHECKING:  # imported only where a model is configured
     from dedup_pipeline.lib.features.embedding import Embedder
+
+
+RUN_SETTINGS = ("embedding_threads", "file_seconds")  # extraction settings a store does not record
 
 
 @dataclass(frozen=True)
@@ -56,20 +61,23 @@ class ExtractionSettings:
     embedding_batch_size: int = 64
     embedding_threads: int | None = None  # threads of the process that embeds (None: one per core)
     view_hashes: bool = True  # hash each thumbnail's geometric views (the pair verifier's candidates)
+    file_seconds: float | None = DEFAULT_FILE_SECONDS  # per-file limit on reading and decoding (None: none)
 
     @property
     def embeds(self) -> bool:
         return bool(self.embedding_model and self.embedding_size)
 
     def record(self) -> dict[str, object]:
-        """The settings as a store records them (threads are the machine's, not the store's)."""
+        """The settings as a store records them (threads and the time limit are the run's, not the
+        store's: they change no image's outputs)."""
         record = dataclasses.asdict(self)
-        record.pop("embedding_threads")
+        for name in RUN_SETTINGS:
+            record.pop(name)
         return record
 
     @classmethod
     def from_record(cls, record: Mapping[str, object]) -> ExtractionSettings:
-        names = {field.name for field in dataclasses.fields(cls)}
+        names = {field.name for field in dataclasses.fields(cls)} - set(RUN_SETTINGS)
         return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in record.items() if name in names})
 
     def hash_names(self) -> list[str]:
@@ -133,7 +141,18 @@ def read_bytes(file: str | Path) -> bytes:
 
 
 def decode_file(file: str | Path, settings: ExtractionSettings) -> tuple[ImageFacts, np.ndarray] | ImageFailure:
-    """Read and decode one image: its manifest facts and its canonical RGB pixels, or why not."""
+    """Read and decode one image: its manifest facts and its canonical RGB pixels, or why not
+    (within ``settings.file_seconds``)."""
+    try:
+        with time_limit(settings.file_seconds):
+            return _read_and_decode(file, settings)
+    except TimeLimitExceeded:
+        return ImageFailure(
+            f"reading and decoding took longer than the per-file time limit ({settings.file_seconds:g} s)"
+        )
+
+
+def _read_and_decode(file: str | Path, settings: ExtractionSettings) -> tuple[ImageFacts, np.ndarray] | ImageFailure:
     try:
         data = read_bytes(file)
     except OSError as error:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dedup_pipeline.lib.runtime.allocator import keep_freed_memory_for_reuse
+from dedup_pipeline.lib.runtime.time_limit import allow_hard_stop
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -36,7 +37,10 @@ IN_FLIGHT_PER_WORKER = 4
 class WorkerCrash:
     """The worker process died while handling this item."""
 
-    reason: str = "the worker process crashed while decoding this file (native decoder fault)"
+    reason: str = (
+        "the worker process died on this file (a native decoder fault, or a decode that ran past the "
+        "per-file time limit without returning)"
+    )
 
 
 def available_cores() -> int:
@@ -48,12 +52,14 @@ def _prepare_worker(threads: int) -> None:
     """Limit a worker's BLAS threads to its share of the cores: each BLAS otherwise starts a thread
     per core in every worker, and its spinning threads then fight (two workers' small matrix
     products, the view hashes, ran 4x slower than with one thread each). And keep freed memory in
-    the worker for reuse: every chunk's arrays were fresh mmaps, page-faulted in and unmapped again."""
+    the worker for reuse: every chunk's arrays were fresh mmaps, page-faulted in and unmapped again.
+    And let a time limit kill a worker whose work never returns (the pool survives that as a crash)."""
     import numpy  # noqa: F401  (threadpoolctl limits only the libraries already loaded)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads, user_api="blas")
     keep_freed_memory_for_reuse()
+    allow_hard_stop()
 
 
 @contextmanager

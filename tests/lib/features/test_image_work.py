@@ -8,6 +8,7 @@ from dedup_pipeline.lib.features.image_work import (
     ExtractionSettings,
     ImageFacts,
     ImageFailure,
+    decode_file,
     embed_in_batches,
     extract_chunk,
     read_bytes,
@@ -58,3 +59,14 @@ def test_an_embedding_does_not_depend_on_the_batch_it_was_computed_in() -> None:
     together = embed_in_batches(embedder, pictures, batch_size=4)
     one_by_one = np.concatenate([embed_in_batches(embedder, [picture], batch_size=4) for picture in pictures])
     assert np.array_equal(together, one_by_one)  # bit for bit: a drop's image gets a from-scratch run's embedding
+
+
+def test_a_file_that_blocks_its_reader_is_recorded_at_the_time_limit(tmp_path: Path) -> None:
+    fifo = tmp_path / "stalled.jpg"  # a read that never ends, as on a stalled network share
+    os.mkfifo(fifo)
+    settings = ExtractionSettings(
+        hash_size=8, hash_algorithms=("phash",), embedding_size=None, max_pixels=10**8, file_seconds=0.3
+    )
+    failure = decode_file(str(fifo), settings)
+    assert isinstance(failure, ImageFailure)
+    assert failure.reason == "reading and decoding took longer than the per-file time limit (0.3 s)"

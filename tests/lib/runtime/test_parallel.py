@@ -1,10 +1,12 @@
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dedup_pipeline.lib.runtime.parallel import WorkerCrash, map_chunks
+from dedup_pipeline.lib.runtime.time_limit import time_limit
 
 
 def squares_or_die(values: Sequence[int]) -> list[int]:
@@ -48,3 +50,24 @@ def test_workers_do_not_rerun_the_programs_main_script(tmp_path: Path) -> None:
     completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True)
     assert completed.stdout.strip() == "[3, 3, 3, 1]"
     assert marker.read_text() == "main ran\n"  # once: the program itself, in neither worker
+
+
+def squares_or_hang(values: Sequence[int]) -> list[int]:
+    """Each value within a one-second time limit; on 21 it spins where the limit's signal cannot
+    reach, as a native decoder stuck in a loop would."""
+    results = []
+    for value in values:
+        with time_limit(1.0):
+            if value == 21:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+                while True:
+                    pass
+            results.append(value * value)
+    return results
+
+
+def test_a_worker_whose_work_never_returns_is_stopped_and_isolated() -> None:
+    results = list(map_chunks(squares_or_hang, list(range(24)), workers=2, chunk_size=6))
+    crashes = [list(span) for span, result in results if isinstance(result, WorkerCrash)]
+    assert crashes == [[21]]
+    assert [index for span, _ in results for index in span] == list(range(24))
