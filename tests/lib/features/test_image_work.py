@@ -1,4 +1,8 @@
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -70,3 +74,22 @@ def test_a_file_that_blocks_its_reader_is_recorded_at_the_time_limit(tmp_path: P
     failure = decode_file(str(fifo), settings)
     assert isinstance(failure, ImageFailure)
     assert failure.reason == "reading and decoding took longer than the per-file time limit (0.3 s)"
+
+
+def test_a_file_without_read_permission_is_recorded_with_the_reason(tmp_path: Path) -> None:
+    """Root reads every file, so as root the read runs in a child process acting as user nobody."""
+    folder = Path(tempfile.mkdtemp(prefix="unreadable-", dir="/tmp"))
+    try:
+        folder.chmod(0o755)
+        locked = folder / "locked.png"
+        locked.write_bytes(encoded(smooth_picture(1), "PNG"))
+        locked.chmod(0o000)
+        code = (
+            "import os, sys; from dedup_pipeline.lib.features.image_work import ExtractionSettings, decode_file; "
+            "os.geteuid() == 0 and os.seteuid(65534); "
+            "print(decode_file(sys.argv[1], ExtractionSettings(8, ('phash',), None, 10**8)).reason)"
+        )
+        result = subprocess.run([sys.executable, "-c", code, str(locked)], capture_output=True, text=True, check=True)
+        assert result.stdout.strip() == "cannot read file: Permission denied"
+    finally:
+        shutil.rmtree(folder)
