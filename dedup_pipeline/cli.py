@@ -334,6 +334,8 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
     import dagster as dg
     import polars as pl
 
+    from dedup_pipeline.lib.storage.database import table_name
+
     if not run.success:
         failed = next(result for result in run.results if not result.success)
         failure = next((event for event in failed.all_events if event.is_step_failure), None)
@@ -345,7 +347,7 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
     _print_changes(run, leaks_before, database, wait_seconds)
     with _reading(database, wait_seconds) as connection:
         counts = [
-            (name, connection.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0])
+            (name, connection.execute(f"SELECT count(*) FROM {table_name(name)}").fetchone()[0])
             for name in (
                 "image_manifest",
                 "image_errors",

@@ -228,3 +228,24 @@ def test_a_corpus_of_bad_inputs_gets_a_reason_each_and_every_good_image_is_proce
     assert errors["train/a/pipe.png"] == "not a regular file"
     assert "truncated" in errors["train/a/truncated.png"]
     assert "identify" in errors["train/a/random.jpg"]
+
+
+def test_names_made_of_sql_pass_through_as_values(tmp_path: Path, capsys) -> None:
+    """Quotes, semicolons and comments in folder, label and file names, and in the database's own
+    path (which view definitions name as a string literal), are data: nothing runs as SQL."""
+    root = tmp_path / "data"
+    copy = "test/b\"; DROP TABLE similar_pairs; --/O'Brien'); DELETE FROM image_catalog; --.png"
+    pictures = {"train/a/0.png": 0, "train/a/1.png": 1, copy: 1, "val' OR '1'='1/a/2.png": 2}
+    for path, seed in pictures.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(encoded(smooth_picture(seed), "PNG"))
+    database = tmp_path / "it's \"here\"; --" / "db.duckdb"
+    arguments = ["run", "--data", str(root), "--db", str(database), "--embedding-model", "none", "--workers", "1"]
+    assert main(arguments) == EXIT_CHECK_FAILED  # the leak
+    capsys.readouterr()
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert connection.execute("SELECT path_a, path_b, label_a FROM duplicate_pairs").fetchall() == [
+            (copy, "train/a/1.png", 'b"; DROP TABLE similar_pairs; --')
+        ]
+        manifest = connection.execute("SELECT path, split FROM dedup_manifest ORDER BY path").fetchall()
+    assert manifest == sorted((path, path.split("/")[0]) for path in pictures)

@@ -13,7 +13,8 @@ below are the contract that outside tools rely on and keep their exact columns:
 * ``image_errors(path, split, reason)``
 
 Every value that comes from the data (paths, labels, splits) is passed as a parameter; the only
-text put into SQL is table names from this module and the store's file names, quoted.
+text put into SQL is table names from the fixed list :data:`TABLES` (checked where a name is
+interpolated) and the store's file names, quoted as string literals.
 """
 
 from __future__ import annotations
@@ -56,6 +57,35 @@ IMAGE_VIEWS: dict[str, tuple[str, str]] = {
     "image_failures": ("failures", "ON c.path = s.path AND c.kind = s.kind AND c.drop_seq = s.drop_seq"),
 }
 CATALOG_TABLE = "image_catalog"
+# Every table and view this package names in SQL text; nothing else is ever interpolated as a name.
+TABLES = frozenset(
+    {
+        *CONTRACT_VIEWS,
+        *IMAGE_VIEWS,
+        CATALOG_TABLE,
+        "drops",
+        "retired_images",
+        "calibration",
+        "match_thresholds",
+        "pair_verifier",
+        "similar_pairs",
+        "joined_images",
+        "look_alikes",
+        "join_state",
+        "duplicate_clusters",
+        "leak_report",
+        "label_conflicts",
+        "dedup_decisions",
+    }
+)
+ORDERINGS = frozenset({"path", "retired_at DESC"})
+
+
+def table_name(name: str) -> str:
+    """``name`` quoted as an identifier, if it is one of :data:`TABLES`."""
+    if name not in TABLES:
+        raise ValueError(f"not a table of this package: {name!r}")
+    return f'"{name}"'
 
 
 def quoted(text: str) -> str:
@@ -80,7 +110,7 @@ def replace_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.Da
     table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
     connection.register("_incoming", table)
     try:
-        connection.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+        connection.execute(f"CREATE OR REPLACE TABLE {table_name(name)} AS SELECT * FROM _incoming")
     finally:
         connection.unregister("_incoming")
 
@@ -89,8 +119,8 @@ def append_rows(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.Data
     """Append ``frame`` to table ``name``, creating it with ``frame``'s columns if needed."""
     connection.register("_incoming", frame.to_arrow())
     try:
-        connection.execute(f'CREATE TABLE IF NOT EXISTS "{name}" AS SELECT * FROM _incoming LIMIT 0')
-        connection.execute(f'INSERT INTO "{name}" BY NAME SELECT * FROM _incoming')
+        connection.execute(f"CREATE TABLE IF NOT EXISTS {table_name(name)} AS SELECT * FROM _incoming LIMIT 0")
+        connection.execute(f"INSERT INTO {table_name(name)} BY NAME SELECT * FROM _incoming")
     finally:
         connection.unregister("_incoming")
 
@@ -103,7 +133,7 @@ def write_table(connection: duckdb.DuckDBPyConnection, name: str, frame: pl.Data
 
 def create_views(connection: duckdb.DuckDBPyConnection, names: list[str]) -> None:
     for name in names:
-        connection.execute(f'CREATE OR REPLACE VIEW "{name}" AS {CONTRACT_VIEWS[name]}')
+        connection.execute(f"CREATE OR REPLACE VIEW {table_name(name)} AS {CONTRACT_VIEWS[name]}")
 
 
 def create_image_views(connection: duckdb.DuckDBPyConnection, shard_files: Mapping[str, Sequence[str]]) -> None:
@@ -112,8 +142,8 @@ def create_image_views(connection: duckdb.DuckDBPyConnection, shard_files: Mappi
     for view, (shard_table, match) in IMAGE_VIEWS.items():
         files = ", ".join(quoted(str(path)) for path in shard_files[shard_table])
         connection.execute(
-            f'CREATE OR REPLACE VIEW "{view}" AS SELECT s.* FROM read_parquet([{files}], union_by_name = true) s '
-            f"JOIN {CATALOG_TABLE} c {match}"
+            f"CREATE OR REPLACE VIEW {table_name(view)} AS SELECT s.* "
+            f"FROM read_parquet([{files}], union_by_name = true) s JOIN {CATALOG_TABLE} c {match}"
         )
 
 
@@ -127,8 +157,11 @@ def table_names(connection: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def read_table(connection: duckdb.DuckDBPyConnection, name: str, order_by: str | None = None) -> pl.DataFrame:
+    """Table ``name`` (one of :data:`TABLES`), ordered by one of :data:`ORDERINGS`."""
+    if order_by is not None and order_by not in ORDERINGS:
+        raise ValueError(f"not an ordering of this package: {order_by!r}")
     order = f" ORDER BY {order_by}" if order_by else ""
-    return connection.execute(f'SELECT * FROM "{name}"{order}').pl()
+    return connection.execute(f"SELECT * FROM {table_name(name)}{order}").pl()
 
 
 def read_manifest(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:

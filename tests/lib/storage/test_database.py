@@ -24,15 +24,27 @@ from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 
 def test_a_failed_transaction_leaves_nothing_behind() -> None:
     connection = duckdb.connect()
-    write_table(connection, "t", pl.DataFrame({"x": [1, 2]}))
+    write_table(connection, "leak_report", pl.DataFrame({"x": [1, 2]}))
     with pytest.raises(RuntimeError), transaction(connection):
         write_table_inside = pl.DataFrame({"x": [3]})
         connection.register("_x", write_table_inside.to_arrow())
-        connection.execute("CREATE OR REPLACE TABLE t AS SELECT * FROM _x")
-        append_rows(connection, "u", pl.DataFrame({"y": [1]}))
+        connection.execute("CREATE OR REPLACE TABLE leak_report AS SELECT * FROM _x")
+        append_rows(connection, "retired_images", pl.DataFrame({"y": [1]}))
         raise RuntimeError("killed half way")
-    assert read_table(connection, "t")["x"].to_list() == [1, 2]
-    assert "u" not in {name for (name,) in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert read_table(connection, "leak_report")["x"].to_list() == [1, 2]
+    tables = {name for (name,) in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "retired_images" not in tables
+
+
+def test_only_the_packages_own_table_names_and_orderings_reach_sql_text() -> None:
+    connection = duckdb.connect()
+    hostile = 'leak_report"; DROP TABLE similar_pairs; --'
+    with pytest.raises(ValueError, match="not a table of this package"):
+        write_table(connection, hostile, pl.DataFrame({"x": [1]}))
+    write_table(connection, "leak_report", pl.DataFrame({"x": [1]}))
+    with pytest.raises(ValueError, match="not an ordering of this package"):
+        read_table(connection, "leak_report", order_by="x; DROP TABLE leak_report")
+    assert read_table(connection, "leak_report")["x"].to_list() == [1]
 
 
 def test_file_names_are_quoted_for_view_definitions() -> None:
