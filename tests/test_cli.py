@@ -239,7 +239,7 @@ def test_names_made_of_sql_pass_through_as_values(tmp_path: Path, capsys) -> Non
     for path, seed in pictures.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(encoded(smooth_picture(seed), "PNG"))
-    database = tmp_path / "it's \"here\"; --" / "db.duckdb"
+    database = tmp_path / 'it\'s "here"; --' / "db.duckdb"
     arguments = ["run", "--data", str(root), "--db", str(database), "--embedding-model", "none", "--workers", "1"]
     assert main(arguments) == EXIT_CHECK_FAILED  # the leak
     capsys.readouterr()
