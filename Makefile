@@ -5,7 +5,7 @@ INSTALLED := $(VENV)/.installed
 export DAGSTER_HOME := $(abspath dagster_home)
 DEMO_DIR := demo_data
 
-.PHONY: install demo test lint eval bench dev validate clean
+.PHONY: install demo test lint eval bench stress dev validate clean
 
 install: $(INSTALLED)
 
@@ -37,6 +37,11 @@ eval: $(INSTALLED)
 # (the first run also builds a 2 GB corpus of camera-sized photos under build/bench/photos).
 bench: $(INSTALLED)
 	$(VENV)/bin/python -m dedup_pipeline.benchmarks --shared ../shared --work build/bench --out bench
+
+# Kill-and-resume and concurrent runs on a few thousand CIFAR-10 images from ../shared: writes
+# stress/results.md. About 20 minutes. Not part of `make test`.
+stress: $(INSTALLED)
+	$(VENV)/bin/python -m dedup_pipeline.stress --shared ../shared --work build/stress --out stress
 
 validate: $(INSTALLED)
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

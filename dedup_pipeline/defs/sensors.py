@@ -22,6 +22,7 @@ from dedup_pipeline.lib.inputs.changes import register_changes
 from dedup_pipeline.lib.storage.write_lock import StoreBusy, writer_lock
 
 DROP_SENSOR_INTERVAL_SECONDS = 30
+BUSY_SKIP = "not registering now"
 
 
 def drop_run_request(key: str) -> dg.RunRequest:
@@ -48,7 +49,8 @@ def drop_sensor(context: dg.SensorEvaluationContext, dedup: DedupConfig, duckdb:
                 dedup.data, store, settle_seconds=dedup.settle_seconds, allowed_roots=dedup.allowed_roots
             )
     except StoreBusy as busy:
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"not registering now: {busy}"))
+        message = f"{BUSY_SKIP}: the store is being written by {busy.holder}; the next tick looks again"
+        return dg.SensorResult(skip_reason=dg.SkipReason(message))
     drops = store.drops()
     known = set(context.instance.get_dynamic_partitions(DROPS.name))
     unknown = [drop.key for drop in drops if drop.key not in known]

@@ -112,8 +112,10 @@ def _is_plain_jpeg(data: bytes) -> bool:
     for marker, payload in _jpeg_header_segments(data):
         if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
             try:
-                orientation = Image.Exif()
-                orientation.load(payload)
+                with warnings.catch_warnings():  # a corrupt EXIF block warns: Pillow's path reports it
+                    warnings.simplefilter("error")
+                    orientation = Image.Exif()
+                    orientation.load(payload)
                 if orientation.get(0x0112) not in (None, 1):
                     return False
             except Exception:  # let Pillow's path report it

@@ -22,7 +22,12 @@ from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace, lists_entered, nearest
 from dedup_pipeline.lib.search.pair_sets import NO_PAIRS, contains, ordered, union
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, look_alike_vectors, previous_lists
-from dedup_pipeline.lib.storage.database import calibration_id, read_join_state, read_match_thresholds
+from dedup_pipeline.lib.storage.database import (
+    calibration_id,
+    read_join_state,
+    read_match_thresholds,
+    table_names,
+)
 from dedup_pipeline.lib.storage.features import LiveImages
 from dedup_pipeline.lib.storage.store import Store
 from dedup_pipeline.lib.storage.stored_rows import stacked
@@ -67,10 +72,15 @@ def stored_duplicates(
         raise StoreNotReady(f"no store beside {database}: run `dedup-pipeline run --data ... --db {database}` first")
     settings = ExtractionSettings.from_record(store_settings)
     with closing(connect(database, read_only=True, wait_seconds=wait_seconds)) as connection:
-        thresholds = read_match_thresholds(connection)
-        state = read_join_state(connection, calibration_id(connection))
+        state = None
+        if "match_thresholds" in table_names(connection):
+            thresholds = read_match_thresholds(connection)
+            state = read_join_state(connection, calibration_id(connection))
         if state is None:
-            raise StoreNotReady(f"{database} has no join under its current calibration: run the pipeline first")
+            raise StoreNotReady(
+                f"{database} has no join under its current calibration yet (is its first run still under way?): "
+                "run the pipeline first"
+            )
         live = LiveImages.read(connection, store)
     verifies = thresholds.verifier is not None
     stored = JoinImages.of(live, list(settings.hash_algorithms), with_views=verifies)

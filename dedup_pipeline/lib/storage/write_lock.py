@@ -36,7 +36,12 @@ POLL_SECONDS = 0.2
 
 
 class StoreBusy(Exception):
-    """Another process kept the store or its database busy for longer than the caller would wait."""
+    """Another process kept the store or its database busy for longer than the caller would wait;
+    ``holder`` says which, as far as known."""
+
+    def __init__(self, message: str, holder: str = "another process") -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 _held: dict[Path, list[int]] = {}  # lock file -> [descriptor, depth] of the locks this process holds
@@ -102,9 +107,11 @@ def _acquire(descriptor: int, lock_file: Path, wait_seconds: float, waiting: Cal
             if error.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
         if time.monotonic() >= deadline:
+            holder = _holder(descriptor)
             raise StoreBusy(
-                f"the store is being written by {_holder(descriptor)}; gave up after waiting {wait_seconds:g} s "
-                f"(lock file {lock_file}). Run again when that run has finished, or wait longer (--wait-seconds)."
+                f"the store is being written by {holder}; gave up after waiting {wait_seconds:g} s "
+                f"(lock file {lock_file}). Run again when that run has finished, or wait longer (--wait-seconds).",
+                holder,
             )
         if not told and waiting is not None:
             waiting(f"waiting for {_holder(descriptor)} to finish writing the store")
