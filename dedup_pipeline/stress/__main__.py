@@ -147,12 +147,13 @@ def main() -> None:
         "",
         "## Kill and resume",
         "",
-        f"Each stage's `dedup-pipeline run` was sent SIGKILL (its whole process group, decode workers included) "
-        f"{args.random_kills} times at a random moment within the first {RANDOM_SPAN:.0%} of the stage's reference "
-        "duration, then at aimed moments (a random delay after the log line that starts extraction, precedes a "
-        "drop's shard write, starts calibration, or precedes the join's database write). After each kill the "
-        "store was inspected as a reader finds it; then the run was let finish. Each attempt resumes from what "
-        "the killed ones left, so an attempt may finish before its kill comes.",
+        "Each stage's `dedup-pipeline run` was sent SIGKILL (its whole process group, decode workers included) at "
+        "aimed moments, in the order a run reaches them (a random delay after the log line that starts "
+        "extraction, precedes a drop's shard write, starts calibration, or precedes the join's database write), "
+        f"then {args.random_kills} times at a random moment within the first {RANDOM_SPAN:.0%} of the stage's "
+        "reference duration. After each kill the store was inspected as a reader finds it; then the run was let "
+        "finish. Each attempt resumes from what the killed ones left, so an attempt may finish before its kill "
+        "comes (an aimed kill whose log line never comes, because that work was done, waits for the run to end).",
         "",
         *_attempts_section(attempts),
         "",

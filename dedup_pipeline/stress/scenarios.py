@@ -79,10 +79,10 @@ RANDOM_SPAN = 0.6  # random kills fall within this share of the stage's referenc
 def kill_and_resume(
     dataset: StressDataset, work: Path, seconds: list[float], random_kills: int, seed: int
 ) -> tuple[Path, list[Attempt]]:
-    """Kill each stage's run ``random_kills`` times at a random moment (each attempt resumes what
-    the killed ones left, so the moments fall within the first part of the stage's reference
-    duration), then at the aimed moments; inspect the store after each kill; then let the run
-    finish."""
+    """Kill each stage's run at the aimed moments (in the order the run reaches them), then
+    ``random_kills`` times at a random moment (each attempt resumes what the killed ones left, so
+    the moments fall within the first part of the stage's reference duration); inspect the store
+    after each kill; then let the run finish."""
     rng = random.Random(seed)
     root, database = work / "killed" / "data", work / "killed" / "db.duckdb"
     discard(database)
@@ -91,8 +91,8 @@ def kill_and_resume(
     for stage in range(STAGES):
         if stage:
             dataset.deliver(root, stage)
-        plan = [("at random", None, rng.uniform(0.02, RANDOM_SPAN) * seconds[stage]) for _ in range(random_kills)]
-        plan += [(aim, marker, rng.uniform(shortest, longest)) for aim, marker, shortest, longest in AIMED_KILLS]
+        plan = [(aim, marker, rng.uniform(shortest, longest)) for aim, marker, shortest, longest in AIMED_KILLS]
+        plan += [("at random", None, rng.uniform(0.02, RANDOM_SPAN) * seconds[stage]) for _ in range(random_kills)]
         for number, (aim, marker, delay) in enumerate(plan):
             started = start(run_command(root, database), work / "logs" / f"killed-{stage}-{number}.log")
             outcome = kill_when(started, marker, delay)
