@@ -15,7 +15,7 @@ Layout of ``<database stem>.store/``::
 which decides which event of a file is its latest. Every file is written under a temporary name and
 renamed into place, and a drop's shard folder is renamed into place whole, so a reader sees a
 drop completely or not at all; a killed writer leaves only a temporary name behind, which the next
-writer of the same drop replaces.
+writer of the same file or folder removes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -73,11 +74,42 @@ class Drop:
         return self.key.split("-", 1)[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(final: Path) -> None:
+    """Remove the temporaries of ``final`` that killed writers of this machine left behind (their
+    process is gone); those of live writers, and of other machines sharing the store, stay."""
+    prefix = f"{TEMPORARY_PREFIX}{final.name}."
+    if not final.parent.is_dir():
+        return
+    for entry in os.scandir(final.parent):
+        if not entry.name.startswith(prefix):
+            continue
+        host, pid, _ = (entry.name[len(prefix) :].rsplit(".", 2) + ["", "", ""])[:3]
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+
+
 @contextmanager
 def _temporary(final: Path) -> Iterator[Path]:
-    """A temporary path beside ``final`` (same folder, so a rename is atomic), removed if the
-    block fails before the caller moved it."""
-    temporary = final.with_name(f"{TEMPORARY_PREFIX}{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    """A temporary path beside ``final`` (same folder, so a rename is atomic), named after this
+    machine and process, removed if the block fails before the caller moved it. Temporaries of
+    ``final`` that killed writers left are removed first."""
+    _remove_abandoned(final)
+    temporary = final.with_name(
+        f"{TEMPORARY_PREFIX}{final.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    )
     try:
         yield temporary
     finally:
