@@ -229,21 +229,23 @@ def materialize(config: DedupConfig, database: Path, wait_seconds: float = DEFAU
 
 def _materialize(config: DedupConfig, database: Path, wait_seconds: float) -> PipelineRun:
     import dagster as dg
-    from dagster_duckdb import DuckDBResource
 
     from dedup_pipeline.defs import ASSETS, GLOBAL_ASSETS, PER_DROP_ASSETS
     from dedup_pipeline.defs.partitions import DROPS
-    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, store_of
+    from dedup_pipeline.defs.resources import DUCKDB_RESOURCE_KEY, StoreDatabase, store_of
+    from dedup_pipeline.defs.run_owners import owner_tags, release_dead_runs
     from dedup_pipeline.lib.inputs.changes import register_changes
 
     database.parent.mkdir(parents=True, exist_ok=True)
     store = store_of(str(database))
     registration = register_changes(config.data, store, allowed_roots=config.allowed_roots)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    for run_id in release_dead_runs(instance):
+        print(f"released run {run_id}: its process was killed before it finished", file=sys.stderr)
     known = set(instance.get_dynamic_partitions(DROPS.name))
     drops = store.drops()
     instance.add_dynamic_partitions(DROPS.name, [drop.key for drop in drops if drop.key not in known])
-    resources = {"dedup": config, DUCKDB_RESOURCE_KEY: DuckDBResource(database=str(database))}
+    resources = {"dedup": config, DUCKDB_RESOURCE_KEY: StoreDatabase(database=str(database), wait_seconds=wait_seconds)}
     run = PipelineRun(registration)
 
     def materialized(assets: list, partition: str | None = None) -> dg.ExecuteInProcessResult:
@@ -254,7 +256,7 @@ def _materialize(config: DedupConfig, database: Path, wait_seconds: float) -> Pi
             resources=resources,
             instance=instance,
             raise_on_error=False,
-            tags={"dedup/drop": partition} if partition else None,
+            tags={**owner_tags(), **({"dedup/drop": partition} if partition else {})},
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,22 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop(CACHE_VARIABLE, None)
     else:
         os.environ[CACHE_VARIABLE] = before
+
+
+@pytest.fixture(scope="session", autouse=True)
+def dagster_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Dagster instance of this test session, configured as the project's (``dagster_home/``:
+    the ``duckdb`` pool limited to one step): runs the tests start, and the runs they kill, never
+    touch the developer's instance."""
+    folder = tmp_path_factory.mktemp("dagster_home")
+    shutil.copy(Path(__file__).parents[1] / "dagster_home" / "dagster.yaml", folder / "dagster.yaml")
+    before = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = before
 
 
 def smooth_picture(seed: int, size: tuple[int, int] = (96, 72)) -> Image.Image:

@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dedup_pipeline.lib.runtime.processes import is_alive
 from dedup_pipeline.lib.storage.raw_columns import raw_write_options
 
 STORE_SUFFIX = ".store"
@@ -74,16 +75,6 @@ class Drop:
         return self.key.split("-", 1)[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_abandoned(final: Path) -> None:
     """Remove the temporaries of ``final`` that killed writers of this machine left behind (their
     process is gone); those of live writers, and of other machines sharing the store, stay."""
@@ -94,7 +85,7 @@ def _remove_abandoned(final: Path) -> None:
         if not entry.name.startswith(prefix):
             continue
         host, pid, _ = (entry.name[len(prefix) :].rsplit(".", 2) + ["", "", ""])[:3]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not is_alive(int(pid)):
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
