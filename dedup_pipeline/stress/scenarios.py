@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +38,21 @@ class Reference:
     seconds: list[float]
 
 
-def reference(dataset: StressDataset, work: Path) -> Reference:
-    root, database = work / "reference" / "data", work / "reference" / "db.duckdb"
+def stages(dataset: StressDataset, work: Path, scenario: str) -> Iterator[tuple[int, Path, Path]]:
+    """(stage, data root, database) of a fresh copy of the dataset and store for ``scenario``, each
+    yielded once the stage's data has arrived."""
+    root, database = work / scenario / "data", work / scenario / "db.duckdb"
     discard(database)
     dataset.build(root)
-    seconds = []
     for stage in range(STAGES):
         if stage:
             dataset.deliver(root, stage)
+        yield stage, root, database
+
+
+def reference(dataset: StressDataset, work: Path) -> Reference:
+    seconds = []
+    for stage, root, database in stages(dataset, work, "reference"):
         started = start(run_command(root, database), work / "logs" / f"reference-{stage}.log")
         code = finish(started)
         seconds.append(time.monotonic() - started.at)
@@ -84,13 +92,8 @@ def kill_and_resume(
     the moments fall within the first part of the stage's reference duration); inspect the store
     after each kill; then let the run finish."""
     rng = random.Random(seed)
-    root, database = work / "killed" / "data", work / "killed" / "db.duckdb"
-    discard(database)
-    dataset.build(root)
     attempts = []
-    for stage in range(STAGES):
-        if stage:
-            dataset.deliver(root, stage)
+    for stage, root, database in stages(dataset, work, "killed"):
         plan = [(aim, marker, rng.uniform(shortest, longest)) for aim, marker, shortest, longest in AIMED_KILLS]
         plan += [("at random", None, rng.uniform(0.02, RANDOM_SPAN) * seconds[stage]) for _ in range(random_kills)]
         for number, (aim, marker, delay) in enumerate(plan):
@@ -161,19 +164,14 @@ def instance_home(folder: Path) -> Path:
 
 
 def concurrent(dataset: StressDataset, work: Path, check_images: list[Path]) -> ConcurrentOutcome:
+    logs, home = work / "logs" / "concurrent", instance_home(work / "concurrent" / "dagster_home")
     root, database = work / "concurrent" / "data", work / "concurrent" / "db.duckdb"
-    logs = work / "logs" / "concurrent"
-    discard(database)
-    dataset.build(root)
-    home = instance_home(work / "concurrent" / "dagster_home")
     environment = {"DAGSTER_HOME": str(home), "DEDUP_DATA": str(root), "DEDUP_DB": str(database)}
     commands = {CLI: run_command(root, database), SENSOR: [sys.executable, "-m", "dedup_pipeline.stress.sensor_runs"]}
     outcome = ConcurrentOutcome(database)
     every: list[Started] = []
     with _CheckLoop(check_images, database, logs) as checks:
-        for stage, plan in enumerate(CONCURRENT_PLAN):
-            if stage:
-                dataset.deliver(root, stage)
+        for (stage, _, _), plan in zip(stages(dataset, work, "concurrent"), CONCURRENT_PLAN, strict=True):
             arrived, started = time.monotonic(), []
             for index, (who, offset) in enumerate(plan):
                 time.sleep(max(0.0, arrived + offset - time.monotonic()))
