@@ -379,6 +379,9 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
     ]
     _print_frame("checks", pl.DataFrame(checks, schema=["asset", "check", "outcome"], orient="row"))
     print(f"\nresults in {database} (views: duplicate_pairs, leaks, dedup_manifest, image_errors)")
+    report = run.metadata("html_report").get("report")
+    if report:
+        print(f"HTML report: {report}")
     failed = [e for e in evaluations if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR]
     return EXIT_CHECK_FAILED if failed else EXIT_OK
 
@@ -485,6 +488,32 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_CHECK_FAILED
 
 
+def _report(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from dedup_pipeline.lib.reporting.html_report import report_folder_of, report_from_database
+    from dedup_pipeline.lib.storage.write_lock import StoreBusy
+
+    database = _database(args)
+    if not database.is_file():
+        print(
+            f"error: no database at {database}: run `dedup-pipeline run --data ... --db {database}` first",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    target = Path(args.html).expanduser().resolve() if args.html else report_folder_of(database)
+    try:
+        with _reading(database, args.wait_seconds) as connection:
+            index, tables = report_from_database(connection, target, str(database))
+    except (ValueError, StoreBusy) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    _print_frame("counts", pl.DataFrame(tables.counts, schema=["what", "count"], orient="row"))
+    _print_frame("leak report", tables.leak_report)
+    print(f"\nHTML report: {index}")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from dedup_pipeline.lib.inputs.demo_dataset import build_demo_dataset, build_demo_drop
 
@@ -535,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_option(check)
     check.add_argument("--workers", type=int, default=0, help="decode processes (default: one per CPU)")
     check.set_defaults(handler=_check)
+    report = commands.add_parser(
+        "report", help="write the HTML report of a database (and print its summary) without running anything"
+    )
+    _add_database_option(report)
+    report.add_argument("--html", help="report folder (default: beside the database, <name>.report/)")
+    report.set_defaults(handler=_report)
     demo = commands.add_parser(
         "demo", help="build the demo dataset, scan it, add a second drop, scan again, compare with the planted leaks"
     )

@@ -13,6 +13,7 @@ import dagster as dg
 
 from dedup_pipeline.defs.assets.catalog import image_catalog
 from dedup_pipeline.defs.assets.images import image_features
+from dedup_pipeline.defs.assets.report_site import html_report
 from dedup_pipeline.defs.assets.reports import dedup_manifest, label_conflicts, leak_report
 from dedup_pipeline.defs.assets.similarity import duplicate_clusters, similar_pairs
 from dedup_pipeline.defs.assets.thresholds import match_thresholds
@@ -28,6 +29,7 @@ GLOBAL_ASSETS = [
     leak_report,
     label_conflicts,
     dedup_manifest,
+    html_report,
 ]
 ASSETS = [*PER_DROP_ASSETS, *GLOBAL_ASSETS]
 DEFAULT_DATA = "demo_data/images"

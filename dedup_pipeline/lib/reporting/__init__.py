@@ -1,0 +1,1 @@
+"""Reports people look at: the static HTML report and what it shows."""

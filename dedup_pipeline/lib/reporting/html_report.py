@@ -1,0 +1,270 @@
+"""The static HTML report: a folder a person opens in a browser, with nothing loaded from outside it.
+
+``index.html`` is the summary (counts, the leak report per split pair, the thresholds and the
+verifier's expected precision, decode errors by reason). ``leaks.html``, ``conflicts.html`` and
+``clusters.html`` are table pages: their rows come from ``data/<page>.js`` and are shown a page at a
+time with filters (``report.js``), each image as its stored thumbnail (``thumbs/<image id>.png``,
+one small file per image shown, loaded lazily), so the report stays light at many thousands of rows.
+
+Names, labels and splits are untrusted: the summary escapes every value, the data files are JSON
+with every non-ASCII character escaped, and ``report.js`` puts values into the page as text only.
+The folder is written beside the target and swapped into place, so a reader never sees half a
+report.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import io
+import json
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE
+from dedup_pipeline.lib.reporting.report_tables import ReportTables, read_report_tables, read_thumbnails
+
+PAGE_SIZE = 100
+STATIC_FILES = ("report.js", "report.css")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    kind: str = "text"  # text, number, image (a path shown with the thumbnail of column ``image``), flag
+    image: str | None = None
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    label: str
+    keys: tuple[str, ...]
+    contains: bool = False  # a text box matching part of the value, else a list of the values
+
+
+@dataclass(frozen=True)
+class TablePage:
+    name: str
+    title: str
+    noun: str
+    note: str
+    columns: tuple[Column, ...]
+    filters: tuple[Filter, ...]
+
+
+_PAIR_SCORES = (
+    Column("hamming", "Hamming", "number"),
+    Column("cosine", "cosine", "number"),
+    Column("verification_score", "verifier score", "number"),
+    Column("copy_probability", "copy probability", "number"),
+    Column("evidence", "evidence"),
+)
+
+
+def _pair_columns(first: str, second: str) -> tuple[Column, ...]:
+    return (
+        Column("image_id_a", "", hidden=True),
+        Column("image_id_b", "", hidden=True),
+        Column("path_a", first, "image", image="image_id_a"),
+        Column("split_a", "split"),
+        Column("label_a", "label"),
+        Column("path_b", second, "image", image="image_id_b"),
+        Column("split_b", "split"),
+        Column("label_b", "label"),
+        *_PAIR_SCORES,
+    )
+
+
+PAGES = (
+    TablePage(
+        "leaks",
+        "Leaks",
+        "leaked pairs",
+        "Each evaluation image beside its duplicate in a higher-priority split, most certain first "
+        "(exact copies, then by the verifier's copy probability).",
+        _pair_columns("evaluation image", "duplicate in the reference split"),
+        (
+            Filter("splits", "splits (evaluation / reference)", ("split_a", "split_b")),
+            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
+            Filter("evidence", "evidence", ("evidence",)),
+        ),
+    ),
+    TablePage(
+        "conflicts",
+        "Label conflicts",
+        "conflicting pairs",
+        "Duplicate pairs whose labels differ, grouped by duplicate cluster: one of the labels is probably wrong.",
+        (Column("cluster_id", "cluster", "number"), *_pair_columns("image", "its duplicate")),
+        (
+            Filter("splits", "splits", ("split_a", "split_b")),
+            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
+        ),
+    ),
+    TablePage(
+        "clusters",
+        "Clusters within a split",
+        "images in clusters",
+        "Duplicate clusters whose images all lie in one split; the dedup manifest keeps the representative.",
+        (
+            Column("cluster_id", "cluster", "number"),
+            Column("image_id", "", hidden=True),
+            Column("path", "image", "image", image="image_id"),
+            Column("split", "split"),
+            Column("label", "label"),
+            Column("is_representative", "kept", "flag"),
+            Column("cluster_size", "cluster size", "number"),
+            Column("link_hamming", "link Hamming", "number"),
+            Column("link_cosine", "link cosine", "number"),
+        ),
+        (
+            Filter("split", "split", ("split",)),
+            Filter("label", "label contains", ("label",), contains=True),
+        ),
+    ),
+)
+
+
+REPORT_SUFFIX = ".report"
+
+
+def report_folder_of(database: str | Path) -> Path:
+    """Where a database's report goes by default: ``results.duckdb`` -> ``results.report/``."""
+    database = Path(database)
+    return database.with_name(database.stem + REPORT_SUFFIX)
+
+
+def report_from_database(connection: duckdb.DuckDBPyConnection, target: Path, source: str) -> tuple[Path, ReportTables]:
+    """Read what the report shows from ``connection`` and write it to ``target``: (index page, tables)."""
+    tables = read_report_tables(connection)
+    return write_report(tables, read_thumbnails(connection, tables.image_ids()), target, source), tables
+
+
+def write_report(tables: ReportTables, thumbnails: Mapping[int, bytes], target: Path, source: str) -> Path:
+    """Write the report folder ``target`` (replacing an earlier one whole); return its index page."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = target.with_name(f".building-{target.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        (building / "data").mkdir(parents=True)
+        (building / "thumbs").mkdir()
+        for name in STATIC_FILES:
+            (building / name).write_text(resources.files(__package__).joinpath("static", name).read_text())
+        (building / "index.html").write_text(_summary_page(tables, source))
+        frames = {"leaks": tables.leaks, "conflicts": tables.conflicts, "clusters": tables.clusters}
+        for page in PAGES:
+            (building / f"{page.name}.html").write_text(_table_page(page, len(frames[page.name])))
+            (building / "data" / f"{page.name}.js").write_text(_table_data(page, frames[page.name]))
+        for image_id, raw in thumbnails.items():
+            (building / "thumbs" / f"{int(image_id)}.png").write_bytes(_png(raw))
+        _swap_into_place(building, target)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return target / "index.html"
+
+
+def _swap_into_place(building: Path, target: Path) -> None:
+    retired = target.with_name(f".retired-{target.name}.{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        target.rename(retired)
+    building.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _png(raw: bytes) -> bytes:
+    pixels = np.frombuffer(raw, dtype=np.uint8).reshape(THUMBNAIL_SIDE, THUMBNAIL_SIDE, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _escaped(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _html_table(frame: pl.DataFrame) -> str:
+    head = "".join(f"<th>{_escaped(name)}</th>" for name in frame.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{_escaped(v)}</td>" for v in row) + "</tr>" for row in frame.rows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _page(title: str, body: str, scripts: Sequence[str] = ()) -> str:
+    navigation = " ".join(
+        f'<a href="{name}.html">{_escaped(label)}</a>'
+        for name, label in (("index", "Summary"), *((page.name, page.title) for page in PAGES))
+    )
+    script_tags = "".join(f'<script src="{name}"></script>' for name in scripts)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'self'; img-src 'self'; "
+        "script-src 'self'; style-src 'self'\">"
+        f'<title>{_escaped(title)}</title><link rel="stylesheet" href="report.css"></head>'
+        f'<body><nav class="top">{navigation}</nav><h1>{_escaped(title)}</h1>{body}{script_tags}</body></html>'
+    )
+
+
+def _summary_page(tables: ReportTables, source: str) -> str:
+    counts = pl.DataFrame(tables.counts, schema=["what", "count"], orient="row")
+    verifier = tables.verifier
+    verifier_line = (
+        f"<p>Pair verifier: a pair is a copy when its probability is at least "
+        f"{_escaped(verifier['operating_threshold'])}; its first join expected "
+        f"{_escaped(verifier['expected_precision'])} of its flags to be real copies.</p>"
+        if verifier and verifier.get("expected_precision") is not None
+        else "<p>No pair verifier: pairs are decided by the thresholds alone.</p>"
+    )
+    generated = datetime.datetime.now().isoformat(timespec="seconds")
+    body = (
+        f'<p class="note">From {_escaped(source)}, written {_escaped(generated)}.</p>'
+        f"<h2>Counts</h2>{_html_table(counts)}"
+        f"<h2>Leaks per split pair</h2>{_html_table(tables.leak_report)}"
+        f"<h2>Thresholds</h2>{_html_table(tables.thresholds)}{verifier_line}"
+        f"<h2>Inputs that are not images, by reason</h2>{_html_table(tables.errors_by_reason.head(50))}"
+    )
+    return _page("Duplicate report", body)
+
+
+def _table_page(page: TablePage, rows: int) -> str:
+    body = (
+        f'<p class="note">{_escaped(page.note)}</p><div id="filters"></div>'
+        f'<p><span id="count">{rows} {_escaped(page.noun)}</span></p>'
+        '<div class="pager"><button id="previous">previous</button> <span id="page"></span> '
+        '<button id="next">next</button></div>'
+        "<table><thead><tr>"
+        + "".join(f"<th>{_escaped(column.label)}</th>" for column in page.columns if not column.hidden)
+        + '</tr></thead><tbody id="rows"></tbody></table>'
+    )
+    return _page(page.title, body, scripts=(f"data/{page.name}.js", "report.js"))
+
+
+def _table_data(page: TablePage, frame: pl.DataFrame) -> str:
+    keys = [column.key for column in page.columns]
+    floats = [name for name in keys if frame.schema[name].is_float()]
+    # image ids are 63-bit: as JSON numbers JavaScript would round them, so they travel as text
+    ids = [column.image for column in page.columns if column.image]
+    rows = frame.with_columns(pl.col(floats).fill_nan(None), pl.col(ids).cast(pl.String)).select(keys).rows()
+    spec = {
+        "noun": page.noun,
+        "pageSize": PAGE_SIZE,
+        "columns": [
+            {"key": c.key, "label": c.label, "kind": c.kind, "image": c.image, "hidden": c.hidden} for c in page.columns
+        ],
+        "filters": [
+            {"name": f.name, "label": f.label, "keys": list(f.keys), "contains": f.contains} for f in page.filters
+        ],
+        "rows": rows,
+    }
+    return "window.REPORT_TABLE = " + json.dumps(spec, ensure_ascii=True, default=str) + ";\n"

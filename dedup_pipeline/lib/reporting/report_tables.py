@@ -1,0 +1,121 @@
+"""What the HTML report shows, read from a database the pipeline has written: the summary, every
+leak (an evaluation image beside its duplicate in a higher-priority split), label conflicts and the
+duplicate clusters within a split, each row with the image ids whose thumbnails it shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from dedup_pipeline.lib.storage.database import read_first_join, table_names
+
+# a pair's confidence, for ordering: exact copies first, then by the verifier's copy probability
+_PAIRS = """
+    SELECT a.image_id AS image_id_a, b.image_id AS image_id_b,
+           a.path AS path_a, b.path AS path_b, a.split AS split_a, b.split AS split_b,
+           a.label AS label_a, b.label AS label_b,
+           p.hamming, p.cosine, p.verification_score, p.copy_probability, p.evidence,
+           (p.content_equal OR p.pixels_equal) AS exact
+    FROM similar_pairs p
+    JOIN image_manifest a ON a.image_id = p.image_id_a
+    JOIN image_manifest b ON b.image_id = p.image_id_b
+"""
+
+
+@dataclass
+class ReportTables:
+    counts: list[tuple[str, int]]  # (what, how many)
+    leak_report: pl.DataFrame
+    thresholds: pl.DataFrame
+    verifier: dict[str, float | None] | None
+    errors_by_reason: pl.DataFrame  # reason, images
+    leaks: pl.DataFrame  # one row per leaked pair: the evaluation image is side a
+    conflicts: pl.DataFrame  # one row per duplicate pair whose labels differ, with its cluster
+    clusters: pl.DataFrame  # one row per member of a cluster within one split
+
+    def image_ids(self) -> set[int]:
+        """Every image a page shows a thumbnail of."""
+        ids = set(self.clusters["image_id"].to_list())
+        for frame in (self.leaks, self.conflicts):
+            ids.update(frame["image_id_a"].to_list(), frame["image_id_b"].to_list())
+        return ids
+
+
+def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
+    present = table_names(connection)
+    if "dedup_decisions" not in present:
+        raise ValueError("the database has no results yet: run the pipeline first")
+    counts = [
+        (name, connection.execute(query).fetchone()[0])
+        for name, query in (
+            ("images", "SELECT count(*) FROM image_manifest"),
+            ("inputs that are not images (image_errors)", "SELECT count(*) FROM image_errors"),
+            ("duplicate pairs", "SELECT count(*) FROM duplicate_pairs"),
+            ("leaked pairs (across splits)", "SELECT count(*) FROM leaks"),
+            ("label conflicts", "SELECT count(*) FROM label_conflicts"),
+            ("images in duplicate clusters", "SELECT count(*) FROM duplicate_clusters"),
+            ("images dropped by the dedup manifest", "SELECT count(*) FROM dedup_manifest WHERE NOT keep"),
+        )
+    ]
+    pairs = connection.execute(_PAIRS).pl()
+    directions = connection.execute("SELECT eval_split, reference_split FROM leak_report").pl()
+    return ReportTables(
+        counts=counts,
+        leak_report=connection.execute("SELECT * FROM leak_report ORDER BY eval_split, reference_split").pl(),
+        thresholds=connection.execute(
+            "SELECT evidence, threshold, mirror_aware, source FROM match_thresholds ORDER BY evidence"
+        ).pl(),
+        verifier=read_first_join(connection) if "pair_verifier" in present else None,
+        errors_by_reason=connection.execute(
+            "SELECT reason, count(*) AS inputs FROM image_errors GROUP BY reason ORDER BY inputs DESC, reason"
+        ).pl(),
+        leaks=_leaks(pairs, directions),
+        conflicts=_conflicts(connection, pairs),
+        clusters=connection.execute(
+            "SELECT cluster_id, image_id, path, split, label, is_representative, cluster_size, link_hamming, "
+            "link_cosine FROM duplicate_clusters WHERE cluster_id IN "
+            "(SELECT cluster_id FROM duplicate_clusters GROUP BY cluster_id HAVING count(DISTINCT split) = 1) "
+            "ORDER BY cluster_size DESC, cluster_id, NOT is_representative, path"
+        ).pl(),
+    )
+
+
+def _by_confidence(pairs: pl.DataFrame) -> pl.DataFrame:
+    order = ["exact", "copy_probability", "verification_score", "path_a", "path_b"]
+    return pairs.sort(order, descending=[True, True, True, False, False], nulls_last=True)
+
+
+def _leaks(pairs: pl.DataFrame, directions: pl.DataFrame) -> pl.DataFrame:
+    """Cross-split pairs with the evaluation (lower-priority) image as side a."""
+    a = [c for c in pairs.columns if c.endswith("_a")]
+    swapped = pairs.rename({**{c: c[:-2] + "_b" for c in a}, **{c[:-2] + "_b": c for c in a}})
+    both = pl.concat([pairs, swapped.select(pairs.columns)])
+    leaks = both.join(
+        directions, left_on=["split_a", "split_b"], right_on=["eval_split", "reference_split"], how="semi"
+    )
+    return _by_confidence(leaks)
+
+
+def _conflicts(connection: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> pl.DataFrame:
+    clusters = connection.execute("SELECT image_id, cluster_id FROM duplicate_clusters").pl()
+    conflicting = pairs.filter(
+        pl.col("label_a").is_not_null() & pl.col("label_b").is_not_null() & (pl.col("label_a") != pl.col("label_b"))
+    )
+    return _by_confidence(conflicting.join(clusters, left_on="image_id_a", right_on="image_id", how="left")).sort(
+        "cluster_id", maintain_order=True
+    )
+
+
+def read_thumbnails(connection: duckdb.DuckDBPyConnection, image_ids: set[int]) -> dict[int, bytes]:
+    """The stored thumbnails (raw side x side x 3 bytes) of ``image_ids``."""
+    wanted = pl.DataFrame({"image_id": sorted(image_ids)}, schema={"image_id": pl.Int64}).to_arrow()
+    connection.register("_wanted", wanted)
+    try:
+        rows = connection.execute(
+            "SELECT t.image_id, t.thumbnail FROM image_thumbnails t JOIN _wanted USING (image_id)"
+        ).fetchall()
+    finally:
+        connection.unregister("_wanted")
+    return dict(rows)
