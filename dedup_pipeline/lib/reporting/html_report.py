@@ -267,4 +267,8 @@ def _table_data(page: TablePage, frame: pl.DataFrame) -> str:
         ],
         "rows": rows,
     }
-    return "window.REPORT_TABLE = " + json.dumps(spec, ensure_ascii=True, default=str) + ";\n"
+    data = json.dumps(spec, ensure_ascii=True, default=str)
+    # < > & only ever occur inside JSON strings: escaped, the data could not end a script element
+    # even if it were inlined
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return "window.REPORT_TABLE = " + data + ";\n"

@@ -1,0 +1,87 @@
+"""The report as a person sees it: Debian's chromium renders each page headless (``--dump-dom``
+after the page's scripts ran), and its console is read from chromium's log."""
+
+import re
+import shutil
+import subprocess
+import urllib.parse
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.lib.reporting.conftest import HOSTILE_FILE, HOSTILE_LABEL
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)"
+)
+
+
+def render(page: Path, fragment: str = "") -> tuple[str, list[str]]:
+    """The page's DOM after its scripts ran, and every console message it logged."""
+    url = page.as_uri() + (f"#{fragment}" if fragment else "")
+    finished = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    console = [line for line in finished.stderr.splitlines() if ":CONSOLE" in line]
+    return finished.stdout, console
+
+
+def body_numbers(dom: str) -> dict[str, int]:
+    body = re.search(r"<body([^>]*)>", dom).group(1)
+    return {name: int(value) for name, value in re.findall(r'data-([a-z-]+)="(\d+)"', body)}
+
+
+def test_every_page_loads_without_console_messages(hostile_report) -> None:
+    _, folder = hostile_report
+    for name in ("index", "leaks", "conflicts", "clusters"):
+        dom, console = render(folder / f"{name}.html")
+        assert console == [], (name, console)
+        assert "<h1>" in dom
+
+
+def test_the_leaks_page_shows_every_leak_with_its_thumbnails(hostile_report) -> None:
+    database, folder = hostile_report
+    with duckdb.connect(str(database), read_only=True) as connection:
+        leaks = connection.execute("SELECT count(*) FROM leaks").fetchone()[0]
+    dom, _ = render(folder / "leaks.html")
+    shown = body_numbers(dom)
+    assert shown["rows-total"] == shown["rows-shown"] == leaks == 2
+    assert shown["thumbnails-shown"] == 2 * leaks == shown["thumbnails-loaded"] and shown["thumbnails-broken"] == 0
+    assert f"{leaks} of {leaks} leaked pairs" in dom
+
+
+def test_filters_change_what_is_shown(hostile_report) -> None:
+    database, folder = hostile_report
+    dom, _ = render(folder / "leaks.html", "label=dog")
+    assert body_numbers(dom)["rows-shown"] == 1 and "1 of 2 leaked pairs (filtered)" in dom
+    with duckdb.connect(str(database), read_only=True) as connection:
+        evidence = connection.execute("SELECT evidence, count(*) FROM leaks GROUP BY ALL ORDER BY ALL").fetchall()
+    assert len(evidence) == 2  # an exact copy and a re-encoded one
+    for value, count in evidence:
+        dom, _ = render(folder / "leaks.html", "evidence=" + urllib.parse.quote(value))
+        assert body_numbers(dom)["rows-shown"] == count
+
+
+def test_hostile_names_appear_as_text(hostile_report) -> None:
+    _, folder = hostile_report
+    dom, console = render(folder / "leaks.html")
+    assert console == []  # neither alert(1) ran nor a blocked script complained
+    assert "<script>alert" not in dom and 'src="x"' not in dom and "onerror=" not in dom.replace("onerror=alert", "")
+    escaped_file = HOSTILE_FILE.replace("<", "&lt;").replace(">", "&gt;")
+    assert f"images/{escaped_file}</figcaption>" in dom  # shown as text, in full
+    assert HOSTILE_LABEL.replace("<", "&lt;").replace(">", "&gt;") in dom
