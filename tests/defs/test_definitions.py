@@ -25,6 +25,7 @@ def test_definitions_load_with_descriptions_checks_and_the_duckdb_pool() -> None
         "leak_report",
         "label_conflicts",
         "dedup_manifest",
+        "html_report",
     }
     per_drop = {"image_manifest", "image_hashes", "image_thumbnails", "image_embeddings"}
     for key in assets.get_all_asset_keys():
