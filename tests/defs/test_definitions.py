@@ -35,6 +35,14 @@ def test_definitions_load_with_descriptions_checks_and_the_duckdb_pool() -> None
             assert node.partitions_def == DROPS and not node.pools, key
         else:  # everything that connects to the database runs one step at a time
             assert node.partitions_def is None and node.pools == {DUCKDB_POOL}, key
+    groups = {key.to_user_string(): assets.get(key).group_name for key in assets.get_all_asset_keys()}
+    assert {group for key, group in groups.items() if key in per_drop} == {"extraction"}
+    assert [groups[key] for key in ("image_catalog", "match_thresholds", "similar_pairs", "html_report")] == [
+        "catalog",
+        "calibration",
+        "matching",
+        "reports",
+    ]
     checks = {key.name for key in assets.asset_check_keys}
     assert checks == {"decode_failure_rate", "leak_budget", "no_leaks_among_kept"}
     assert [sensor.name for sensor in repository.sensor_defs] == ["drop_sensor"]

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import preview, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, StoreDatabase, store_of
 from dedup_pipeline.lib.storage.catalog import merge_drops
@@ -11,6 +12,7 @@ PER_IMAGE_ASSETS = ["image_manifest", "image_hashes", "image_thumbnails", "image
 
 
 @dg.asset(
+    group_name=groups.CATALOG,
     deps=PER_IMAGE_ASSETS,
     description=(
         "Which version of each input is live, over every extracted drop: an input's latest event wins, "

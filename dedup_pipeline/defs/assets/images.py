@@ -5,6 +5,7 @@ files in the store (no database connection: drops can be extracted side by side)
 import dagster as dg
 import polars as pl
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import ProgressLogger, preview, timed
 from dedup_pipeline.defs.partitions import DROPS
 from dedup_pipeline.defs.resources import DedupConfig, StoreDatabase, store_of
@@ -15,6 +16,7 @@ DECODE_CHECK = "decode_failure_rate"
 
 
 @dg.multi_asset(
+    group_name=groups.EXTRACTION,
     specs=[
         dg.AssetSpec(
             "image_manifest",

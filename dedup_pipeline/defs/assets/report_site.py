@@ -2,12 +2,14 @@
 
 import dagster as dg
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, StoreDatabase
 from dedup_pipeline.lib.reporting.html_report import report_folder_of, report_from_database
 
 
 @dg.asset(
+    group_name=groups.REPORTS,
     deps=["leak_report", "label_conflicts", "dedup_manifest"],
     description=(
         "A static HTML report beside the database (<database>.report/index.html): the summary, every leak with "

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase
 from dedup_pipeline.lib.decisions.dedup_policy import decide, guarantee_violations
@@ -16,6 +17,7 @@ GUARANTEE_CHECK = "no_leaks_among_kept"
 
 
 @dg.asset(
+    group_name=groups.REPORTS,
     deps=["similar_pairs"],
     description=(
         "For each pair of splits, the images of the evaluation (lower-priority) split that have a "
@@ -67,6 +69,7 @@ def leak_report(dedup: DedupConfig, duckdb: StoreDatabase):
 
 
 @dg.asset(
+    group_name=groups.REPORTS,
     deps=["similar_pairs"],
     description=(
         "Duplicate pairs (within or across splits) whose labels differ: one of the two labels is probably wrong."
@@ -83,6 +86,7 @@ def label_conflicts(duckdb: StoreDatabase) -> dg.MaterializeResult:
 
 
 @dg.asset(
+    group_name=groups.REPORTS,
     deps=["duplicate_clusters"],
     description=(
         "Every decodable image with keep/drop and the reason: unique or representative (kept), leak "

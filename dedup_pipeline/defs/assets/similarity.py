@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
@@ -24,6 +25,7 @@ from dedup_pipeline.lib.storage.features import LiveImages
 
 
 @dg.asset(
+    group_name=groups.MATCHING,
     deps=["image_catalog", "match_thresholds"],
     description=(
         "Every pair of duplicate images. Candidates: identical file bytes or decoded pixels, a Hamming "
@@ -107,6 +109,7 @@ def _expected_metadata(state: JoinState) -> dict[str, object]:
 
 
 @dg.asset(
+    group_name=groups.MATCHING,
     deps=["similar_pairs"],
     description=(
         "Groups of duplicates with a bounded, reported radius (not connected components, which chain "

@@ -6,6 +6,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.calibration.thresholds import (
@@ -196,6 +197,7 @@ def _kept_calibration(dedup: DedupConfig, connection: duckdb.DuckDBPyConnection)
 
 
 @dg.asset(
+    group_name=groups.CALIBRATION,
     deps=["image_catalog"],
     description=(
         "The threshold of each evidence type used by the similarity join, and where it came from: "
