@@ -275,7 +275,7 @@ def _print_frame(title: str, frame: pl.DataFrame) -> None:
     import polars as pl
 
     print(f"\n{title}")
-    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_rows=50, tbl_cols=20, tbl_width_chars=160, fmt_str_lengths=100, tbl_hide_dataframe_shape=True):
         print(frame)
 
 
@@ -374,10 +374,15 @@ def summarize(run: PipelineRun, database: Path, leaks_before: set[tuple[str, str
     _print_frame("dedup manifest", kept)
     evaluations = run.check_evaluations()
     checks = [
-        (e.asset_key.to_user_string(), e.check_name, "passed" if e.passed else f"FAILED ({e.severity.value})")
+        (
+            e.asset_key.to_user_string(),
+            e.check_name,
+            "passed" if e.passed else f"FAILED ({e.severity.value})",
+            e.description or "",
+        )
         for e in evaluations
     ]
-    _print_frame("checks", pl.DataFrame(checks, schema=["asset", "check", "outcome"], orient="row"))
+    _print_frame("checks", pl.DataFrame(checks, schema=["asset", "check", "outcome", "what it found"], orient="row"))
     print(f"\nresults in {database} (views: duplicate_pairs, leaks, dedup_manifest, image_errors)")
     report = run.metadata("html_report").get("report")
     if report:

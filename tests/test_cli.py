@@ -34,6 +34,7 @@ def test_run_exits_nonzero_when_the_leak_check_fails(leaky_dataset: Path, tmp_pa
     )
     output = capsys.readouterr().out
     assert "leak_budget" in output and "FAILED" in output
+    assert "over the budget of 0.00%: test 50.00% (1 of 2 images)" in output
     with duckdb.connect(str(database), read_only=True) as connection:
         assert connection.execute("SELECT path FROM dedup_manifest WHERE NOT keep").fetchall() == [("test/a/copy.png",)]
 

@@ -128,6 +128,10 @@ def image_features(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb
         asset_key="image_manifest",
         passed=failure_fraction <= dedup.max_failure_fraction,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{failures.height:,} of {inputs:,} inputs ({failure_fraction:.2%}) could not be read or decoded; "
+            f"the budget is {dedup.max_failure_fraction:.2%} (reasons in image_errors)"
+        ),
         metadata={
             "inputs": inputs,
             "failures": failures.height,

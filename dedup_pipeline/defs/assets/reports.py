@@ -7,8 +7,8 @@ from dedup_pipeline.defs.metadata import preview, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase
 from dedup_pipeline.lib.decisions.dedup_policy import decide, guarantee_violations
 from dedup_pipeline.lib.decisions.reports import label_conflicts as find_label_conflicts
+from dedup_pipeline.lib.decisions.reports import leak_budget_verdict, leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.decisions.reports import leak_report as build_leak_report
-from dedup_pipeline.lib.decisions.reports import leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.decisions.splits import split_ranks
 from dedup_pipeline.lib.storage.database import create_views, read_manifest, read_table, write_table
 
@@ -60,6 +60,7 @@ def leak_report(dedup: DedupConfig, duckdb: StoreDatabase):
         check_name=LEAK_CHECK,
         passed=worst <= dedup.max_leaked_fraction,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=leak_budget_verdict(per_split, dedup.max_leaked_fraction),
         metadata={
             "worst_leaked_fraction": worst,
             "max_leaked_fraction": dedup.max_leaked_fraction,
@@ -131,9 +132,11 @@ def dedup_manifest(dedup: DedupConfig, duckdb: StoreDatabase):
             "by_split_and_reason": preview(counts),
         }
     )
+    broken = ", ".join(f"{name.replace('_', ' ')}: {count:,}" for name, count in violations.items() if count)
     yield dg.AssetCheckResult(
         check_name=GUARANTEE_CHECK,
-        passed=not any(violations.values()),
+        passed=not broken,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=f"broken: {broken}" if broken else "every promise holds",
         metadata=violations,
     )

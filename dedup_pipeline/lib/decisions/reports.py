@@ -96,6 +96,23 @@ def leaked_fraction_by_split(manifest: pl.DataFrame, leaked: pl.DataFrame, ranks
     )
 
 
+def leak_budget_verdict(per_split: pl.DataFrame, budget: float) -> str:
+    """What the leak check found, in a sentence: the splits over ``budget`` and by how much (rows of
+    :func:`leaked_fraction_by_split`)."""
+    over = per_split.filter(pl.col("leaked_fraction") > budget).sort("leaked_fraction", descending=True)
+    if over.is_empty():
+        worst = per_split.sort("leaked_fraction", descending=True).head(1)
+        if worst.is_empty():
+            return f"no evaluation split; the budget is {budget:.2%}"
+        return f"every evaluation split within the budget of {budget:.2%} (most: {_leaked(worst.row(0, named=True))})"
+    described = "; ".join(_leaked(row) for row in over.iter_rows(named=True))
+    return f"over the budget of {budget:.2%}: {described}"
+
+
+def _leaked(row: dict) -> str:
+    return f"{row['split']} {row['leaked_fraction']:.2%} ({row['leaked_images']:,} of {row['images']:,} images)"
+
+
 def label_conflicts(manifest: pl.DataFrame, pairs: pl.DataFrame) -> pl.DataFrame:
     """Duplicate pairs (within or across splits) whose labels differ; unlabelled images excluded."""
     return (

@@ -1,6 +1,12 @@
 import polars as pl
 
-from dedup_pipeline.lib.decisions.reports import label_conflicts, leak_report, leaked_fraction_by_split, leaked_images
+from dedup_pipeline.lib.decisions.reports import (
+    label_conflicts,
+    leak_budget_verdict,
+    leak_report,
+    leaked_fraction_by_split,
+    leaked_images,
+)
 from tests.lib.decisions.test_dedup_policy import dataset
 
 
@@ -35,3 +41,16 @@ def test_reports_on_an_empty_manifest() -> None:
     leaked = leaked_images(manifest, pairs, {})
     assert leak_report(manifest, leaked, {}).height == 0
     assert leaked_fraction_by_split(manifest, leaked, {}).height == 0
+
+
+def test_the_leak_verdict_names_the_splits_over_the_budget_and_by_how_much() -> None:
+    per_split = pl.DataFrame(
+        {"split": ["test", "val"], "images": [200, 50], "leaked_images": [9, 1], "leaked_fraction": [0.045, 0.02]}
+    )
+    assert leak_budget_verdict(per_split, 0.03) == "over the budget of 3.00%: test 4.50% (9 of 200 images)"
+    assert leak_budget_verdict(per_split, 0.0) == (
+        "over the budget of 0.00%: test 4.50% (9 of 200 images); val 2.00% (1 of 50 images)"
+    )
+    assert leak_budget_verdict(per_split, 0.05) == (
+        "every evaluation split within the budget of 5.00% (most: test 4.50% (9 of 200 images))"
+    )
