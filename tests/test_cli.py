@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def test_demo_finds_the_planted_leaks_of_both_drops(tmp_path: Path, capsys) -> N
     output = capsys.readouterr().out
     assert "every planted duplicate of both drops was found" in output
     assert "000002-second-delivery" in output and "leaks changed by this run" in output
+    report = tmp_path / "demo" / "demo.report"
+    latest = json.loads((report / "data" / "latest.js").read_text().removeprefix("window.REPORT_TABLE = ")[:-2])
+    with duckdb.connect(str(tmp_path / "demo" / "demo.duckdb"), read_only=True) as connection:
+        made = connection.execute(
+            "SELECT count(*) FROM similar_pairs p JOIN image_manifest a ON a.image_id = p.image_id_a "
+            "JOIN image_manifest b ON b.image_id = p.image_id_b "
+            "WHERE greatest(a.drop_seq, b.drop_seq) = (SELECT max(drop_seq) FROM image_manifest)"
+        ).fetchone()[0]
+    paths = [row[[c["key"] for c in latest["columns"]].index("path_a")] for row in latest["rows"]]
+    assert made > 0 and len(paths) == made and all(p.startswith("drops/second-delivery/") for p in paths)
+    assert "Drop 000002-second-delivery" in (report / "latest.html").read_text()
 
 
 def test_an_error_inside_the_run_is_reported_with_its_cause(tmp_path: Path, capsys) -> None:

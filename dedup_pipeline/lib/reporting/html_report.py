@@ -102,6 +102,19 @@ PAGES = (
         ),
     ),
     TablePage(
+        "latest",
+        "Latest drop",
+        "pairs with a new image",
+        "The duplicate pairs of the images the latest drop brought, each new image beside its duplicate, most "
+        "certain first.",
+        _pair_columns("new image", "its duplicate"),
+        (
+            Filter("splits", "splits (new / duplicate)", ("split_a", "split_b")),
+            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
+            Filter("evidence", "evidence", ("evidence",)),
+        ),
+    ),
+    TablePage(
         "conflicts",
         "Label conflicts",
         "conflicting pairs",
@@ -162,9 +175,20 @@ def write_report(tables: ReportTables, thumbnails: Mapping[int, bytes], target: 
         for name in STATIC_FILES:
             (building / name).write_text(resources.files(__package__).joinpath("static", name).read_text())
         (building / "index.html").write_text(_summary_page(tables, source))
-        frames = {"leaks": tables.leaks, "conflicts": tables.conflicts, "clusters": tables.clusters}
+        frames = {
+            "leaks": tables.leaks,
+            "latest": tables.latest_pairs,
+            "conflicts": tables.conflicts,
+            "clusters": tables.clusters,
+        }
+        latest = (
+            f"Drop {tables.latest_drop}."
+            if tables.latest_drop
+            else "No drop after the first: every finding is on the other pages."
+        )
         for page in PAGES:
-            (building / f"{page.name}.html").write_text(_table_page(page, len(frames[page.name])))
+            subtitle = latest if page.name == "latest" else ""
+            (building / f"{page.name}.html").write_text(_table_page(page, len(frames[page.name]), subtitle))
             (building / "data" / f"{page.name}.js").write_text(_table_data(page, frames[page.name]))
         for image_id, raw in thumbnails.items():
             (building / "thumbs" / f"{int(image_id)}.png").write_bytes(_png(raw))
@@ -226,10 +250,17 @@ def _summary_page(tables: ReportTables, source: str) -> str:
         if verifier and verifier.get("expected_precision") is not None
         else "<p>No pair verifier: pairs are decided by the thresholds alone.</p>"
     )
+    latest = (
+        f"<p>Drop {_escaped(tables.latest_drop)}: {tables.latest_pairs.height:,} duplicate pairs with its images "
+        '(<a href="latest.html">Latest drop</a>).</p>'
+        if tables.latest_drop
+        else "<p>One drop so far.</p>"
+    )
     generated = datetime.datetime.now().isoformat(timespec="seconds")
     body = (
         f'<p class="note">From {_escaped(source)}, written {_escaped(generated)}.</p>'
         f"<h2>Counts</h2>{_html_table(counts)}"
+        f"<h2>Latest drop</h2>{latest}"
         f"<h2>Leaks per split pair</h2>{_html_table(tables.leak_report)}"
         f"<h2>Thresholds</h2>{_html_table(tables.thresholds)}{verifier_line}"
         f"<h2>Inputs that are not images, by reason</h2>{_html_table(tables.errors_by_reason.head(50))}"
@@ -237,9 +268,9 @@ def _summary_page(tables: ReportTables, source: str) -> str:
     return _page("Duplicate report", body)
 
 
-def _table_page(page: TablePage, rows: int) -> str:
+def _table_page(page: TablePage, rows: int, subtitle: str) -> str:
     body = (
-        f'<p class="note">{_escaped(page.note)}</p><div id="filters"></div>'
+        f'<p class="note">{_escaped(subtitle)} {_escaped(page.note)}</p><div id="filters"></div>'
         f'<p><span id="count">{rows} {_escaped(page.noun)}</span></p>'
         '<div class="pager"><button id="previous">previous</button> <span id="page"></span> '
         '<button id="next">next</button></div>'

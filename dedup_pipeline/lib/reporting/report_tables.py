@@ -15,7 +15,7 @@ from dedup_pipeline.lib.storage.database import read_first_join, table_names
 _PAIRS = """
     SELECT a.image_id AS image_id_a, b.image_id AS image_id_b,
            a.path AS path_a, b.path AS path_b, a.split AS split_a, b.split AS split_b,
-           a.label AS label_a, b.label AS label_b,
+           a.label AS label_a, b.label AS label_b, a.drop_seq AS drop_seq_a, b.drop_seq AS drop_seq_b,
            p.hamming, p.cosine, p.verification_score, p.copy_probability, p.evidence,
            (p.content_equal OR p.pixels_equal) AS exact
     FROM similar_pairs p
@@ -34,11 +34,13 @@ class ReportTables:
     leaks: pl.DataFrame  # one row per leaked pair: the evaluation image is side a
     conflicts: pl.DataFrame  # one row per duplicate pair whose labels differ, with its cluster
     clusters: pl.DataFrame  # one row per member of a cluster within one split
+    latest_drop: str | None  # the latest drop that brought images, when it is not the first
+    latest_pairs: pl.DataFrame  # the duplicate pairs with an image of that drop (side a is one)
 
     def image_ids(self) -> set[int]:
         """Every image a page shows a thumbnail of."""
         ids = set(self.clusters["image_id"].to_list())
-        for frame in (self.leaks, self.conflicts):
+        for frame in (self.leaks, self.conflicts, self.latest_pairs):
             ids.update(frame["image_id_a"].to_list(), frame["image_id_b"].to_list())
         return ids
 
@@ -60,6 +62,7 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
         )
     ]
     pairs = connection.execute(_PAIRS).pl()
+    latest_drop, latest_pairs = _latest_drop(connection, pairs)
     directions = connection.execute("SELECT eval_split, reference_split FROM leak_report").pl()
     return ReportTables(
         counts=counts,
@@ -79,6 +82,8 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
             "(SELECT cluster_id FROM duplicate_clusters GROUP BY cluster_id HAVING count(DISTINCT split) = 1) "
             "ORDER BY cluster_size DESC, cluster_id, NOT is_representative, path"
         ).pl(),
+        latest_drop=latest_drop,
+        latest_pairs=latest_pairs,
     )
 
 
@@ -96,6 +101,24 @@ def _leaks(pairs: pl.DataFrame, directions: pl.DataFrame) -> pl.DataFrame:
         directions, left_on=["split_a", "split_b"], right_on=["eval_split", "reference_split"], how="semi"
     )
     return _by_confidence(leaks)
+
+
+def _latest_drop(connection: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> tuple[str | None, pl.DataFrame]:
+    """The latest drop that brought live images, if it is not the first one, and the pairs it made
+    (its image as side a)."""
+    row = connection.execute(
+        "SELECT d.drop_key, d.drop_seq FROM drops d WHERE d.drop_seq = (SELECT max(drop_seq) FROM image_manifest) "
+        "AND d.drop_seq > (SELECT min(drop_seq) FROM image_manifest)"
+    ).fetchone()
+    if row is None:
+        return None, pairs.clear()
+    key, sequence = row
+    a = [c for c in pairs.columns if c.endswith("_a")]
+    swapped = pairs.rename({**{c: c[:-2] + "_b" for c in a}, **{c[:-2] + "_b": c for c in a}}).select(pairs.columns)
+    oriented = pl.concat(
+        [pairs.filter(pl.col("drop_seq_a") == sequence), swapped.filter(pl.col("drop_seq_a") == sequence)]
+    )
+    return key, _by_confidence(oriented.unique(["image_id_a", "image_id_b"], maintain_order=True))
 
 
 def _conflicts(connection: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> pl.DataFrame:

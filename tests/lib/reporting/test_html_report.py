@@ -8,7 +8,15 @@ from tests.lib.reporting.conftest import HOSTILE_FILE, HOSTILE_LABEL
 
 def test_a_run_writes_the_report_with_every_page_data_file_and_thumbnail(hostile_report) -> None:
     database, folder = hostile_report
-    for name in ("index.html", "leaks.html", "conflicts.html", "clusters.html", "report.js", "report.css"):
+    for name in (
+        "index.html",
+        "leaks.html",
+        "latest.html",
+        "conflicts.html",
+        "clusters.html",
+        "report.js",
+        "report.css",
+    ):
         assert (folder / name).is_file(), name
     leaks = (folder / "data" / "leaks.js").read_text()
     with duckdb.connect(str(database), read_only=True) as connection:

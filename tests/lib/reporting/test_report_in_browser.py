@@ -48,7 +48,7 @@ def body_numbers(dom: str) -> dict[str, int]:
 
 def test_every_page_loads_without_console_messages(hostile_report) -> None:
     _, folder = hostile_report
-    for name in ("index", "leaks", "conflicts", "clusters"):
+    for name in ("index", "leaks", "latest", "conflicts", "clusters"):
         dom, console = render(folder / f"{name}.html")
         assert console == [], (name, console)
         assert "<h1>" in dom
