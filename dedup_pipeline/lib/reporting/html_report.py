@@ -87,6 +87,16 @@ def _pair_columns(first: str, second: str) -> tuple[Column, ...]:
     )
 
 
+def _pair_filters(splits: str, by_evidence: bool = True) -> tuple[Filter, ...]:
+    """Filters of a page of pairs: the two splits (``splits`` names their roles), a label either
+    image has, and the evidence."""
+    return (
+        Filter("splits", splits, ("split_a", "split_b")),
+        Filter("label", "label contains", ("label_a", "label_b"), contains=True),
+        *((Filter("evidence", "evidence", ("evidence",)),) if by_evidence else ()),
+    )
+
+
 PAGES = (
     TablePage(
         "leaks",
@@ -95,11 +105,7 @@ PAGES = (
         "Each evaluation image beside its duplicate in a higher-priority split, most certain first "
         "(exact copies, then by the verifier's copy probability).",
         _pair_columns("evaluation image", "duplicate in the reference split"),
-        (
-            Filter("splits", "splits (evaluation / reference)", ("split_a", "split_b")),
-            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
-            Filter("evidence", "evidence", ("evidence",)),
-        ),
+        _pair_filters("splits (evaluation / reference)"),
     ),
     TablePage(
         "latest",
@@ -108,11 +114,7 @@ PAGES = (
         "The duplicate pairs of the images the latest drop brought, each new image beside its duplicate, most "
         "certain first.",
         _pair_columns("new image", "its duplicate"),
-        (
-            Filter("splits", "splits (new / duplicate)", ("split_a", "split_b")),
-            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
-            Filter("evidence", "evidence", ("evidence",)),
-        ),
+        _pair_filters("splits (new / duplicate)"),
     ),
     TablePage(
         "conflicts",
@@ -120,10 +122,7 @@ PAGES = (
         "conflicting pairs",
         "Duplicate pairs whose labels differ, grouped by duplicate cluster: one of the labels is probably wrong.",
         (Column("cluster_id", "cluster", "number"), *_pair_columns("image", "its duplicate")),
-        (
-            Filter("splits", "splits", ("split_a", "split_b")),
-            Filter("label", "label contains", ("label_a", "label_b"), contains=True),
-        ),
+        _pair_filters("splits", by_evidence=False),
     ),
     TablePage(
         "clusters",
