@@ -6,7 +6,6 @@ all 60,000 images with the same thresholds (``--thresholds-from``)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,8 @@ from PIL import Image
 
 from dedup_pipeline.lib.calibration.transforms import transform_named
 from dedup_pipeline.lib.storage.store import discard
+from dedup_pipeline.stress.commands import dedup_command
+from dedup_pipeline.stress.tables import compare, read_tables
 
 # what "equal" compares: every duplicate pair with its distances and evidence, the dedup manifest
 COMPARED = {
@@ -26,14 +27,10 @@ COMPARED = {
 CHECK_IMAGES = 1_000
 
 
-def command() -> str:
-    return str(Path(sys.executable).with_name("dedup-pipeline"))
-
-
 def timed_command(*arguments: str) -> float:
     """Wall seconds of one ``dedup-pipeline`` command in a new process (exit 0 or 1: checks may fail)."""
     start = time.perf_counter()
-    finished = subprocess.run([command(), *arguments], capture_output=True, text=True)
+    finished = subprocess.run([*dedup_command(), *arguments], capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if finished.returncode not in (0, 1):
         raise RuntimeError(f"dedup-pipeline {' '.join(arguments)} failed:\n{finished.stderr[-3000:]}")
@@ -60,15 +57,8 @@ def link_files(cifar: Path, target: Path, files: list[Path]) -> None:
 
 def same_results(database: Path, other: Path) -> dict[str, int]:
     """Per compared table, how many rows differ (in one database and not the other, both ways)."""
-    differing = {}
-    with duckdb.connect(str(database), read_only=True) as first, duckdb.connect(str(other), read_only=True) as second:
-        for name, query in COMPARED.items():
-            a, b = first.execute(query).pl(), second.execute(query).pl()
-            differing[name] = (
-                a.join(b, on=a.columns, how="anti", nulls_equal=True).height
-                + b.join(a, on=a.columns, how="anti", nulls_equal=True).height
-            )
-    return differing
+    differences = compare(read_tables(database, COMPARED), read_tables(other, COMPARED))
+    return {name: difference.lost + difference.extra for name, difference in differences.items()}
 
 
 def run_arguments(data: Path, database: Path, *more: str) -> list[str]:

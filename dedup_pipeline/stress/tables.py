@@ -4,6 +4,7 @@ reference, and the store's integrity right after a kill."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,10 @@ class TableDifference:
     repeated: int  # rows present more than once (beyond the reference's own repeats)
 
 
-def read_tables(database: Path) -> dict[str, pl.DataFrame]:
+def read_tables(database: Path, queries: Mapping[str, str] = COMPARED) -> dict[str, pl.DataFrame]:
+    """Each query's rows (by default every table a user reads)."""
     with closing(connect(database, read_only=True)) as connection:
-        return {name: connection.execute(query).pl() for name, query in COMPARED.items()}
+        return {name: connection.execute(query).pl() for name, query in queries.items()}
 
 
 def compare(reference: dict[str, pl.DataFrame], found: dict[str, pl.DataFrame]) -> dict[str, TableDifference]:
