@@ -143,6 +143,12 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="a folder a manifest's rows may point into besides the manifest's own; repeat for several",
     )
+    parser.add_argument(
+        "--overrides",
+        metavar="MARKS.csv",
+        help="a person's marks on pairs (path_a,path_b,verdict[,note]; verdict duplicate, 'not duplicate' or "
+        "clear), as the HTML report downloads them: kept in the database and applied by every later run",
+    )
 
 
 def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
@@ -161,6 +167,7 @@ def _config_from_args(data: str, args: argparse.Namespace) -> DedupConfig:
         "allowed_roots": [str(Path(root).expanduser().resolve()) for root in args.allow_root],
         "recalibrate": args.recalibrate,
         "thresholds_from": str(Path(args.thresholds_from).expanduser().resolve()) if args.thresholds_from else None,
+        "overrides_file": str(Path(args.overrides).expanduser().resolve()) if args.overrides else None,
     }
     if args.hamming:
         options["hamming_thresholds"] = dict(args.hamming)

@@ -47,9 +47,11 @@ def run(root: Path, database: Path, *options: str) -> None:
     assert code != EXIT_BAD_INPUT
 
 
-def assert_equal_to_a_run_from_scratch(root: Path, incremental: Path, scratch: Path) -> dict[str, pl.DataFrame]:
+def assert_equal_to_a_run_from_scratch(
+    root: Path, incremental: Path, scratch: Path, *options: str
+) -> dict[str, pl.DataFrame]:
     discard(scratch)
-    run(root, scratch, "--thresholds-from", str(incremental))
+    run(root, scratch, "--thresholds-from", str(incremental), *options)
     found, expected = results(incremental), results(scratch)
     for name in COMPARED:
         assert found[name].equals(expected[name]), name

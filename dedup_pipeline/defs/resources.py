@@ -27,6 +27,7 @@ from dedup_pipeline.defaults import (
     DEFAULT_FILE_SECONDS,
     DEFAULT_TARGET_PRECISION,
 )
+from dedup_pipeline.lib.decisions.overrides import OverridesError, read_marks
 from dedup_pipeline.lib.decisions.splits import DEFAULT_SPLIT_PRIORITY
 from dedup_pipeline.lib.features.embedding import NO_EMBEDDING, embedder_problem, preferred_batch_size
 from dedup_pipeline.lib.features.hashing import PERCEPTUAL_HASHES, validate_hash_settings
@@ -165,6 +166,13 @@ class DedupConfig(dg.ConfigurableResource):
         description="Another database whose thresholds and pair verifier to apply instead of calibrating "
         "(a fixed gate across datasets).",
     )
+    overrides_file: str | None = Field(
+        default=None,
+        description="A CSV of a person's marks on pairs (path_a, path_b, verdict[, note]; verdict 'duplicate', "
+        "'not duplicate' or 'clear'), as the HTML report downloads them. They are merged into the marks the "
+        "store keeps (table pair_overrides), which every later run applies too: marked pairs are removed or "
+        "added whatever the thresholds say.",
+    )
     settle_seconds: float = Field(
         default=60.0,
         description="The drop sensor registers a file once it has not been modified for this long, and a "
@@ -224,6 +232,11 @@ class DedupConfig(dg.ConfigurableResource):
             if value is not None and value < least
         ]
         found += [f"allowed root {root} is not a folder" for root in self.allowed_roots if not Path(root).is_dir()]
+        if self.overrides_file:
+            try:
+                read_marks(self.overrides_file)
+            except OverridesError as error:
+                found.append(str(error))
         model = embedder_problem(self.embedding_model)
         return found + ([model] if model else [])
 
@@ -235,6 +248,8 @@ class DedupConfig(dg.ConfigurableResource):
 
     def extraction_settings(self, embedding_size: int | None) -> ExtractionSettings:
         validate_hash_settings(self.hash_size, self.hash_algorithms)
+        if self.embedding_model == NO_EMBEDDING:  # an input size given with no model means nothing
+            embedding_size = None
         return ExtractionSettings(
             hash_size=self.hash_size,
             hash_algorithms=tuple(self.hash_algorithms),

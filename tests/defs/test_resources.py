@@ -28,11 +28,17 @@ def test_usable_settings_have_no_problems() -> None:
         ({"workers": -2}, "workers must be at least 0"),
         ({"embedding_model": "nosuch"}, "unknown embedding model 'nosuch'"),
         ({"embedding_model": "no_such_package.models:build"}, "no module 'no_such_package.models'"),
+        ({"overrides_file": "/no/such/marks.csv"}, "/no/such/marks.csv: cannot read the marks"),
     ],
 )
 def test_each_unusable_setting_is_named(settings: dict, message: str) -> None:
     problems = DedupConfig(data="data", **settings).problems()
     assert any(message in problem for problem in problems), problems
+
+
+def test_an_input_size_without_a_model_is_ignored() -> None:
+    settings = DedupConfig(data="data", embedding_model="none", embedding_image_size=64).extraction_settings(64)
+    assert settings.embedding_size is None and settings.embedding_model is None
 
 
 def test_a_dagster_run_with_unusable_settings_fails_before_any_work(tmp_path: Path) -> None:

@@ -8,14 +8,17 @@ from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabas
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.splits import split_ranks
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join
+from dedup_pipeline.lib.decisions.overrides import apply_marks, effect_counts, merged_marks, read_marks
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join, measured_pairs
 from dedup_pipeline.lib.storage.database import (
     calibration_id,
     create_views,
     read_join_state,
     read_manifest,
     read_match_thresholds,
+    read_pair_overrides,
     read_table,
+    replace_table,
     transaction,
     write_first_join,
     write_join_state,
@@ -35,7 +38,9 @@ from dedup_pipeline.lib.storage.features import LiveImages
         "duplicates; without one, any criterion suffices. Incremental: images added since the last join "
         "are joined against every image, pairs of retired images are removed, and the result equals a "
         "from-scratch join with the same calibration (a new calibration joins from scratch, from the "
-        "stored features). Each pair once (image_id_a is the one whose path sorts first) with every "
+        "stored features). A person's marks (overrides_file, kept in table pair_overrides for every later "
+        "run) then remove the pairs marked 'not duplicate' and add those marked 'duplicate', with evidence "
+        "'override'. Each pair once (image_id_a is the one whose path sorts first) with every "
         "distance, the verifier's probability, the evidence and the rules that nominated it (found_by). "
         "Contract views: duplicate_pairs, leaks."
     ),
@@ -51,22 +56,35 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
         with timed(metadata, "read_seconds"):
             live = LiveImages.read(connection, store_of(duckdb.database))
             images = JoinImages.of(live, list(dedup.hash_algorithms), with_views=thresholds.verifier is not None)
+        marks = read_pair_overrides(connection)
+        if dedup.overrides_file:
+            marks = merged_marks(marks, read_marks(dedup.overrides_file))
         if previous is None:
             context.log.info(f"joining {len(live.manifest):,} images from scratch (no join under this calibration yet)")
         with timed(metadata, "join_seconds"):
             state, report = join(images, thresholds, previous)
+        pairs, marks = apply_marks(
+            state.pairs,
+            marks,
+            live.manifest,
+            lambda positions: measured_pairs(images, thresholds, state, positions),
+        )
         with transaction(connection):
             write_join_state(connection, state, calibration)
+            replace_table(connection, "similar_pairs", pairs)
+            replace_table(connection, "pair_overrides", marks)
             if thresholds.screen_cutoff is None or thresholds.copy_share is None:  # what the first join sets
                 write_first_join(connection, state.screen_cutoff, state.operating_threshold, state.expected)
             create_views(connection, ["duplicate_pairs", "leaks"])
         named = connection.execute(f"SELECT * FROM duplicate_pairs LIMIT {PREVIEW_ROWS}").pl()
+    if marks.height:
+        described = ", ".join(f"{effect}: {count:,}" for effect, count in effect_counts(marks["effect"]).items())
+        context.log.info(f"applied {marks.height:,} marks people made ({described})")
     context.log.info(
         f"joined {report.new_images:,} new images ({report.retired_images:,} retired): "
         f"{report.candidates_judged:,} candidates judged, {report.pairs_added:,} pairs added, "
         f"{report.pairs_removed:,} removed"
     )
-    pairs = state.pairs
     if images.signals.embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
     evidence_counts = pairs["evidence"].str.split(",").explode().value_counts().sort("evidence")
@@ -85,6 +103,7 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
             "screen_cutoff": state.screen_cutoff if state.screen_cutoff is not None else "none",
             **_expected_metadata(state),
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
+            "person_marks": dg.MetadataValue.json(effect_counts(marks["effect"])),
             **metadata,
         }
     )

@@ -24,7 +24,7 @@ stored by stable image id with ``image_id_a`` the one whose path sorts first.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -258,3 +258,25 @@ def join(
         pairs_removed=removed + before - (stored.height if before else 0),
     )
     return state, report
+
+
+def measured_pairs(
+    images: JoinImages, thresholds: MatchThresholds, state: JoinState, pairs: np.ndarray
+) -> pl.DataFrame:
+    """Every ``similar_pairs`` column of ``pairs`` ((n, 2) positions, ``i < j``, sorted), duplicates
+    or not, as the join that left ``state`` measured its candidates (its screen cutoff, operating
+    threshold and share of copies): for pairs a person marked duplicates that the join did not find."""
+    applied = thresholds
+    if thresholds.verifier is not None:
+        verifier = thresholds.verifier
+        if state.operating_threshold is not None:
+            verifier = verifier.with_threshold(state.operating_threshold)
+        applied = replace(
+            thresholds,
+            verifier=verifier,
+            screen_cutoff=thresholds.screen_cutoff if thresholds.screen_cutoff is not None else state.screen_cutoff,
+            copy_share=thresholds.copy_share
+            if thresholds.copy_share is not None or state.expected is None
+            else state.expected.copy_share,
+        )
+    return judge(pairs, images.digests, images.signals, applied, everything=True).pairs

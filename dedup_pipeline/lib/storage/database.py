@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from dedup_pipeline.lib.decisions.overrides import STORED_SCHEMA
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace
 from dedup_pipeline.lib.search.similar_pairs import JoinState
@@ -69,6 +70,8 @@ TABLES = frozenset(
         "match_thresholds",
         "pair_verifier",
         "similar_pairs",
+        "joined_pairs",
+        "pair_overrides",
         "joined_images",
         "look_alikes",
         "join_state",
@@ -308,9 +311,10 @@ def read_calibration(connection: duckdb.DuckDBPyConnection) -> dict[str, object]
 
 
 def write_join_state(connection: duckdb.DuckDBPyConnection, state: JoinState, calibration: str) -> None:
-    """The join's tables (inside the caller's transaction): ``similar_pairs``, the look-alike lists
-    with their vectors, the joined images, and what they were computed under."""
-    replace_table(connection, "similar_pairs", state.pairs)
+    """The join's tables (inside the caller's transaction): its own pairs (``joined_pairs``, before
+    a person's marks are applied), the look-alike lists with their vectors, the joined images, and
+    what they were computed under."""
+    replace_table(connection, "joined_pairs", state.pairs)
     replace_table(connection, "joined_images", pl.DataFrame({"image_id": state.joined}, schema={"image_id": pl.Int64}))
     look_alikes = pl.DataFrame(
         {
@@ -347,15 +351,24 @@ def read_join_state(connection: duckdb.DuckDBPyConnection, calibration: str) -> 
     if row is None or row[0] != calibration:
         return None
     lists = read_table(connection, "look_alikes")
+    # stores written before marks existed kept the join's pairs in similar_pairs
+    pairs_table = "joined_pairs" if "joined_pairs" in table_names(connection) else "similar_pairs"
     return JoinState(
         joined=read_table(connection, "joined_images")["image_id"].to_numpy(),
-        pairs=read_table(connection, "similar_pairs"),
+        pairs=read_table(connection, pairs_table),
         look_alike_ids=lists["image_id"].to_numpy(),
         neighbours=lists["neighbours"].to_numpy().astype(np.int64),
         similarities=lists["similarities"].to_numpy().astype(np.int32),
         vectors=lists["vector"].to_numpy().astype(np.int16),
         screen_cutoff=row[1],
     )
+
+
+def read_pair_overrides(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The marks people gave (``overrides.STORED_SCHEMA``), none before the first."""
+    if "pair_overrides" not in table_names(connection):
+        return pl.DataFrame(schema=STORED_SCHEMA)
+    return read_table(connection, "pair_overrides")
 
 
 CALIBRATION_TABLES = ("match_thresholds", "pair_verifier")

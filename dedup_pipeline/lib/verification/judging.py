@@ -127,6 +127,7 @@ def judge(
     signals: ImageSignals,
     thresholds: MatchThresholds,
     look_alike: np.ndarray | None = None,
+    everything: bool = False,
 ) -> Verdicts:
     """Judge candidate ``pairs`` ((n, 2) positions, ``i < j``, sorted).
 
@@ -140,7 +141,8 @@ def judge(
     (comma-separated criteria that hold, in a fixed order) and ``found_by`` (the rules that made
     it a candidate: the criteria, ``view`` and ``look-alike``; ``look_alike`` marks the pairs in
     the look-alike lists). With a verifier and no ``screen_cutoff`` yet, every pair is scored by
-    the screen and the cutoff is set from them (see :func:`screen_cutoff`).
+    the screen and the cutoff is set from them (see :func:`screen_cutoff`). With ``everything``,
+    the pairs judged not duplicates are returned too (to measure pairs a person marked).
     """
     i, j = pairs[:, 0], pairs[:, 1]
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
@@ -211,7 +213,7 @@ def judge(
             pl.col("verification_score").cast(pl.Float32),
             pl.col("copy_probability").cast(pl.Float32),
         )
-        .filter(pl.Series(keep))
+        .filter(pl.Series(keep | everything))
     )
     return Verdicts(judged, cutoff, operating, expected)
 
