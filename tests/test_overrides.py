@@ -10,6 +10,7 @@ import pytest
 from dedup_pipeline.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, main
 from dedup_pipeline.lib.calibration.transforms import transform_named
 from dedup_pipeline.lib.decisions.overrides import ADDED, REMOVED
+from dedup_pipeline.lib.reporting.html_report import report_folder_of
 from tests.test_incremental import assert_equal_to_a_run_from_scratch, picture, save
 
 
@@ -63,6 +64,8 @@ def test_marks_change_every_result_and_survive_drops_and_recalibration(tmp_path:
     assert hamming > 10 and note == "same scene"  # measured like any pair, though nothing matched
     effects = dict(query(database, "SELECT path_a, effect FROM pair_overrides"))
     assert effects == {"test/a/070.png": ADDED, "test/b/copy-of-003.jpg": REMOVED}
+    summary = (report_folder_of(database) / "index.html").read_text()
+    assert "2 marks, applied by every run" in summary and f"<td>{ADDED}</td>" in summary
 
     # a later drop, without --overrides: the marks still hold; its own copy is found
     save(transform_named("jpeg q50").apply(picture(8005)), root / "test" / "b" / "copy-of-005.jpg")

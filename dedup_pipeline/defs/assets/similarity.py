@@ -6,9 +6,9 @@ from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
+from dedup_pipeline.lib.decisions.overrides import apply_marks, effect_counts, merged_marks, read_marks
 from dedup_pipeline.lib.decisions.splits import split_ranks
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.decisions.overrides import apply_marks, effect_counts, merged_marks, read_marks
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join, measured_pairs
 from dedup_pipeline.lib.storage.database import (
     calibration_id,

@@ -34,6 +34,7 @@ from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE
 from dedup_pipeline.lib.reporting.report_tables import ReportTables, read_report_tables, read_thumbnails
 
 PAGE_SIZE = 100
+MARKS_SHOWN = 200  # marks listed on the summary
 STATIC_FILES = ("report.js", "report.css")
 
 
@@ -62,6 +63,7 @@ class TablePage:
     note: str
     columns: tuple[Column, ...]
     filters: tuple[Filter, ...]
+    pair: tuple[str, str] | None = None  # the columns naming the pair a person can mark, if any
 
 
 _PAIR_SCORES = (
@@ -106,6 +108,7 @@ PAGES = (
         "(exact copies, then by the verifier's copy probability).",
         _pair_columns("evaluation image", "duplicate in the reference split"),
         _pair_filters("splits (evaluation / reference)"),
+        ("path_a", "path_b"),
     ),
     TablePage(
         "latest",
@@ -115,6 +118,7 @@ PAGES = (
         "certain first.",
         _pair_columns("new image", "its duplicate"),
         _pair_filters("splits (new / duplicate)"),
+        ("path_a", "path_b"),
     ),
     TablePage(
         "conflicts",
@@ -123,6 +127,7 @@ PAGES = (
         "Duplicate pairs whose labels differ, grouped by duplicate cluster: one of the labels is probably wrong.",
         (Column("cluster_id", "cluster", "number"), *_pair_columns("image", "its duplicate")),
         _pair_filters("splits", by_evidence=False),
+        ("path_a", "path_b"),
     ),
     TablePage(
         "clusters",
@@ -136,6 +141,7 @@ PAGES = (
             Column("split", "split"),
             Column("label", "label"),
             Column("is_representative", "kept", "flag"),
+            Column("linked_to", "", hidden=True),
             Column("cluster_size", "cluster size", "number"),
             Column("link_hamming", "link Hamming", "number"),
             Column("link_cosine", "link cosine", "number"),
@@ -144,6 +150,7 @@ PAGES = (
             Filter("split", "split", ("split",)),
             Filter("label", "label contains", ("label",), contains=True),
         ),
+        ("path", "linked_to"),  # an image and the duplicate it joined its cluster through
     ),
 )
 
@@ -263,18 +270,43 @@ def _summary_page(tables: ReportTables, source: str) -> str:
         f"<h2>Leaks per split pair</h2>{_html_table(tables.leak_report)}"
         f"<h2>Thresholds</h2>{_html_table(tables.thresholds)}{verifier_line}"
         f"<h2>Inputs that are not images, by reason</h2>{_html_table(tables.errors_by_reason.head(50))}"
+        f"<h2>Pairs marked by a person</h2>{_marks_section(tables.marks)}"
     )
     return _page("Duplicate report", body)
 
 
+MARKS_BAR = (
+    '<div id="marks" class="marks"><span id="marks-count">no marks yet</span> '
+    '<button id="download-marks">download marks (CSV)</button> <button id="forget-marks">forget marks</button> '
+    '<span class="note">Your verdicts are kept in this browser for every page of the report. Apply them with '
+    "<code>dedup-pipeline run --overrides marks.csv</code>: every later run keeps them.</span></div>"
+)
+
+
+def _marks_section(marks: pl.DataFrame) -> str:
+    if not marks.height:
+        return (
+            "<p>None. Mark pairs on the other pages (duplicate / not duplicate), download the marks and run "
+            "<code>dedup-pipeline run --overrides marks.csv</code>.</p>"
+        )
+    shown = f"the first {MARKS_SHOWN:,} of " if marks.height > MARKS_SHOWN else ""
+    return (
+        f"<p>{shown}{marks.height:,} marks, applied by every run (table <code>pair_overrides</code>; "
+        f"a mark with verdict <code>clear</code> forgets one).</p>{_html_table(marks.head(MARKS_SHOWN))}"
+    )
+
+
 def _table_page(page: TablePage, rows: int, subtitle: str) -> str:
+    headers = [column.label for column in page.columns if not column.hidden] + (["your verdict"] if page.pair else [])
     body = (
-        f'<p class="note">{_escaped(subtitle)} {_escaped(page.note)}</p><div id="filters"></div>'
+        f'<p class="note">{_escaped(subtitle)} {_escaped(page.note)}</p>'
+        + (MARKS_BAR if page.pair else "")
+        + '<div id="filters"></div>'
         f'<p><span id="count">{rows} {_escaped(page.noun)}</span></p>'
         '<div class="pager"><button id="previous">previous</button> <span id="page"></span> '
         '<button id="next">next</button></div>'
         "<table><thead><tr>"
-        + "".join(f"<th>{_escaped(column.label)}</th>" for column in page.columns if not column.hidden)
+        + "".join(f"<th>{_escaped(label)}</th>" for label in headers)
         + '</tr></thead><tbody id="rows"></tbody></table>'
     )
     return _page(page.title, body, scripts=(f"data/{page.name}.js", "report.js"))
@@ -295,6 +327,7 @@ def _table_data(page: TablePage, frame: pl.DataFrame) -> str:
         "filters": [
             {"name": f.name, "label": f.label, "keys": list(f.keys), "contains": f.contains} for f in page.filters
         ],
+        "pair": list(page.pair) if page.pair else None,
         "rows": rows,
     }
     data = json.dumps(spec, ensure_ascii=True, default=str)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from dedup_pipeline.lib.storage.database import read_first_join, table_names
+from dedup_pipeline.lib.storage.database import read_first_join, read_pair_overrides, table_names
 
 # a pair's confidence, for ordering: exact copies first, then by the verifier's copy probability
 _PAIRS = """
@@ -36,6 +36,7 @@ class ReportTables:
     clusters: pl.DataFrame  # one row per member of a cluster within one split
     latest_drop: str | None  # the latest drop that brought images, when it is not the first
     latest_pairs: pl.DataFrame  # the duplicate pairs with an image of that drop (side a is one)
+    marks: pl.DataFrame  # the marks people made on pairs: path_a, path_b, verdict, note, effect
 
     def image_ids(self) -> set[int]:
         """Every image a page shows a thumbnail of."""
@@ -61,6 +62,8 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
             ("images dropped by the dedup manifest", "SELECT count(*) FROM dedup_manifest WHERE NOT keep"),
         )
     ]
+    if "pair_overrides" in present:
+        counts.append(("pairs marked by a person (pair_overrides)", read_pair_overrides(connection).height))
     pairs = connection.execute(_PAIRS).pl()
     latest_drop, latest_pairs = _latest_drop(connection, pairs)
     directions = connection.execute("SELECT eval_split, reference_split FROM leak_report").pl()
@@ -77,13 +80,14 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
         leaks=_leaks(pairs, directions),
         conflicts=_conflicts(connection, pairs),
         clusters=connection.execute(
-            "SELECT cluster_id, image_id, path, split, label, is_representative, cluster_size, link_hamming, "
-            "link_cosine FROM duplicate_clusters WHERE cluster_id IN "
+            "SELECT cluster_id, image_id, path, split, label, is_representative, linked_to, cluster_size, "
+            "link_hamming, link_cosine FROM duplicate_clusters WHERE cluster_id IN "
             "(SELECT cluster_id FROM duplicate_clusters GROUP BY cluster_id HAVING count(DISTINCT split) = 1) "
             "ORDER BY cluster_size DESC, cluster_id, NOT is_representative, path"
         ).pl(),
         latest_drop=latest_drop,
         latest_pairs=latest_pairs,
+        marks=read_pair_overrides(connection).select("path_a", "path_b", "verdict", "note", "effect"),
     )
 
 

@@ -1,8 +1,8 @@
 """The report as a person sees it: Debian's chromium renders each page headless (``--dump-dom``
 after the page's scripts ran), and its console is read from chromium's log."""
 
+import json
 import re
-import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -10,9 +10,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from dedup_pipeline.cli import EXIT_CHECK_FAILED, main
+from dedup_pipeline.lib.decisions.overrides import read_marks
 from tests.lib.reporting.conftest import HOSTILE_FILE, HOSTILE_LABEL
+from tests.lib.reporting.devtools import CHROMIUM, DevTools
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)"
 )
@@ -85,3 +87,44 @@ def test_hostile_names_appear_as_text(hostile_report) -> None:
     escaped_file = HOSTILE_FILE.replace("<", "&lt;").replace(">", "&gt;")
     assert f"images/{escaped_file}</figcaption>" in dom  # shown as text, in full
     assert HOSTILE_LABEL.replace("<", "&lt;").replace(">", "&gt;") in dom
+
+
+def click_verdict(browser: DevTools, session: str, path: str, verdict: str) -> None:
+    """Click ``verdict`` on the row that shows ``path``."""
+    browser.evaluate(
+        session,
+        "Array.from(document.querySelectorAll('#rows tr'))"
+        f".find(row => Array.from(row.querySelectorAll('figcaption')).some(c => c.textContent === {json.dumps(path)}))"
+        f".querySelector('button[data-verdict={json.dumps(verdict)}]').click()",
+    )
+
+
+def test_a_person_marks_pairs_downloads_the_marks_and_the_next_run_applies_them(hostile_report, tmp_path) -> None:
+    database, folder = hostile_report
+    hostile, copied = f"images/{HOSTILE_FILE}", "images/1.png"
+    with DevTools(tmp_path / "profile", tmp_path / "downloads") as browser:
+        leaks = browser.open(folder / "leaks.html")
+        assert browser.evaluate(leaks, "document.body.dataset.marks") == "0"
+        click_verdict(browser, leaks, hostile, "duplicate")
+        click_verdict(browser, leaks, hostile, "not duplicate")  # changed my mind: one mark per pair
+        click_verdict(browser, leaks, "images/exact.png", "duplicate")
+        click_verdict(browser, leaks, "images/exact.png", "duplicate")  # pressed again: no mark
+        assert browser.evaluate(leaks, "document.getElementById('marks-count').textContent") == "1 mark"
+        pressed = "document.querySelectorAll('button.mark[aria-pressed=\"true\"]').length"
+        assert browser.evaluate(leaks, pressed) == 1
+        conflicts = browser.open(folder / "conflicts.html")  # the marks follow to every page
+        assert browser.evaluate(conflicts, "document.body.dataset.marks") == "1"
+        assert browser.evaluate(conflicts, pressed) == 1  # the same pair conflicts: shown marked there
+        browser.evaluate(conflicts, "document.getElementById('download-marks').click()")
+        downloaded = browser.downloaded("marks.csv")
+        assert browser.problems == []
+    marks = read_marks(downloaded)
+    assert marks.select("path_a", "path_b", "verdict").rows() == [(copied, hostile, "not duplicate")]
+
+    marked = tmp_path / "marked.duckdb"
+    manifest = database.parent / "manifest.csv"
+    options = ["--embedding-model", "none", "--workers", "1", "--overrides", str(downloaded)]
+    assert main(["run", "--data", str(manifest), "--db", str(marked), *options]) == EXIT_CHECK_FAILED
+    with duckdb.connect(str(marked), read_only=True) as connection:
+        left = connection.execute("SELECT path_a, path_b FROM leaks").fetchall()
+    assert left == [("images/2.png", "images/exact.png")]

@@ -1,12 +1,92 @@
 // Renders one table page of the report from window.REPORT_TABLE (set by data/<page>.js):
-// filters, pagination and thumbnails. Every value goes into the page as text (textContent,
-// attributes set one by one), never as HTML: file names, labels and splits are untrusted.
+// filters, pagination, thumbnails and a person's marks on pairs (kept in the browser's storage
+// for every page of the report, downloaded as the CSV `dedup-pipeline run --overrides` reads).
+// Every value goes into the page as text (textContent, attributes set one by one), never as
+// HTML: file names, labels and splits are untrusted.
 (function () {
   "use strict";
   var table = window.REPORT_TABLE;
   var state = { page: 0, filters: {} };
   var body = document.body;
   var wanted = new URLSearchParams(window.location.hash.slice(1));
+  var MARKS_KEY = "dedup-pipeline marks";
+  var VERDICTS = ["duplicate", "not duplicate"];
+  var marks = loadMarks();
+
+  // Marks by pair: the key is the JSON of the two paths sorted, the value the verdict. Without
+  // storage (some browsers refuse it to files) they last as long as the page.
+  function loadMarks() {
+    try {
+      return JSON.parse(window.localStorage.getItem(MARKS_KEY) || "{}");
+    } catch (error) {
+      return {};
+    }
+  }
+
+  function saveMarks() {
+    try {
+      window.localStorage.setItem(MARKS_KEY, JSON.stringify(marks));
+    } catch (error) {
+      // kept in the page only
+    }
+    showMarks();
+  }
+
+  function pairKey(row) {
+    var paths = table.pair.map(function (key) { return row[column(key)]; });
+    if (paths.some(function (path) { return path === null || path === undefined; })) return null;
+    return JSON.stringify(paths.map(String).sort());
+  }
+
+  function csvField(value) {
+    return '"' + String(value === null || value === undefined ? "" : value).replace(/"/g, '""') + '"';
+  }
+
+  function marksCsv() {
+    var lines = ["path_a,path_b,verdict"];
+    Object.keys(marks).sort().forEach(function (key) {
+      var paths = JSON.parse(key);
+      lines.push([paths[0], paths[1], marks[key]].map(csvField).join(","));
+    });
+    return lines.join("\r\n") + "\r\n";
+  }
+
+  function showMarks() {
+    var count = Object.keys(marks).length;
+    var shown = document.getElementById("marks-count");
+    if (shown) shown.textContent = count ? count + (count === 1 ? " mark" : " marks") : "no marks yet";
+    body.dataset.marks = count;
+  }
+
+  function download() {
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([marksCsv()], { type: "text/csv" }));
+    link.download = "marks.csv";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+
+  function markCell(row) {
+    var td = document.createElement("td");
+    var key = pairKey(row);
+    if (key === null) return td;
+    VERDICTS.forEach(function (verdict) {
+      var button = text("button", verdict, "mark");
+      button.dataset.verdict = verdict;
+      button.setAttribute("aria-pressed", String(marks[key] === verdict));
+      button.addEventListener("click", function () {
+        if (marks[key] === verdict) delete marks[key];
+        else marks[key] = verdict;
+        saveMarks();
+        td.querySelectorAll("button").forEach(function (other) {
+          other.setAttribute("aria-pressed", String(marks[key] === other.dataset.verdict));
+        });
+      });
+      td.appendChild(button);
+    });
+    return td;
+  }
 
   function text(tag, value, className) {
     var element = document.createElement(tag);
@@ -83,6 +163,7 @@
     shown.forEach(function (row) {
       var tr = document.createElement("tr");
       table.columns.filter(function (c) { return !c.hidden; }).forEach(function (spec) { tr.appendChild(cell(row, spec)); });
+      if (table.pair) tr.appendChild(markCell(row));
       tbody.appendChild(tr);
     });
     document.getElementById("count").textContent =
@@ -130,6 +211,22 @@
 
   document.getElementById("previous").addEventListener("click", function () { state.page -= 1; render(); });
   document.getElementById("next").addEventListener("click", function () { state.page += 1; render(); });
+  if (table.pair) {
+    document.getElementById("download-marks").addEventListener("click", download);
+    document.getElementById("forget-marks").addEventListener("click", function () {
+      marks = {};
+      saveMarks();
+      render();
+    });
+  }
+  // another page of the report changed the marks
+  window.addEventListener("storage", function (event) {
+    if (event.key !== MARKS_KEY) return;
+    marks = loadMarks();
+    showMarks();
+    render();
+  });
   filters();
   render();
+  showMarks();
 })();
