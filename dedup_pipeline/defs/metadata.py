@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import dagster as dg
 import polars as pl
 from tqdm import tqdm
 
+from dedup_pipeline.lib.reporting.histograms import Histogram, png
 from dedup_pipeline.lib.runtime.memory import PeakMemory
 
 PREVIEW_ROWS = 20
@@ -35,6 +37,16 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|")
 
 
+def plots(histograms: list[Histogram]) -> dg.MetadataValue:
+    """Histograms as Markdown: each a PNG (a data URI, which the UI shows inline) and its caption."""
+    blocks = [
+        f"![{histogram.title}](data:image/png;base64,{base64.b64encode(png(histogram)).decode()})\n\n"
+        f"{histogram.caption()}"
+        for histogram in histograms
+    ]
+    return dg.MetadataValue.md("\n\n".join(blocks) if blocks else "nothing to plot")
+
+
 def table_metadata(frame: pl.DataFrame, database: str, table: str, row_count: int | None = None) -> dict[str, object]:
     """Row count, location and a preview; ``frame`` may be just the first rows when ``row_count``
     gives the table's size."""
@@ -57,11 +69,19 @@ def timed(metadata: dict[str, object], key: str) -> Iterator[None]:
 
 
 class ProgressLogger:
-    """Log extraction progress every ``every`` seconds (and at the end) to the run log and, in a
-    terminal (the CLI), also draw a progress bar on stderr."""
+    """Log progress every ``every`` seconds (and at the end) to the run log and, in a terminal (the
+    CLI), also draw a progress bar on stderr: ``verb`` and ``noun`` say what is counted
+    ("processed 1,200/60,000 images")."""
 
-    def __init__(self, log: dg.DagsterLogManager, every: float = 15.0, bar: bool | None = None) -> None:
-        self._log, self._every = log, every
+    def __init__(
+        self,
+        log: dg.DagsterLogManager,
+        every: float = 15.0,
+        bar: bool | None = None,
+        noun: str = "images",
+        verb: str = "processed",
+    ) -> None:
+        self._log, self._every, self._noun, self._verb = log, every, noun, verb
         self._start = self._last = time.perf_counter()
         self._bar: tqdm | None = None
         self._show_bar = sys.stderr.isatty() if bar is None else bar
@@ -70,11 +90,25 @@ class ProgressLogger:
         now = time.perf_counter()
         if self._show_bar:
             if self._bar is None:
-                self._bar = tqdm(total=total, unit="image", desc="images", smoothing=0.05, dynamic_ncols=True)
+                self._bar = tqdm(
+                    total=total, unit=self._noun.rstrip("s"), desc=self._noun, smoothing=0.05, dynamic_ncols=True
+                )
             self._bar.update(done - self._bar.n)
             if done == total:
                 self._bar.close()
         if done == total or now - self._last >= self._every:
             self._last = now
             rate = done / max(now - self._start, 1e-9)
-            self._log.info(f"processed {done:,}/{total:,} images ({rate:,.0f}/s)")
+            self._log.info(f"{self._verb} {done:,}/{total:,} {self._noun} ({rate:,.0f}/s)")
+
+
+class JoinProgressLog:
+    """A join's stages as lines in the run log, and the verifier's alignment of candidate pairs as
+    a :class:`ProgressLogger` (bar and periodic lines)."""
+
+    def __init__(self, log: dg.DagsterLogManager, every: float = 15.0, bar: bool | None = None) -> None:
+        self._log = log
+        self.aligned = ProgressLogger(log, every, bar, noun="pairs", verb="verifier aligned")
+
+    def stage(self, description: str) -> None:
+        self._log.info(description)

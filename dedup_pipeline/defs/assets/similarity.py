@@ -3,12 +3,14 @@
 import dagster as dg
 
 from dedup_pipeline.defs import groups
-from dedup_pipeline.defs.metadata import PREVIEW_ROWS, table_metadata, timed
+from dedup_pipeline.defs.metadata import PREVIEW_ROWS, JoinProgressLog, plots, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.decisions.clustering import build_clusters
 from dedup_pipeline.lib.decisions.overrides import apply_marks, effect_counts, merged_marks, read_marks
 from dedup_pipeline.lib.decisions.splits import split_ranks
+from dedup_pipeline.lib.reporting.histograms import histograms_of, limits_of
 from dedup_pipeline.lib.search.criteria import MatchThresholds
+from dedup_pipeline.lib.search.nearest_neighbours import neighbour_sample
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join, measured_pairs
 from dedup_pipeline.lib.storage.database import (
     calibration_id,
@@ -40,7 +42,8 @@ from dedup_pipeline.lib.storage.features import LiveImages
         "from-scratch join with the same calibration (a new calibration joins from scratch, from the "
         "stored features). A person's marks (overrides_file, kept in table pair_overrides for every later "
         "run) then remove the pairs marked 'not duplicate' and add those marked 'duplicate', with evidence "
-        "'override'. Each pair once (image_id_a is the one whose path sorts first) with every "
+        "'override'. Table nearest_neighbours: a sample of images with the distance to their nearest image, "
+        "plotted against the thresholds. Each pair once (image_id_a is the one whose path sorts first) with every "
         "distance, the verifier's probability, the evidence and the rules that nominated it (found_by). "
         "Contract views: duplicate_pairs, leaks."
     ),
@@ -62,17 +65,20 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
         if previous is None:
             context.log.info(f"joining {len(live.manifest):,} images from scratch (no join under this calibration yet)")
         with timed(metadata, "join_seconds"):
-            state, report = join(images, thresholds, previous)
+            state, report = join(images, thresholds, previous, JoinProgressLog(context.log))
         pairs, marks = apply_marks(
             state.pairs,
             marks,
             live.manifest,
             lambda positions: measured_pairs(images, thresholds, state, positions),
         )
+        with timed(metadata, "neighbour_sample_seconds"):
+            neighbours = neighbour_sample(images, thresholds, state)
         with transaction(connection):
             write_join_state(connection, state, calibration)
             replace_table(connection, "similar_pairs", pairs)
             replace_table(connection, "pair_overrides", marks)
+            replace_table(connection, "nearest_neighbours", neighbours)
             if thresholds.screen_cutoff is None or thresholds.copy_share is None:  # what the first join sets
                 write_first_join(connection, state.screen_cutoff, state.operating_threshold, state.expected)
             create_views(connection, ["duplicate_pairs", "leaks"])
@@ -87,6 +93,7 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
     )
     if images.signals.embeddings is None and thresholds.cosine is not None:
         context.log.warning("no embeddings were computed: the cosine threshold was not applied")
+    verifier_threshold = _verifier_threshold(thresholds, state)
     evidence_counts = pairs["evidence"].str.split(",").explode().value_counts().sort("evidence")
     return dg.MaterializeResult(
         metadata={
@@ -99,19 +106,21 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
             "pairs_removed": report.pairs_removed,
             "hamming_thresholds": dg.MetadataValue.json(dict(thresholds.hamming)),
             "cosine_threshold": thresholds.cosine if thresholds.cosine is not None else "off",
-            "verifier_threshold": _verifier_threshold(thresholds, state),
+            "verifier_threshold": "off" if verifier_threshold is None else verifier_threshold,
             "screen_cutoff": state.screen_cutoff if state.screen_cutoff is not None else "none",
             **_expected_metadata(state),
             "pairs_by_evidence": dg.MetadataValue.json(dict(evidence_counts.iter_rows())),
+            "nearest_neighbours": plots(histograms_of(neighbours, limits_of(thresholds, verifier_threshold))),
             "person_marks": dg.MetadataValue.json(effect_counts(marks["effect"])),
             **metadata,
         }
     )
 
 
-def _verifier_threshold(thresholds: MatchThresholds, state: JoinState) -> float | str:
+def _verifier_threshold(thresholds: MatchThresholds, state: JoinState) -> float | None:
+    """The probability threshold the verifier applied (None without one)."""
     if thresholds.verifier is None:
-        return "off"
+        return None
     return state.operating_threshold if state.operating_threshold is not None else thresholds.verifier.threshold
 
 

@@ -31,6 +31,7 @@ import polars as pl
 from PIL import Image
 
 from dedup_pipeline.lib.features.thumbnails import THUMBNAIL_SIDE
+from dedup_pipeline.lib.reporting.histograms import Histogram, svg
 from dedup_pipeline.lib.reporting.report_tables import ReportTables, read_report_tables, read_thumbnails
 
 PAGE_SIZE = 100
@@ -269,6 +270,7 @@ def _summary_page(tables: ReportTables, source: str) -> str:
         f"<h2>Latest drop</h2>{latest}"
         f"<h2>Leaks per split pair</h2>{_html_table(tables.leak_report)}"
         f"<h2>Thresholds</h2>{_html_table(tables.thresholds)}{verifier_line}"
+        f"<h2>Nearest neighbours</h2>{_neighbour_section(tables.neighbour_plots)}"
         f"<h2>Inputs that are not images, by reason</h2>{_html_table(tables.errors_by_reason.head(50))}"
         f"<h2>Pairs marked by a person</h2>{_marks_section(tables.marks)}"
     )
@@ -281,6 +283,21 @@ MARKS_BAR = (
     '<span class="note">Your verdicts are kept in this browser for every page of the report. Apply them with '
     "<code>dedup-pipeline run --overrides marks.csv</code>: every later run keeps them.</span></div>"
 )
+
+
+def _neighbour_section(histograms: list[Histogram]) -> str:
+    if not histograms:
+        return "<p>No sample yet (written by the join).</p>"
+    figures = "".join(
+        f'<figure class="plot">{svg(histogram)}<figcaption>{_escaped(histogram.caption())}</figcaption></figure>'
+        for histogram in histograms
+    )
+    return (
+        '<p class="note">For a sample of images (the same ones every run), the distance to the nearest other '
+        "image, with the threshold drawn: copies pile up near distance 0 (similarity 1), apart from the distinct "
+        "images; a threshold in the gap separates them.</p>"
+        f'<div class="plots">{figures}</div>'
+    )
 
 
 def _marks_section(marks: pl.DataFrame) -> str:

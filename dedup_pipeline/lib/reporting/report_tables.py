@@ -9,7 +9,14 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from dedup_pipeline.lib.storage.database import read_first_join, read_pair_overrides, table_names
+from dedup_pipeline.lib.reporting.histograms import Histogram, histograms_of, limits_of
+from dedup_pipeline.lib.storage.database import (
+    read_first_join,
+    read_match_thresholds,
+    read_pair_overrides,
+    read_table,
+    table_names,
+)
 
 # a pair's confidence, for ordering: exact copies first, then by the verifier's copy probability
 _PAIRS = """
@@ -37,6 +44,7 @@ class ReportTables:
     latest_drop: str | None  # the latest drop that brought images, when it is not the first
     latest_pairs: pl.DataFrame  # the duplicate pairs with an image of that drop (side a is one)
     marks: pl.DataFrame  # the marks people made on pairs: path_a, path_b, verdict, note, effect
+    neighbour_plots: list[Histogram]  # the sampled images' nearest-neighbour distances, with the thresholds
 
     def image_ids(self) -> set[int]:
         """Every image a page shows a thumbnail of."""
@@ -88,7 +96,14 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
         latest_drop=latest_drop,
         latest_pairs=latest_pairs,
         marks=read_pair_overrides(connection).select("path_a", "path_b", "verdict", "note", "effect"),
+        neighbour_plots=_neighbour_plots(connection) if "nearest_neighbours" in present else [],
     )
+
+
+def _neighbour_plots(connection: duckdb.DuckDBPyConnection) -> list[Histogram]:
+    thresholds = read_match_thresholds(connection)  # with the operating threshold the first join set
+    verifier = thresholds.verifier.threshold if thresholds.verifier is not None else None
+    return histograms_of(read_table(connection, "nearest_neighbours"), limits_of(thresholds, verifier))
 
 
 def _by_confidence(pairs: pl.DataFrame) -> pl.DataFrame:

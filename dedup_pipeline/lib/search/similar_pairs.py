@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -117,6 +118,25 @@ class JoinState:
         )
 
 
+class JoinProgress(Protocol):
+    """Who hears how a join goes: each stage as it starts, then the verifier's alignment."""
+
+    def stage(self, description: str) -> None: ...
+
+    def aligned(self, done: int, total: int) -> None: ...
+
+
+class _Silent:
+    def stage(self, description: str) -> None:
+        pass
+
+    def aligned(self, done: int, total: int) -> None:
+        pass
+
+
+SILENT = _Silent()
+
+
 @dataclass(frozen=True)
 class JoinReport:
     """What one join did, for the run's metadata."""
@@ -199,10 +219,15 @@ def _lists_by_id(
 
 
 def join(
-    images: JoinImages, thresholds: MatchThresholds, previous: JoinState | None = None
+    images: JoinImages,
+    thresholds: MatchThresholds,
+    previous: JoinState | None = None,
+    progress: JoinProgress | None = None,
 ) -> tuple[JoinState, JoinReport]:
     """Join ``images`` (every live image) given what the ``previous`` join of the same thresholds
-    left (None: from scratch). Returns the new state (pairs by stable id) and what changed."""
+    left (None: from scratch). Returns the new state (pairs by stable id) and what changed.
+    ``progress`` hears each stage as it starts, and the verifier's alignment as it goes."""
+    progress = progress or SILENT
     previous = previous or JoinState.empty()
     new = ~np.isin(images.image_ids, previous.joined, assume_unique=True)
     from_scratch = bool(new.all())
@@ -211,11 +236,13 @@ def join(
     signals = images.signals
     verifier = thresholds.verifier
     views = signals.views if verifier is not None else None
+    progress.stage(f"finding candidates by the thresholds ({int(new.sum()):,} new of {len(new):,} images)")
     to_judge = local_candidates(
         images.digests, signals.hashes, signals.embeddings, views, thresholds, None if from_scratch else new
     )
     listed, lists, vectors = NO_PAIRS, None, None
     if verifier is not None and thresholds.look_alikes is not None:
+        progress.stage(f"{len(to_judge):,} candidates by the thresholds; ranking each image's look-alikes")
         vectors = look_alike_vectors(previous, images, thresholds.look_alikes.vectors, new)
         listed_before = NO_PAIRS
         if from_scratch:
@@ -232,7 +259,8 @@ def join(
     if len(stored_positions):  # pairs of old images that were judged already
         to_judge = to_judge[~contains(stored_positions, to_judge)]
     in_lists = contains(listed, to_judge) if verifier is not None else None
-    verdicts = judge(to_judge, images.digests, signals, thresholds, in_lists)
+    progress.stage(f"judging {len(to_judge):,} candidate pairs")
+    verdicts = judge(to_judge, images.digests, signals, thresholds, in_lists, progress=progress.aligned)
     before = stored.height
     if before and verifier is not None:
         stored = _with_look_alike_flag(stored, contains(listed, stored_positions))

@@ -72,6 +72,7 @@ TABLES = frozenset(
         "similar_pairs",
         "joined_pairs",
         "pair_overrides",
+        "nearest_neighbours",
         "joined_images",
         "look_alikes",
         "join_state",

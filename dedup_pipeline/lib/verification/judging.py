@@ -15,7 +15,7 @@ verdict a from-scratch run gives it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +52,8 @@ from dedup_pipeline.lib.verification.pair_scorer import PairScorer
 # the screen probability that admits them becomes the cutoff later drops apply to their pairs.
 ALIGNED_PAIRS_MIN = 20_000
 ALIGNED_PER_IMAGE = 0.25
+ALIGNED_AT_ONCE = 2_048  # pairs aligned in one batch (every feature is the pair's own: batches do not matter)
+Progress = Callable[[int, int], None]  # (pairs aligned so far, pairs to align)
 
 
 def screen_cutoff(probability: np.ndarray, threshold: float, budget: int) -> float:
@@ -96,11 +98,13 @@ def verifier_probability(
     cutoff: float | None = None,
     always: np.ndarray | None = None,
     budget: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, float | None]:
     """The verifier's probability that each pair ``(i[k], j[k])`` is a copy, NaN where its screen
     scored the pair below ``cutoff`` (pairs in ``always`` are aligned regardless), and the cutoff
     applied. Without a ``cutoff``, one is set from the screen's scores of these pairs to align
-    ``budget`` of them (see :func:`screen_cutoff`); with neither, every pair is aligned."""
+    ``budget`` of them (see :func:`screen_cutoff`); with neither, every pair is aligned. Pairs are
+    aligned ``ALIGNED_AT_ONCE`` at a time, each batch reported to ``progress(done, total)``."""
     if VIEW_DISTANCE not in verifier.features:
         raise ValueError("the stored pair verifier predates geometric views: materialize match_thresholds again")
     hash_names, _ = scorer_inputs(verifier.features)
@@ -115,9 +119,14 @@ def verifier_probability(
         if always is not None:
             passed |= always
     probability = np.full(len(i), np.nan)
-    probability[passed] = verifier.probability(
-        with_pixel_features(signals.thumbnails, i[passed], j[passed], screen_input[passed], views.selected(passed))
-    )
+    aligned = np.flatnonzero(passed)
+    for start in range(0, len(aligned), ALIGNED_AT_ONCE):
+        rows = aligned[start : start + ALIGNED_AT_ONCE]
+        probability[rows] = verifier.probability(
+            with_pixel_features(signals.thumbnails, i[rows], j[rows], screen_input[rows], views.selected(rows))
+        )
+        if progress is not None:
+            progress(start + len(rows), len(aligned))
     return probability, cutoff
 
 
@@ -128,6 +137,7 @@ def judge(
     thresholds: MatchThresholds,
     look_alike: np.ndarray | None = None,
     everything: bool = False,
+    progress: Progress | None = None,
 ) -> Verdicts:
     """Judge candidate ``pairs`` ((n, 2) positions, ``i < j``, sorted).
 
@@ -143,6 +153,7 @@ def judge(
     the look-alike lists). With a verifier and no ``screen_cutoff`` yet, every pair is scored by
     the screen and the cutoff is set from them (see :func:`screen_cutoff`). With ``everything``,
     the pairs judged not duplicates are returned too (to measure pairs a person marked).
+    ``progress`` hears how many pairs the verifier aligned (see :func:`verifier_probability`).
     """
     i, j = pairs[:, 0], pairs[:, 1]
     columns: dict[str, object] = {"image_id_a": i, "image_id_b": j}
@@ -188,6 +199,7 @@ def judge(
             cutoff,
             always=exact,
             budget=alignment_budget(len(signals)),
+            progress=progress,
         )
         threshold, share = verifier.threshold, thresholds.copy_share
         if verifier.trained_share is not None and share is None:  # the first judgement sets the operating point

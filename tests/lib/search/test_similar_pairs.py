@@ -176,6 +176,21 @@ def test_with_a_verifier_it_judges_candidates_and_look_alikes_join_them(monkeypa
     )
 
 
+def test_alignment_in_batches_gives_the_same_probabilities_and_reports_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thumbnails = np.stack([thumbnail(smooth_picture(seed, size=(48, 40))) for seed in range(9)])
+    signals = ImageSignals(thumbnails, {"phash": np.arange(9, dtype=np.uint64).reshape(-1, 1)}, None)
+    i, j = np.triu_indices(9, 1)
+    verifier = descriptor_only_scorer(["phash"], 0.5)
+    whole, _ = verifier_probability(verifier, signals, frozenset(), i, j)
+    monkeypatch.setattr(judging, "ALIGNED_AT_ONCE", 5)
+    heard: list[tuple[int, int]] = []
+    batched, _ = verifier_probability(verifier, signals, frozenset(), i, j, progress=lambda *done: heard.append(done))
+    assert batched.tolist() == whole.tolist()
+    assert heard == [(5 * k, 36) for k in range(1, 8)] + [(36, 36)]
+
+
 def test_the_screen_cutoff_admits_its_threshold_and_its_best_ranked_up_to_a_budget() -> None:
     probability = np.array([0.9, 0.1, 0.5, 0.3, 0.95, 0.2])
     assert screen_cutoff(probability, 0.8, 0) == 0.8
