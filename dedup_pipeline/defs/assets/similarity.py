@@ -1,6 +1,9 @@
 """Similarity join (incremental: new images against every stored image) and duplicate clusters."""
 
 import dagster as dg
+import numpy as np
+import polars as pl
+from duckdb import DuckDBPyConnection
 
 from dedup_pipeline.defs import groups
 from dedup_pipeline.defs.metadata import PREVIEW_ROWS, JoinProgressLog, plots, table_metadata, timed
@@ -21,6 +24,7 @@ from dedup_pipeline.lib.storage.database import (
     read_pair_overrides,
     read_table,
     replace_table,
+    table_names,
     transaction,
     write_first_join,
     write_join_state,
@@ -73,7 +77,7 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
             lambda positions: measured_pairs(images, thresholds, state, positions),
         )
         with timed(metadata, "neighbour_sample_seconds"):
-            neighbours = neighbour_sample(images, thresholds, state)
+            neighbours = _neighbour_sample(connection, images, thresholds, state, previous)
         with transaction(connection):
             write_join_state(connection, state, calibration)
             replace_table(connection, "similar_pairs", pairs)
@@ -115,6 +119,20 @@ def similar_pairs(context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb:
             **metadata,
         }
     )
+
+
+def _neighbour_sample(
+    connection: DuckDBPyConnection,
+    images: JoinImages,
+    thresholds: MatchThresholds,
+    state: JoinState,
+    previous: JoinState | None,
+) -> pl.DataFrame:
+    """The nearest-neighbour sample, updated from the previous join's when there is one."""
+    if previous is None or "nearest_neighbours" not in table_names(connection):
+        return neighbour_sample(images, thresholds, state)
+    new = ~np.isin(images.image_ids, previous.joined)
+    return neighbour_sample(images, thresholds, state, read_table(connection, "nearest_neighbours"), new)
 
 
 def _verifier_threshold(thresholds: MatchThresholds, state: JoinState) -> float | None:

@@ -15,6 +15,7 @@ import polars as pl
 from PIL import Image, ImageDraw, ImageFont
 
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, MatchThresholds
+from dedup_pipeline.lib.search.nearest_neighbours import PARTNER_SUFFIX
 
 WIDTH, HEIGHT, MARGIN = 480, 200, 36
 BAR, THRESHOLD_COLOUR, TEXT = "#4a6fa5", "#c0392b", "#333333"
@@ -64,6 +65,8 @@ def histograms_of(sample: pl.DataFrame, limits: Mapping[str, float | None]) -> l
     """A histogram per column of a neighbour sample, with its threshold from ``limits``."""
     found = []
     for name in sample.columns:
+        if name.endswith(PARTNER_SUFFIX):  # the ids of the nearest images
+            continue
         values = sample[name].drop_nulls().cast(pl.Float64).to_numpy()
         finite = values[np.isfinite(values)]
         threshold = limits.get(name)

@@ -12,6 +12,7 @@ SAMPLE = pl.DataFrame(
     {
         "image_id": [1, 2, 3, 4, 5],
         "hamming_phash": [0, 0, 1, 20, 25],
+        "hamming_phash_partner": [2, 1, 2, 10**18, 4],
         "cosine": pl.Series([0.99, 0.98, 0.7, 0.4, None], dtype=pl.Float32),
         "verifier_score": pl.Series([0.99, 0.9, 0.1, float("nan"), None], dtype=pl.Float32),
     }

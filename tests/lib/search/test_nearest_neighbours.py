@@ -18,8 +18,10 @@ def bits(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def brute_hamming(words: np.ndarray, query: int, mirrored: np.ndarray | None = None) -> int:
-    sides = [words] if mirrored is None else [words, mirrored]
-    return min(bits(side[query], words[other]) for side in sides for other in range(len(words)) if other != query)
+    sides = [(words, words)] if mirrored is None else [(words, words), (mirrored, words), (words, mirrored)]
+    return min(
+        bits(left[query], right[other]) for left, right in sides for other in range(len(words)) if other != query
+    )
 
 
 def test_the_nearest_hamming_distance_is_exact_with_and_without_mirrors() -> None:
@@ -29,13 +31,15 @@ def test_the_nearest_hamming_distance_is_exact_with_and_without_mirrors() -> Non
     words[7, 0] ^= np.uint64(0b101)  # a near copy at distance 2
     mirrored = rng.integers(0, 2**63, size=(300, 2), dtype=np.int64).view(np.uint64)
     mirrored[40] = words[41]  # a mirrored copy
-    queries = np.array([0, 7, 40, 100, 299])
+    mirrored[200] = words[199]
+    queries = np.array([0, 7, 40, 100, 199, 299])
     distance, partner = nearest_by_hamming(words, None, queries)
     assert distance.tolist() == [brute_hamming(words, query) for query in queries]
     assert distance[1] == 2 and partner[1] == 100 and partner[3] == 7
     aware, partner = nearest_by_hamming(words, mirrored, queries)
     assert aware.tolist() == [brute_hamming(words, query, mirrored) for query in queries]
     assert aware[2] == 0 and partner[2] == 41
+    assert aware[4] == 0 and partner[4] == 200  # the other image's mirror is the copy
 
 
 def test_a_lone_image_has_no_neighbour() -> None:
@@ -66,21 +70,59 @@ def test_the_sample_is_the_images_with_the_smallest_ids_in_position_order() -> N
     assert sample_positions(np.array([5, 1]), 10).tolist() == [0, 1]
 
 
-def test_a_neighbour_sample_has_a_column_per_matching_hash_and_the_cosine() -> None:
-    count = 40
-    rng = np.random.default_rng(8)
-    phash = rng.integers(0, 2**63, size=(count, 1), dtype=np.int64).view(np.uint64)
-    phash[1] = phash[0]
-    embeddings = rng.normal(size=(count, 8)).astype(np.float32)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    images = JoinImages(
-        np.arange(100, 100 + count, dtype=np.int64),
-        {name: np.arange(count).astype(str) for name in EXACT_EVIDENCE},
+def join_images(ids: np.ndarray, phash: np.ndarray, embeddings: np.ndarray) -> JoinImages:
+    return JoinImages(
+        ids.astype(np.int64),
+        {name: ids.astype(str) for name in EXACT_EVIDENCE},
         ImageSignals(None, {"phash": phash, "dhash": phash}, embeddings),
     )
+
+
+def universe(count: int, seed: int = 8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, 64-bit hashes with planted near copies, unit embeddings with planted near copies."""
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.arange(1_000, 1_000 + count))
+    phash = rng.integers(0, 2**63, size=(count, 1), dtype=np.int64).view(np.uint64)
+    embeddings = rng.normal(size=(count, 8)).astype(np.float32)
+    for copy in range(1, count, 4):  # every fourth image is a near copy of the one before
+        phash[copy] = phash[copy - 1] ^ np.uint64(1 << int(rng.integers(0, 64)))
+        embeddings[copy] = embeddings[copy - 1] + rng.normal(scale=0.05, size=8)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return ids, phash, embeddings
+
+
+def test_a_neighbour_sample_has_a_column_per_matching_hash_and_the_cosine() -> None:
+    ids, phash, embeddings = universe(40)
+    images = join_images(ids, phash, embeddings)
     thresholds = MatchThresholds(hamming={"phash": 4}, cosine=0.9)
     sample = neighbour_sample(images, thresholds, JoinState.empty(), size=5)
-    assert sample.columns == ["image_id", "hamming_phash", "cosine"]
-    assert sample["image_id"].to_list() == [100, 101, 102, 103, 104]
-    assert sample["hamming_phash"][:2].to_list() == [0, 0]
+    assert sample.columns == ["image_id", "hamming_phash", "hamming_phash_partner", "cosine", "cosine_partner"]
+    assert sorted(sample["image_id"].to_list()) == list(range(1_000, 1_005))
     assert sample.schema["cosine"] == pl.Float32 and sample["cosine"].null_count() == 0
+    for row in sample.iter_rows(named=True):  # the values are those of the pair named
+        a, b = images.positions(np.array([row["image_id"], row["hamming_phash_partner"]]))
+        assert row["hamming_phash"] == bits(phash[a], phash[b])
+
+
+def test_a_drop_updates_the_sample_as_a_computation_from_scratch_would() -> None:
+    ids, phash, embeddings = universe(120)
+    thresholds = MatchThresholds(hamming={"phash": 4}, cosine=0.9)
+    first = np.argsort(ids[:100].astype(str))  # positions in "path" order, as the store gives them
+    before = neighbour_sample(
+        join_images(ids[first], phash[first], embeddings[first]), thresholds, JoinState.empty(), size=30
+    )
+    # the drop: twenty new images (copies of sampled ones among them, one entering the sample), and
+    # one image retired that was a sampled image's nearest
+    phash[100:105] = phash[np.flatnonzero(np.isin(ids, before["image_id"]))[:5]]
+    embeddings[100:105] = embeddings[np.flatnonzero(np.isin(ids, before["image_id"]))[:5]]
+    ids[110] = 500  # the smallest id: sampled from now on
+    retired = int(np.flatnonzero(ids == before["cosine_partner"][0])[0])
+    live = np.setdiff1d(np.arange(120), [retired])
+    order = live[np.argsort(ids[live].astype(str))]
+    images = join_images(ids[order], phash[order], embeddings[order])
+    new = order >= 100
+    updated = neighbour_sample(images, thresholds, JoinState.empty(), previous=before, new=new, size=30)
+    scratch = neighbour_sample(images, thresholds, JoinState.empty(), size=30)
+    assert updated.equals(scratch)
+    assert 500 in updated["image_id"].to_list()
+    assert (updated["hamming_phash"] == 0).sum() >= 5
