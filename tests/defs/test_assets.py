@@ -87,6 +87,10 @@ def test_materialization_metadata(demo_run) -> None:
     assert metadata["cosine_threshold"] == 0.85
     catalog = result.metadata("image_catalog")
     assert catalog["merged_drops"] == "000001-initial" and catalog["dagster/row_count"] == 28
+    leaks = result.metadata("leak_report")
+    assert leaks["leaked_images"] == 6 and leaks["leaked_pairs"] == 6
+    report = result.metadata("html_report")["report"]
+    assert leaks["leaks_page"] == str(Path(report).with_name("leaks.html")) and Path(leaks["leaks_page"]).exists()
 
 
 def test_unreadable_inputs_are_recorded_and_checked(demo_dataset, tmp_path: Path) -> None:
@@ -155,6 +159,19 @@ def test_thresholds_are_calibrated_on_a_large_enough_dataset(tmp_path: Path) -> 
     metadata = result.metadata("similar_pairs")
     assert metadata["hamming_thresholds"]["dhash"] == 5
     assert metadata["verifier_threshold"] == stored_threshold
+    # the plots: calibration's held-out copies against its negatives, each image's nearest neighbours
+    calibration = result.metadata("match_thresholds")["copies_against_negatives"]
+    assert calibration.count("data:image/png;base64,") == 2  # phash and embedding (dhash is configured)
+    assert "![calibration of phash]" in calibration and "synthetic copies (orange)" in calibration
+    neighbours = metadata["nearest_neighbours"]
+    for title in ("nearest image by dhash", "nearest image by phash", "nearest image by embedding", "verifier on"):
+        assert f"![{title}" in neighbours
+    assert f"at or above the threshold {stored_threshold:.4g}" in neighbours
+    with duckdb.connect(str(database), read_only=True) as connection:
+        sampled, scored = connection.execute(
+            "SELECT count(*), count(verifier_score) FROM nearest_neighbours"
+        ).fetchone()
+    assert sampled == 130 and scored > 0
 
 
 def test_small_datasets_fall_back_to_fixed_thresholds(demo_run) -> None:

@@ -10,6 +10,7 @@ from dedup_pipeline.lib.decisions.reports import label_conflicts as find_label_c
 from dedup_pipeline.lib.decisions.reports import leak_budget_verdict, leaked_fraction_by_split, leaked_images
 from dedup_pipeline.lib.decisions.reports import leak_report as build_leak_report
 from dedup_pipeline.lib.decisions.splits import split_ranks
+from dedup_pipeline.lib.reporting.html_report import report_folder_of
 from dedup_pipeline.lib.storage.database import create_views, read_manifest, read_table, write_table
 
 LEAK_CHECK = "leak_budget"
@@ -54,6 +55,9 @@ def leak_report(dedup: DedupConfig, duckdb: StoreDatabase):
             **timings,
             "split_order": ", ".join(sorted(ranks, key=ranks.__getitem__)),
             "leaked_images": int(per_split["leaked_images"].sum()),
+            "leaked_pairs": int(report["leaked_pairs"].sum()),
+            # written by html_report, next in the same run
+            "leaks_page": dg.MetadataValue.path(str(report_folder_of(duckdb.database) / "leaks.html")),
         }
     )
     yield dg.AssetCheckResult(

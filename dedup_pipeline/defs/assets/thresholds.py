@@ -1,13 +1,15 @@
 """The thresholds the similarity join uses: fixed by config, calibrated on the dataset, or
 fallbacks when the dataset is too small to calibrate."""
 
+from dataclasses import dataclass, field
+
 import dagster as dg
 import duckdb
 import numpy as np
 import polars as pl
 
 from dedup_pipeline.defs import groups
-from dedup_pipeline.defs.metadata import table_metadata, timed
+from dedup_pipeline.defs.metadata import plots, table_metadata, timed
 from dedup_pipeline.defs.resources import DUCKDB_POOL, DedupConfig, StoreDatabase, store_of
 from dedup_pipeline.lib.calibration.thresholds import (
     SyntheticCopies,
@@ -26,6 +28,7 @@ from dedup_pipeline.lib.calibration.verifier_training import RECALL_BUDGET, cali
 from dedup_pipeline.lib.features.embedding import load_embedder
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.inputs.sources import data_root
+from dedup_pipeline.lib.reporting.histograms import Histogram, calibration_histograms
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE, VERIFIED_EVIDENCE
 from dedup_pipeline.lib.search.look_alikes import LookAlikeSpace, fit_space
 from dedup_pipeline.lib.storage.database import (
@@ -70,14 +73,25 @@ def _mirrors(dedup: DedupConfig, evidence: str) -> bool:
     return dedup.mirror_hashes and evidence != EMBEDDING_EVIDENCE
 
 
+@dataclass
+class Calibrated:
+    """What a calibration gives: rows of match_thresholds, the verifier and its look-alike space
+    (when one was trained), and plots of the held-out copies against the negatives."""
+
+    rows: list[dict]
+    verifier: PairScorer | None = None
+    space: LookAlikeSpace | None = None
+    plots: list[Histogram] = field(default_factory=list)
+
+
 def _calibrated_rows(
     dedup: DedupConfig, live: LiveImages, evidences: list[str], log: dg.DagsterLogManager
-) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None]:
+) -> Calibrated:
     manifest = live.manifest
     tune_ids, holdout_ids = sample_ids(manifest["path"].to_list(), dedup.calibration_images)
     if min(len(tune_ids), len(holdout_ids)) < MIN_CALIBRATION_IMAGES:
         rows = [_row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), TOO_FEW, dedup.target_precision) for e in evidences]
-        return rows, None, None
+        return Calibrated(rows)
 
     hash_names = [e for e in evidences if e != EMBEDDING_EVIDENCE]
     hashes = live.hashes(hash_names) if hash_names else {}
@@ -106,8 +120,14 @@ def _calibrated_rows(
     tune = with_negatives(tune, rule)
     holdout = with_negatives(score_sample(*holdout_sample, hashes, embeddings, exact_keys, labels), rule)
     mirrored = choose_mirroring(tune, evidences, dedup.target_precision)
+    held_out = select_variants(holdout, mirrored)
     results, (union_precision, union_recall) = calibrate(
-        select_variants(tune, mirrored), select_variants(holdout, mirrored), evidences, dedup.target_precision
+        select_variants(tune, mirrored), held_out, evidences, dedup.target_precision
+    )
+    plots = calibration_histograms(
+        {name: held_out[name].positives for name in evidences},
+        {name: held_out[name].negatives for name in evidences},
+        {r.evidence: r.threshold for r in results},
     )
     negatives = f"negatives: {rule}; {share:.0%} of sampled images have a copy-like second-nearest image"
     rows = [
@@ -140,7 +160,7 @@ def _calibrated_rows(
         )
     )
     if not dedup.verify:
-        return rows, None, None
+        return Calibrated(rows, plots=plots)
     log.info("training the pair verifier")
     signals = ImageSignals(np.asarray(live.thumbnails()), hashes, embeddings, views=live.view_hashes())
     space = fit_space(signals.descriptors)
@@ -166,7 +186,7 @@ def _calibrated_rows(
                 dedup.target_precision,
             )
         )
-        return rows, None, None
+        return Calibrated(rows, plots=plots)
     rows.append(
         _row(
             VERIFIED_EVIDENCE,
@@ -182,7 +202,7 @@ def _calibrated_rows(
             verifier.holdout_recall,
         )
     )
-    return rows, verifier.scorer, space
+    return Calibrated(rows, verifier.scorer, space, plots)
 
 
 def _kept_calibration(dedup: DedupConfig, connection: duckdb.DuckDBPyConnection) -> dict | None:
@@ -217,6 +237,7 @@ def match_thresholds(
     context: dg.AssetExecutionContext, dedup: DedupConfig, duckdb: StoreDatabase
 ) -> dg.MaterializeResult:
     timings: dict[str, object] = {}
+    plotted: dict[str, object] = {}  # plots of a calibration made now
     with duckdb.get_connection() as connection, timed(timings, "seconds"):
         images = connection.execute("SELECT count(*) FROM image_manifest").fetchone()[0]
         kept = _kept_calibration(dedup, connection)
@@ -230,21 +251,26 @@ def match_thresholds(
             source = f"applied from {dedup.thresholds_from}"
         else:
             live = LiveImages.read(connection, store_of(duckdb.database))
-            rows, verifier, space, source = _new_calibration(dedup, live, context.log)
+            calibrated, source = _new_calibration(dedup, live, context.log)
             with transaction(connection):
-                replace_table(connection, "match_thresholds", pl.DataFrame(rows, schema=THRESHOLD_SCHEMA))
-                write_verifier(connection, verifier, space)
+                replace_table(connection, "match_thresholds", pl.DataFrame(calibrated.rows, schema=THRESHOLD_SCHEMA))
+                write_verifier(connection, calibrated.verifier, calibrated.space)
                 record_calibration(connection, source, dedup.calibration_fingerprint(), images)
+            if calibrated.plots:
+                plotted["copies_against_negatives"] = plots(calibrated.plots)
         table = read_table(connection, "match_thresholds")
     return dg.MaterializeResult(
-        metadata={**table_metadata(table, duckdb.database, "match_thresholds"), "calibration": source, **timings}
+        metadata={
+            **table_metadata(table, duckdb.database, "match_thresholds"),
+            "calibration": source,
+            **plotted,
+            **timings,
+        }
     )
 
 
-def _new_calibration(
-    dedup: DedupConfig, live: LiveImages, log: dg.DagsterLogManager
-) -> tuple[list[dict], PairScorer | None, LookAlikeSpace | None, str]:
-    """Rows of match_thresholds, the verifier and its look-alike space, and where they came from."""
+def _new_calibration(dedup: DedupConfig, live: LiveImages, log: dg.DagsterLogManager) -> tuple[Calibrated, str]:
+    """The thresholds (configured, calibrated or fallbacks) and the verifier, and where they came from."""
     evidences = dedup.matching_evidence()
     fixed = dedup.fixed_thresholds()
     to_calibrate = [e for e in evidences if e not in fixed]
@@ -256,7 +282,8 @@ def _new_calibration(
             _row(e, FALLBACK_THRESHOLDS[e], _mirrors(dedup, e), "fallback: calibration off", dedup.target_precision)
             for e in to_calibrate
         ]
-        return rows, None, None, "configured" if not to_calibrate else "fallback: calibration off"
-    calibrated, verifier, space = _calibrated_rows(dedup, live, to_calibrate, log)
-    source = TOO_FEW if calibrated and calibrated[0]["source"] == TOO_FEW else "calibrated"
-    return rows + calibrated, verifier, space, source
+        return Calibrated(rows), "configured" if not to_calibrate else "fallback: calibration off"
+    calibrated = _calibrated_rows(dedup, live, to_calibrate, log)
+    source = TOO_FEW if calibrated.rows and calibrated.rows[0]["source"] == TOO_FEW else "calibrated"
+    calibrated.rows = rows + calibrated.rows
+    return calibrated, source
