@@ -87,7 +87,10 @@ class ProgressLogger:
         self._show_bar = sys.stderr.isatty() if bar is None else bar
 
     def __call__(self, done: int, total: int) -> None:
+        """``done`` of ``total`` so far; 0 done (re)starts the clock the rate is measured from."""
         now = time.perf_counter()
+        if done == 0:
+            self._start = self._last = now
         if self._show_bar:
             if self._bar is None:
                 self._bar = tqdm(

@@ -34,10 +34,12 @@ def test_a_join_logs_its_stages_and_the_alignment_as_it_goes() -> None:
     log = RecordingLog()
     progress = JoinProgressLog(log, every=3600, bar=False)
     progress.stage("judging 10 candidate pairs")
-    for done in (4, 8, 10):
+    for done in (0, 4, 8, 10):
         progress.aligned(done, 10)
+    progress.aligned(0, 0)  # nothing to align: said so
     assert log.lines[0] == "judging 10 candidate pairs"
-    assert len(log.lines) == 2 and log.lines[1].startswith("verifier aligned 10/10 pairs")
+    assert len(log.lines) == 3 and log.lines[1].startswith("verifier aligned 10/10 pairs")
+    assert log.lines[2].startswith("verifier aligned 0/0 pairs")
 
 
 def test_plots_are_markdown_pictures_with_their_captions() -> None:

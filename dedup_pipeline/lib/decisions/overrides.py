@@ -104,10 +104,13 @@ def read_marks(path: str | Path, marked_at: datetime.datetime | None = None) -> 
 
 def merged_marks(stored: pl.DataFrame, incoming: pl.DataFrame) -> pl.DataFrame:
     """The stored marks with ``incoming`` ones replacing those of the same pairs; ``clear`` marks
-    remove the pair's mark. Sorted by pair."""
-    columns = list(MARK_SCHEMA)
-    kept = stored.select(columns).join(incoming, on=["path_a", "path_b"], how="anti")
-    merged = pl.concat([kept, incoming.select(columns)]).filter(pl.col("verdict") != CLEAR)
+    remove the pair's mark. A mark given again as it is stored keeps its source and time (a file
+    set in the configuration is read on every run). Sorted by pair."""
+    columns, same = list(MARK_SCHEMA), ["path_a", "path_b", "verdict", "note"]
+    repeated = incoming.join(stored.select(same), on=same, how="semi", nulls_equal=True)
+    changed = incoming.join(repeated, on=["path_a", "path_b"], how="anti")
+    kept = stored.select(columns).join(changed, on=["path_a", "path_b"], how="anti")
+    merged = pl.concat([kept, changed.select(columns)]).filter(pl.col("verdict") != CLEAR)
     return merged.sort("path_a", "path_b")
 
 
@@ -161,7 +164,10 @@ def apply_marks(
 
     removed, confirmed, added = marked(REMOVED), marked(CONFIRMED), marked(ADDED)
     result = pairs.join(
-        removed.select(image_id_a="id_a", image_id_b="id_b"), on=["image_id_a", "image_id_b"], how="anti"
+        removed.select(image_id_a="id_a", image_id_b="id_b"),
+        on=["image_id_a", "image_id_b"],
+        how="anti",
+        maintain_order="left",
     )
     result = _with_override_evidence(result, confirmed.select(image_id_a="id_a", image_id_b="id_b"))
     if added.height:

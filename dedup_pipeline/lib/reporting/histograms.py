@@ -28,12 +28,10 @@ SCORE_BIN = 0.05
 class Histogram:
     title: str
     axis: str
-    values: np.ndarray  # finite values
+    values: np.ndarray
     edges: np.ndarray  # bin edges, increasing
     threshold: float | None
     duplicates_below: bool  # a distance: duplicates lie at or below the threshold (else at or above)
-    unscored: int = 0  # sampled images without a value of this kind
-    unscored_reason: str = ""
     copies: np.ndarray | None = None  # a second series: calibration's synthetic copies (values: its negatives)
 
     @property
@@ -60,16 +58,12 @@ class Histogram:
                 f"{self._inside(self.values):,} of {len(self.values):,} hard negatives (blue) {side} the threshold "
                 f"{self.threshold:.4g}."
             )
-        total = len(self.values) + self.unscored
-        text = f"{len(self.values):,} sampled images"
-        if self.threshold is not None:
-            text = (
-                f"{self._inside(self.values):,} of {total:,} sampled images have their nearest image {side} the "
-                f"threshold {self.threshold:.4g}"
-            )
-        if self.unscored:
-            text += f"; {self.unscored:,} {self.unscored_reason}"
-        return text + "."
+        if self.threshold is None:
+            return f"{len(self.values):,} sampled images."
+        return (
+            f"{self._inside(self.values):,} of {len(self.values):,} sampled images have their nearest image {side} "
+            f"the threshold {self.threshold:.4g}."
+        )
 
 
 def limits_of(thresholds: MatchThresholds, verifier_threshold: float | None) -> dict[str, float | None]:
@@ -99,32 +93,24 @@ def histograms_of(sample: pl.DataFrame, limits: Mapping[str, float | None]) -> l
         if name.endswith(PARTNER_SUFFIX):  # the ids of the nearest images
             continue
         values = sample[name].drop_nulls().cast(pl.Float64).to_numpy()
-        finite = values[np.isfinite(values)]
         threshold = limits.get(name)
         if name.startswith("hamming_"):
             title = f"nearest image by {name.removeprefix('hamming_')}"
             found.append(
-                Histogram(title, "Hamming distance", finite, _distance_edges(finite, threshold), threshold, True)
+                Histogram(title, "Hamming distance", values, _distance_edges(values, threshold), threshold, True)
             )
         elif name == "cosine":
-            edges = _similarity_edges(finite, threshold)
+            edges = _similarity_edges(values, threshold)
             found.append(
                 Histogram(
-                    f"nearest image by {EMBEDDING_EVIDENCE}", "cosine similarity", finite, edges, threshold, False
+                    f"nearest image by {EMBEDDING_EVIDENCE}", "cosine similarity", values, edges, threshold, False
                 )
             )
         elif name == "verifier_score":
             edges = np.linspace(0, 1, round(1 / SCORE_BIN) + 1)
             found.append(
                 Histogram(
-                    "verifier on the most similar image",
-                    "probability of a copy",
-                    finite,
-                    edges,
-                    threshold,
-                    False,
-                    unscored=len(values) - len(finite),
-                    unscored_reason="turned away by the verifier's screen before alignment",
+                    "verifier on the most similar image", "probability of a copy", values, edges, threshold, False
                 )
             )
     return found

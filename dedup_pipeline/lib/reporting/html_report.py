@@ -15,9 +15,11 @@ report.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import html
 import io
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -35,7 +37,6 @@ from dedup_pipeline.lib.reporting.histograms import Histogram, svg
 from dedup_pipeline.lib.reporting.report_tables import ReportTables, read_report_tables, read_thumbnails
 
 PAGE_SIZE = 100
-MARKS_SHOWN = 200  # marks listed on the summary
 STATIC_FILES = ("report.js", "report.css")
 
 
@@ -153,6 +154,27 @@ PAGES = (
         ),
         ("path", "linked_to"),  # an image and the duplicate it joined its cluster through
     ),
+    TablePage(
+        "marks",
+        "Marks",
+        "marked pairs",
+        "The marks people made, which every run applies (table pair_overrides), and what each did on the last run. "
+        "Press a pressed verdict to take the mark back: the download then says clear.",
+        (
+            Column("image_id_a", "", hidden=True),
+            Column("image_id_b", "", hidden=True),
+            Column("path_a", "image", "image", image="image_id_a"),
+            Column("path_b", "image", "image", image="image_id_b"),
+            Column("verdict", "verdict"),
+            Column("effect", "what it did"),
+            Column("note", "note"),
+        ),
+        (
+            Filter("verdict", "verdict", ("verdict",)),
+            Filter("path", "path contains", ("path_a", "path_b"), contains=True),
+        ),
+        ("path_a", "path_b"),
+    ),
 )
 
 
@@ -172,7 +194,9 @@ def report_from_database(connection: duckdb.DuckDBPyConnection, target: Path, so
 
 
 def write_report(tables: ReportTables, thumbnails: Mapping[int, bytes], target: Path, source: str) -> Path:
-    """Write the report folder ``target`` (replacing an earlier one whole); return its index page."""
+    """Write the report folder ``target`` (replacing an earlier one whole); return its index page.
+    Thumbnails the earlier report already has are linked, not drawn again (an image id names its
+    content: the same id, the same picture)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_name(f".building-{target.name}.{uuid.uuid4().hex[:8]}")
@@ -187,6 +211,7 @@ def write_report(tables: ReportTables, thumbnails: Mapping[int, bytes], target: 
             "latest": tables.latest_pairs,
             "conflicts": tables.conflicts,
             "clusters": tables.clusters,
+            "marks": tables.marks,
         }
         latest = (
             f"Drop {tables.latest_drop}."
@@ -197,12 +222,38 @@ def write_report(tables: ReportTables, thumbnails: Mapping[int, bytes], target: 
             subtitle = latest if page.name == "latest" else ""
             (building / f"{page.name}.html").write_text(_table_page(page, len(frames[page.name]), subtitle))
             (building / "data" / f"{page.name}.js").write_text(_table_data(page, frames[page.name]))
+        (building / "data" / "stored-marks.js").write_text(_stored_marks(tables.marks, source))
         for image_id, raw in thumbnails.items():
-            (building / "thumbs" / f"{int(image_id)}.png").write_bytes(_png(raw))
+            _write_thumbnail(building / "thumbs" / f"{int(image_id)}.png", target / "thumbs", raw)
         _swap_into_place(building, target)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return target / "index.html"
+
+
+def _write_thumbnail(path: Path, earlier: Path, raw: bytes) -> None:
+    try:
+        os.link(earlier / path.name, path)
+    except OSError:  # no earlier report, a new image, or another filesystem
+        path.write_bytes(_png(raw))
+
+
+def _stored_marks(marks: pl.DataFrame, source: str) -> str:
+    """The marks the store keeps (pressed in the pages) and the browser-storage key of this
+    report's own marks: one per database, so the marks made on one dataset's report never reach
+    another's download."""
+    key = "dedup-pipeline marks " + hashlib.sha256(str(source).encode()).hexdigest()[:16]
+    return _script_assignment(
+        "REPORT_MARKS", {"key": key, "stored": marks.select("path_a", "path_b", "verdict").rows()}
+    )
+
+
+def _script_assignment(name: str, value: object) -> str:
+    data = json.dumps(value, ensure_ascii=True, default=str)
+    # < > & only ever occur inside JSON strings: escaped, the data could not end a script element
+    # even if it were inlined
+    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f"window.{name} = {data};\n"
 
 
 def _swap_into_place(building: Path, target: Path) -> None:
@@ -306,10 +357,10 @@ def _marks_section(marks: pl.DataFrame) -> str:
             "<p>None. Mark pairs on the other pages (duplicate / not duplicate), download the marks and run "
             "<code>dedup-pipeline run --overrides marks.csv</code>.</p>"
         )
-    shown = f"the first {MARKS_SHOWN:,} of " if marks.height > MARKS_SHOWN else ""
+    effects = marks.group_by("verdict", "effect").len("marks").sort("verdict", "effect")
     return (
-        f"<p>{shown}{marks.height:,} marks, applied by every run (table <code>pair_overrides</code>; "
-        f"a mark with verdict <code>clear</code> forgets one).</p>{_html_table(marks.head(MARKS_SHOWN))}"
+        f'<p>{marks.height:,} marks, applied by every run (<a href="marks.html">Marks</a>, table '
+        f"<code>pair_overrides</code>).</p>{_html_table(effects)}"
     )
 
 
@@ -326,7 +377,7 @@ def _table_page(page: TablePage, rows: int, subtitle: str) -> str:
         + "".join(f"<th>{_escaped(label)}</th>" for label in headers)
         + '</tr></thead><tbody id="rows"></tbody></table>'
     )
-    return _page(page.title, body, scripts=(f"data/{page.name}.js", "report.js"))
+    return _page(page.title, body, scripts=(f"data/{page.name}.js", "data/stored-marks.js", "report.js"))
 
 
 def _table_data(page: TablePage, frame: pl.DataFrame) -> str:
@@ -347,8 +398,4 @@ def _table_data(page: TablePage, frame: pl.DataFrame) -> str:
         "pair": list(page.pair) if page.pair else None,
         "rows": rows,
     }
-    data = json.dumps(spec, ensure_ascii=True, default=str)
-    # < > & only ever occur inside JSON strings: escaped, the data could not end a script element
-    # even if it were inlined
-    data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    return "window.REPORT_TABLE = " + data + ";\n"
+    return _script_assignment("REPORT_TABLE", spec)

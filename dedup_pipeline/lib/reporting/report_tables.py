@@ -43,14 +43,14 @@ class ReportTables:
     clusters: pl.DataFrame  # one row per member of a cluster within one split
     latest_drop: str | None  # the latest drop that brought images, when it is not the first
     latest_pairs: pl.DataFrame  # the duplicate pairs with an image of that drop (side a is one)
-    marks: pl.DataFrame  # the marks people made on pairs: path_a, path_b, verdict, note, effect
+    marks: pl.DataFrame  # the marks people made on pairs (MARK_COLUMNS)
     neighbour_plots: list[Histogram]  # the sampled images' nearest-neighbour distances, with the thresholds
 
     def image_ids(self) -> set[int]:
         """Every image a page shows a thumbnail of."""
         ids = set(self.clusters["image_id"].to_list())
-        for frame in (self.leaks, self.conflicts, self.latest_pairs):
-            ids.update(frame["image_id_a"].to_list(), frame["image_id_b"].to_list())
+        for frame in (self.leaks, self.conflicts, self.latest_pairs, self.marks):
+            ids.update(frame["image_id_a"].drop_nulls().to_list(), frame["image_id_b"].drop_nulls().to_list())
         return ids
 
 
@@ -95,9 +95,29 @@ def read_report_tables(connection: duckdb.DuckDBPyConnection) -> ReportTables:
         ).pl(),
         latest_drop=latest_drop,
         latest_pairs=latest_pairs,
-        marks=read_pair_overrides(connection).select("path_a", "path_b", "verdict", "note", "effect"),
+        marks=_marks(connection) if "pair_overrides" in present else pl.DataFrame(schema=MARK_COLUMNS),
         neighbour_plots=_neighbour_plots(connection) if "nearest_neighbours" in present else [],
     )
+
+
+MARK_COLUMNS = {
+    "image_id_a": pl.Int64,
+    "image_id_b": pl.Int64,
+    "path_a": pl.String,
+    "path_b": pl.String,
+    "verdict": pl.String,
+    "effect": pl.String,
+    "note": pl.String,
+}
+
+
+def _marks(connection: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The stored marks with their images' ids (null for an image that is not live)."""
+    return connection.execute(
+        "SELECT a.image_id AS image_id_a, b.image_id AS image_id_b, o.path_a, o.path_b, o.verdict, o.effect, o.note "
+        "FROM pair_overrides o LEFT JOIN image_manifest a ON a.path = o.path_a "
+        "LEFT JOIN image_manifest b ON b.path = o.path_b ORDER BY o.verdict, o.path_a, o.path_b"
+    ).pl()
 
 
 def _neighbour_plots(connection: duckdb.DuckDBPyConnection) -> list[Histogram]:

@@ -30,6 +30,9 @@ from dedup_pipeline.lib.storage.stored_rows import Rows, row_blocks
 NEIGHBOUR_SAMPLE = 1_000
 BLOCK_CELLS = 1 << 24  # distances or products held at once
 NO_NEIGHBOUR = -1
+# Similarities this close are a tie (taken by path order): a matrix product and a pair's own dot
+# product of the same vectors differ in the last float32 bits, and copies are often exactly alike.
+SIMILARITY_TIE = 1e-5
 PARTNER_SUFFIX = "_partner"  # the column of a metric's nearest image (its id)
 VERIFIER_SCORE = "verifier_score"
 
@@ -49,8 +52,7 @@ def neighbour_sample(
     the highest embedding similarity to another image (with embeddings); each with the nearest
     image's id (``..._partner``); and, with a verifier, ``verifier_score``: its probability for the
     image and that most similar image (the nearest by the first matching hash without
-    embeddings), NaN where the join's screen would not align the pair. Null where an image has no
-    other image to compare with.
+    embeddings). Null where an image has no other image to compare with.
 
     ``previous``: the sample an earlier join under the same calibration left, and ``new`` which
     images were added since (a mask of positions): only what changed is computed again.
@@ -81,7 +83,7 @@ def neighbour_sample(
         )
     partners = {}
     for name, nearest, exact in metrics:
-        partner = partners[name] = _updated_nearest(name, nearest, images, queries, known, new_positions)
+        partner = partners[name] = _updated_nearest(name, nearest, exact, images, queries, known, new_positions)
         found = partner >= 0
         value = np.zeros(len(queries))
         value[found] = exact(queries[found], partner[found])
@@ -109,13 +111,16 @@ def _previous_rows(previous: pl.DataFrame | None, sampled: np.ndarray) -> pl.Dat
 def _updated_nearest(
     name: str,
     nearest: Nearest,
+    exact: Callable[[np.ndarray, np.ndarray], np.ndarray],
     images: JoinImages,
     queries: np.ndarray,
     known: pl.DataFrame | None,
     new_positions: np.ndarray | None,
 ) -> np.ndarray:
     """Each query's nearest image (position, -1 for none) by metric ``name``: from the previous
-    sample's partner and the new images where that partner is still live, else against all."""
+    sample's partner and the new images where that partner is still live, else against all. A new
+    image replaces the partner when its own value (``exact``) is nearer, or as near and first in
+    path order."""
     partner = np.full(len(queries), NO_NEIGHBOUR, dtype=np.int64)
     value = np.full(len(queries), np.nan)
     reusable = np.zeros(len(queries), dtype=bool)
@@ -131,11 +136,14 @@ def _updated_nearest(
         partner[full] = nearest(queries[full], None)[1]
     again = np.flatnonzero(reusable)
     if len(again) and new_positions is not None and len(new_positions):
-        found, candidate = nearest(queries[again], new_positions)
-        smaller_is_nearer = name.startswith("hamming_")
-        gain = found < value[again] if smaller_is_nearer else found > value[again]
-        tie = (found == value[again]) & (candidate < partner[again])  # the first in path order
-        better = (candidate >= 0) & (gain | tie)
+        candidate = nearest(queries[again], new_positions)[1]
+        again, candidate = again[candidate >= 0], candidate[candidate >= 0]
+        found = exact(queries[again], candidate).astype(np.float64)
+        if name.startswith("hamming_"):
+            gain, tie = found < value[again], found == value[again]
+        else:
+            gain, tie = found > value[again] + SIMILARITY_TIE, np.abs(found - value[again]) <= SIMILARITY_TIE
+        better = gain | (tie & (candidate < partner[again]))  # ties: the first in path order
         partner[again[better]] = candidate[better]
     return partner
 
@@ -218,7 +226,8 @@ def nearest_by_cosine(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, position) of each query's most similar other image by embedding cosine (unit
     rows; stored drop by drop or one array), among the positions ``among`` (None: every image);
-    similarity NaN and position -1 when there is none. Ties go to the first position."""
+    similarity NaN and position -1 when there is none. Of images within ``SIMILARITY_TIE`` of the
+    most similar, the first in position order is taken."""
     vectors = np.asarray(embeddings[queries], dtype=np.float32)
     similarity = np.full(len(queries), -np.inf, dtype=np.float32)
     partner = np.full(len(queries), NO_NEIGHBOUR, dtype=np.int64)
@@ -231,8 +240,11 @@ def nearest_by_cosine(
             products[:, where < 0] = -np.inf  # rows of the drop that are not live
             products[queries[:, None] == where[None, :]] = -np.inf  # not itself
             value = products.max(axis=1)
-            first = np.where(products == value[:, None], where[None, :], np.iinfo(np.int64).max).min(axis=1)
-            better = (value > similarity) | ((value == similarity) & (first < partner))
+            tied = products >= value[:, None] - SIMILARITY_TIE
+            first = np.where(tied, where[None, :], np.iinfo(np.int64).max).min(axis=1)
+            with np.errstate(invalid="ignore"):  # -inf against -inf: no image on either side
+                close = np.abs(value - similarity) <= SIMILARITY_TIE
+            better = (value > similarity + SIMILARITY_TIE) | (close & (first < partner))
             better &= value > -np.inf
             similarity[better], partner[better] = value[better], first[better]
     return np.where(partner >= 0, np.clip(similarity, -1.0, 1.0), np.nan).astype(np.float32), partner

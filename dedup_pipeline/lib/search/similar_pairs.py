@@ -292,8 +292,10 @@ def measured_pairs(
     images: JoinImages, thresholds: MatchThresholds, state: JoinState, pairs: np.ndarray
 ) -> pl.DataFrame:
     """Every ``similar_pairs`` column of ``pairs`` ((n, 2) positions, ``i < j``, sorted), duplicates
-    or not, as the join that left ``state`` measured its candidates (its screen cutoff, operating
-    threshold and share of copies): for pairs a person marked duplicates that the join did not find."""
+    or not, as the join that left ``state`` scores its candidates (its operating threshold and share
+    of copies), every pair aligned (none is turned away by the screen: they are few, and a score is
+    wanted for each): for pairs a person marked duplicates that the join did not find, and for the
+    nearest-neighbour sample."""
     applied = thresholds
     if thresholds.verifier is not None:
         verifier = thresholds.verifier
@@ -302,7 +304,7 @@ def measured_pairs(
         applied = replace(
             thresholds,
             verifier=verifier,
-            screen_cutoff=thresholds.screen_cutoff if thresholds.screen_cutoff is not None else state.screen_cutoff,
+            screen_cutoff=0.0,
             copy_share=thresholds.copy_share
             if thresholds.copy_share is not None or state.expected is None
             else state.expected.copy_share,

@@ -120,6 +120,8 @@ def verifier_probability(
             passed |= always
     probability = np.full(len(i), np.nan)
     aligned = np.flatnonzero(passed)
+    if progress is not None:
+        progress(0, len(aligned))
     for start in range(0, len(aligned), ALIGNED_AT_ONCE):
         rows = aligned[start : start + ALIGNED_AT_ONCE]
         probability[rows] = verifier.probability(

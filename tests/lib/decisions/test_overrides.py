@@ -85,7 +85,7 @@ def test_many_bad_rows_are_counted_not_all_listed(tmp_path: Path) -> None:
 def test_new_marks_replace_stored_ones_and_clear_forgets_them(tmp_path: Path) -> None:
     stored = read_marks(write(tmp_path, "path_a,path_b,verdict\na,b,duplicate\nc,d,not duplicate\ne,f,duplicate\n"))
     incoming = read_marks(
-        write(tmp_path, "path_a,path_b,verdict\nb,a,not duplicate\nf,e,clear\ng,h,duplicate\n", "new.csv")
+        write(tmp_path, "path_a,path_b,verdict\nb,a,not duplicate\nf,e,clear\ng,h,duplicate\n", "new.csv"), WHEN
     )
     merged = merged_marks(stored, incoming)
     assert merged.select("path_a", "path_b", "verdict").rows() == [
@@ -94,6 +94,12 @@ def test_new_marks_replace_stored_ones_and_clear_forgets_them(tmp_path: Path) ->
         ("g", "h", "duplicate"),
     ]
     assert merged.filter(pl.col("path_a") == "c")["source"].item().endswith("marks.csv")
+    # the same file read again (a configured overrides_file): its marks keep their first time
+    later = read_marks(tmp_path / "new.csv", WHEN + datetime.timedelta(days=1))
+    again = merged_marks(merged, later)
+    assert again.equals(merged)
+    changed = read_marks(write(tmp_path, "path_a,path_b,verdict\ng,h,not duplicate\n", "changed.csv"))
+    assert merged_marks(merged, changed).filter(pl.col("path_a") == "g")["verdict"].item() == "not duplicate"
 
 
 def manifest(paths: list[str]) -> pl.DataFrame:

@@ -24,6 +24,7 @@ class DevTools:
     def __init__(self, profile: Path, downloads: Path) -> None:
         self.downloads = downloads
         downloads.mkdir(parents=True, exist_ok=True)
+        (profile / "DevToolsActivePort").unlink(missing_ok=True)  # an earlier browser's, on this profile
         self.process = subprocess.Popen(
             [
                 CHROMIUM,

@@ -14,7 +14,7 @@ SAMPLE = pl.DataFrame(
         "hamming_phash": [0, 0, 1, 20, 25],
         "hamming_phash_partner": [2, 1, 2, 10**18, 4],
         "cosine": pl.Series([0.99, 0.98, 0.7, 0.4, None], dtype=pl.Float32),
-        "verifier_score": pl.Series([0.99, 0.9, 0.1, float("nan"), None], dtype=pl.Float32),
+        "verifier_score": pl.Series([0.99, 0.9, 0.1, None, None], dtype=pl.Float32),
     }
 )
 
@@ -25,10 +25,7 @@ def test_one_histogram_per_column_held_to_its_threshold() -> None:
     assert hamming.counts.sum() == 5 and hamming.counts[0] == 2 and hamming.edges[-1] > 25
     assert hamming.caption() == ("3 of 5 sampled images have their nearest image at or below the threshold 2.")
     assert cosine.caption() == "2 of 4 sampled images have their nearest image at or above the threshold 0.95."
-    assert score.unscored == 1 and score.caption().endswith(
-        "2 of 4 sampled images have their nearest image at or above the threshold 0.5; 1 turned away by the "
-        "verifier's screen before alignment."
-    )
+    assert score.caption() == "2 of 3 sampled images have their nearest image at or above the threshold 0.5."
 
 
 def test_without_a_threshold_the_caption_only_counts() -> None:

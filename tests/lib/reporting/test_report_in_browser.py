@@ -12,6 +12,7 @@ import pytest
 
 from dedup_pipeline.cli import EXIT_CHECK_FAILED, main
 from dedup_pipeline.lib.decisions.overrides import read_marks
+from dedup_pipeline.lib.reporting.html_report import report_folder_of
 from tests.lib.reporting.conftest import HOSTILE_FILE, HOSTILE_LABEL
 from tests.lib.reporting.devtools import CHROMIUM, DevTools
 
@@ -109,7 +110,7 @@ def test_a_person_marks_pairs_downloads_the_marks_and_the_next_run_applies_them(
         click_verdict(browser, leaks, hostile, "not duplicate")  # changed my mind: one mark per pair
         click_verdict(browser, leaks, "images/exact.png", "duplicate")
         click_verdict(browser, leaks, "images/exact.png", "duplicate")  # pressed again: no mark
-        assert browser.evaluate(leaks, "document.getElementById('marks-count').textContent") == "1 mark"
+        assert browser.evaluate(leaks, "document.getElementById('marks-count').textContent") == "1 mark to download"
         pressed = "document.querySelectorAll('button.mark[aria-pressed=\"true\"]').length"
         assert browser.evaluate(leaks, pressed) == 1
         conflicts = browser.open(folder / "conflicts.html")  # the marks follow to every page
@@ -118,13 +119,32 @@ def test_a_person_marks_pairs_downloads_the_marks_and_the_next_run_applies_them(
         browser.evaluate(conflicts, "document.getElementById('download-marks').click()")
         downloaded = browser.downloaded("marks.csv")
         assert browser.problems == []
-    marks = read_marks(downloaded)
+        first_marks = downloaded.rename(tmp_path / "first-marks.csv")
+    marks = read_marks(first_marks)
     assert marks.select("path_a", "path_b", "verdict").rows() == [(copied, hostile, "not duplicate")]
 
     marked = tmp_path / "marked.duckdb"
     manifest = database.parent / "manifest.csv"
-    options = ["--embedding-model", "none", "--workers", "1", "--overrides", str(downloaded)]
-    assert main(["run", "--data", str(manifest), "--db", str(marked), *options]) == EXIT_CHECK_FAILED
-    with duckdb.connect(str(marked), read_only=True) as connection:
-        left = connection.execute("SELECT path_a, path_b FROM leaks").fetchall()
-    assert left == [("images/2.png", "images/exact.png")]
+
+    def leaks_after_a_run_with(overrides: Path) -> list[tuple[str, str]]:
+        options = ["--embedding-model", "none", "--workers", "1", "--overrides", str(overrides)]
+        assert main(["run", "--data", str(manifest), "--db", str(marked), *options]) == EXIT_CHECK_FAILED
+        with duckdb.connect(str(marked), read_only=True) as connection:
+            return connection.execute("SELECT path_a, path_b FROM leaks ORDER BY ALL").fetchall()
+
+    assert leaks_after_a_run_with(first_marks) == [("images/2.png", "images/exact.png")]
+
+    # the new report shows the stored mark pressed on its marks page; taking it back downloads a clear
+    folder = report_folder_of(marked)
+    with DevTools(tmp_path / "profile", tmp_path / "downloads") as browser:
+        marks_page = browser.open(folder / "marks.html")
+        assert browser.evaluate(marks_page, "document.body.dataset.marks") == "0"  # this report's own marks
+        pressed = "Array.from(document.querySelectorAll('button.mark[aria-pressed=\"true\"]')).map(b => b.textContent)"
+        assert browser.evaluate(marks_page, pressed) == ["not duplicate"]
+        click_verdict(browser, marks_page, hostile, "not duplicate")
+        assert browser.evaluate(marks_page, pressed) == []
+        browser.evaluate(marks_page, "document.getElementById('download-marks').click()")
+        taken_back = browser.downloaded("marks.csv")
+        assert browser.problems == []
+    assert read_marks(taken_back).select("path_a", "path_b", "verdict").rows() == [(copied, hostile, "clear")]
+    assert leaks_after_a_run_with(taken_back) == [(copied, hostile), ("images/2.png", "images/exact.png")]

@@ -115,6 +115,10 @@ def test_a_drop_updates_the_sample_as_a_computation_from_scratch_would() -> None
     # one image retired that was a sampled image's nearest
     phash[100:105] = phash[np.flatnonzero(np.isin(ids, before["image_id"]))[:5]]
     embeddings[100:105] = embeddings[np.flatnonzero(np.isin(ids, before["image_id"]))[:5]]
+    # exact copies of two sampled images' nearest images: equally near, so the first in path order wins
+    for row, sampled in ((105, 3), (106, 4)):
+        nearest = np.flatnonzero(ids == before["cosine_partner"][sampled])[0]
+        phash[row], embeddings[row] = phash[nearest], embeddings[nearest]
     ids[110] = 500  # the smallest id: sampled from now on
     retired = int(np.flatnonzero(ids == before["cosine_partner"][0])[0])
     live = np.setdiff1d(np.arange(120), [retired])

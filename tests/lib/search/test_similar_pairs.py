@@ -10,7 +10,7 @@ from dedup_pipeline.lib.features.views import nominated, view_hashes
 from dedup_pipeline.lib.search.candidates import local_candidates
 from dedup_pipeline.lib.search.criteria import EXACT_EVIDENCE, MatchThresholds
 from dedup_pipeline.lib.search.look_alikes import fit_space
-from dedup_pipeline.lib.search.similar_pairs import JoinImages, join
+from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, join, measured_pairs
 from dedup_pipeline.lib.verification import judging
 from dedup_pipeline.lib.verification.judging import screen_cutoff, verifier_probability
 from dedup_pipeline.lib.verification.pair_features import ImageSignals, feature_names, screen_feature_names
@@ -188,7 +188,27 @@ def test_alignment_in_batches_gives_the_same_probabilities_and_reports_progress(
     heard: list[tuple[int, int]] = []
     batched, _ = verifier_probability(verifier, signals, frozenset(), i, j, progress=lambda *done: heard.append(done))
     assert batched.tolist() == whole.tolist()
-    assert heard == [(5 * k, 36) for k in range(1, 8)] + [(36, 36)]
+    assert heard == [(0, 36)] + [(5 * k, 36) for k in range(1, 8)] + [(36, 36)]
+
+
+def test_measured_pairs_score_every_pair_even_those_the_screen_turns_away() -> None:
+    thumbnails = np.stack([thumbnail(smooth_picture(seed, size=(48, 40))) for seed in range(6)])
+    hashes = {"phash": np.arange(6, dtype=np.uint64).reshape(-1, 1)}
+    images = JoinImages(
+        np.arange(6, dtype=np.int64),
+        {name: np.arange(6).astype(str) for name in EXACT_EVIDENCE},
+        ImageSignals(thumbnails, hashes, None),
+    )
+    verifier = descriptor_only_scorer(["phash"], 0.5)
+    closed = verifier.with_screen(first_feature_scorer(screen_feature_names(["phash"], False), 1.01))
+    thresholds = MatchThresholds(hamming={"phash": 1}, verifier=closed, screen_cutoff=1.01)
+    pairs = np.array([[0, 1], [2, 5]])
+    measured = measured_pairs(images, thresholds, JoinState.empty(), pairs)  # duplicates or not
+    assert measured.select("image_id_a", "image_id_b").rows() == [(0, 1), (2, 5)]
+    scores = measured["verification_score"]
+    assert scores.null_count() == 0 and not scores.is_nan().any()
+    expected = verifier_probability(verifier, images.signals, frozenset(), pairs[:, 0], pairs[:, 1])[0]
+    assert scores.to_list() == pytest.approx(expected.tolist())
 
 
 def test_the_screen_cutoff_admits_its_threshold_and_its_best_ranked_up_to_a_budget() -> None:

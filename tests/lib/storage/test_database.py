@@ -99,3 +99,9 @@ def test_join_state_round_trips_under_its_calibration_only() -> None:
     for name in ("joined", "look_alike_ids", "neighbours", "similarities", "vectors"):
         assert np.array_equal(getattr(back, name), getattr(state, name)), name
     assert read_join_state(connection, "calibration-b") is None
+    # the join's own pairs, not the marked ones, are what the next join starts from
+    write_table(connection, "similar_pairs", pl.DataFrame({"image_id_a": [5], "image_id_b": [9]}))
+    assert read_join_state(connection, "calibration-a").pairs.equals(state.pairs)
+    # a store written before marks existed kept the join's pairs in similar_pairs
+    connection.execute("ALTER TABLE joined_pairs RENAME TO old_pairs")
+    assert read_join_state(connection, "calibration-a").pairs["image_id_a"].to_list() == [5]

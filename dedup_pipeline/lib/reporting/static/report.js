@@ -1,6 +1,8 @@
 // Renders one table page of the report from window.REPORT_TABLE (set by data/<page>.js):
-// filters, pagination, thumbnails and a person's marks on pairs (kept in the browser's storage
-// for every page of the report, downloaded as the CSV `dedup-pipeline run --overrides` reads).
+// filters, pagination, thumbnails and a person's marks on pairs. The marks the store keeps come
+// from window.REPORT_MARKS (data/stored-marks.js) and show pressed; the marks made here are kept in
+// the browser's storage under this report's own key, for every page of the report, and download
+// as the CSV `dedup-pipeline run --overrides` reads (a stored mark taken back downloads as clear).
 // Every value goes into the page as text (textContent, attributes set one by one), never as
 // HTML: file names, labels and splits are untrusted.
 (function () {
@@ -9,12 +11,34 @@
   var state = { page: 0, filters: {} };
   var body = document.body;
   var wanted = new URLSearchParams(window.location.hash.slice(1));
-  var MARKS_KEY = "dedup-pipeline marks";
+  var MARKS_KEY = window.REPORT_MARKS.key;
   var VERDICTS = ["duplicate", "not duplicate"];
+  var CLEAR = "clear";
+  var stored = {};
+  window.REPORT_MARKS.stored.forEach(function (mark) { stored[keyOf([mark[0], mark[1]])] = mark[2]; });
   var marks = loadMarks();
 
-  // Marks by pair: the key is the JSON of the two paths sorted, the value the verdict. Without
-  // storage (some browsers refuse it to files) they last as long as the page.
+  function keyOf(paths) {
+    return JSON.stringify(paths.map(String).sort());
+  }
+
+  // The verdict a pair has now: the mark made here (clear: none), else the stored one.
+  function verdictOf(key) {
+    var made = Object.prototype.hasOwnProperty.call(marks, key) ? marks[key] : stored[key];
+    return made === CLEAR ? undefined : made;
+  }
+
+  // Pressing ``verdict`` on a pair: a second press takes the verdict back (clear, if the store
+  // holds it); a mark equal to the stored one is no change to download.
+  function press(key, verdict) {
+    var wanted = verdictOf(key) === verdict ? undefined : verdict;
+    if (wanted === stored[key]) delete marks[key];
+    else marks[key] = wanted === undefined ? CLEAR : wanted;
+    saveMarks();
+  }
+
+  // Marks made here, by pair: the key is the JSON of the two paths sorted, the value the verdict.
+  // Without storage (some browsers refuse it to files) they last as long as the page.
   function loadMarks() {
     try {
       return JSON.parse(window.localStorage.getItem(MARKS_KEY) || "{}");
@@ -35,7 +59,7 @@
   function pairKey(row) {
     var paths = table.pair.map(function (key) { return row[column(key)]; });
     if (paths.some(function (path) { return path === null || path === undefined; })) return null;
-    return JSON.stringify(paths.map(String).sort());
+    return keyOf(paths);
   }
 
   function csvField(value) {
@@ -54,7 +78,7 @@
   function showMarks() {
     var count = Object.keys(marks).length;
     var shown = document.getElementById("marks-count");
-    if (shown) shown.textContent = count ? count + (count === 1 ? " mark" : " marks") : "no marks yet";
+    if (shown) shown.textContent = count ? count + (count === 1 ? " mark" : " marks") + " to download" : "no marks yet";
     body.dataset.marks = count;
   }
 
@@ -65,6 +89,7 @@
     document.body.appendChild(link);
     link.click();
     link.remove();
+    window.setTimeout(function () { URL.revokeObjectURL(link.href); }, 60000);
   }
 
   function markCell(row) {
@@ -74,13 +99,11 @@
     VERDICTS.forEach(function (verdict) {
       var button = text("button", verdict, "mark");
       button.dataset.verdict = verdict;
-      button.setAttribute("aria-pressed", String(marks[key] === verdict));
+      button.setAttribute("aria-pressed", String(verdictOf(key) === verdict));
       button.addEventListener("click", function () {
-        if (marks[key] === verdict) delete marks[key];
-        else marks[key] = verdict;
-        saveMarks();
+        press(key, verdict);
         td.querySelectorAll("button").forEach(function (other) {
-          other.setAttribute("aria-pressed", String(marks[key] === other.dataset.verdict));
+          other.setAttribute("aria-pressed", String(verdictOf(key) === other.dataset.verdict));
         });
       });
       td.appendChild(button);
@@ -115,6 +138,7 @@
   }
 
   function thumbnail(imageId, path) {
+    if (imageId === null || imageId === undefined) return text("span", "(not in the dataset)", "missing");
     var image = document.createElement("img");
     image.className = "thumb";
     image.loading = "lazy";
@@ -214,6 +238,8 @@
   if (table.pair) {
     document.getElementById("download-marks").addEventListener("click", download);
     document.getElementById("forget-marks").addEventListener("click", function () {
+      var count = Object.keys(marks).length;
+      if (!count || !window.confirm("Forget the " + count + " marks made in this browser and not applied yet?")) return;
       marks = {};
       saveMarks();
       render();
