@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--sections",
         default=",".join(SECTIONS),
         help="comma-separated subset of %(default)s (hamming and cosine need pipeline; fastdup needs pipeline). "
-        "A subset is written to partial.md and partial.json, leaving results.md whole",
+        "A subset is written to partial-<sections>.md and .json, leaving results.md and other subsets' files whole",
     )
     args = parser.parse_args(argv)
     chosen = args.sections.split(",")
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "results" if complete else "partial"
+    name = "results" if complete else "partial-" + "-".join(chosen)
 
     def save(section: list[str]) -> None:  # after every section: a crash later keeps what was measured
         lines.extend(section)
