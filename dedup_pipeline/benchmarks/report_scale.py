@@ -45,7 +45,7 @@ def _pair_rows(count: int, first_id: int, rng: np.random.Generator, splits: tupl
 def synthetic_tables(leaks: int, clustered: int, seed: int = 0):
     """Report tables with ``leaks`` leaked pairs and ``clustered`` images in within-split clusters."""
     from dedup_pipeline.lib.reporting.histograms import histograms_of
-    from dedup_pipeline.lib.reporting.report_tables import ReportTables
+    from dedup_pipeline.lib.reporting.report_tables import MARK_COLUMNS, ReportTables
 
     rng = np.random.default_rng(seed)
     leak_rows = _pair_rows(leaks, 0, rng, ("test", "train"))
@@ -89,7 +89,7 @@ def synthetic_tables(leaks: int, clustered: int, seed: int = 0):
         clusters=clusters,
         latest_drop="000002-drop",
         latest_pairs=leak_rows.head(1_000),
-        marks=pl.DataFrame(schema={"path_a": pl.String, "path_b": pl.String, "verdict": pl.String}),
+        marks=pl.DataFrame(schema=MARK_COLUMNS),
         neighbour_plots=histograms_of(sample, {"hamming_phash": 8, "cosine": 0.9, "verifier_score": 0.5}),
     )
     return tables
