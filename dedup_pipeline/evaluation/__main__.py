@@ -36,7 +36,7 @@ from dedup_pipeline.evaluation.recipes import ANCHORS, evidence_recipes
 from dedup_pipeline.evaluation.runs import StoredRun, run_pipeline
 from dedup_pipeline.evaluation.suite import SuiteScore, best_at_precision, build_suite
 from dedup_pipeline.evaluation.suite import score_recipe as score_suite
-from dedup_pipeline.lib.calibration.transforms import TRANSFORMS
+from dedup_pipeline.lib.calibration.transforms import SUITE_TRANSFORMS
 from dedup_pipeline.lib.features.hashing import MIRROR_SUFFIX
 from dedup_pipeline.lib.inputs.demo_dataset import ORIGINALS, skimage_photo
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
@@ -213,14 +213,14 @@ def suite_section(title: str, run: StoredRun) -> list[str]:
     sources = run.manifest["label"].n_unique()
     size = run.config.embedding_image_size or "auto"
     lines = [
-        f"### {title}: {sources} sources x {len(TRANSFORMS)} transforms ({run.manifest.height} images)",
+        f"### {title}: {sources} sources x {len(SUITE_TRANSFORMS)} transforms ({run.manifest.height} images)",
         "",
         f"Pipeline time {run.seconds:.0f} s; embedding input size {size}. Recall per transform: share of sources "
         "whose (original, copy) pair the recipe matches.",
         "",
         *_table(
             ["transform", *(s.recipe for s in scores)],
-            [(t.name, *(s.recall_by_transform[t.name] for s in scores)) for t in TRANSFORMS]
+            [(t.name, *(s.recall_by_transform[t.name] for s in scores)) for t in SUITE_TRANSFORMS]
             + [
                 ("**recall, all transforms**", *(s.recall for s in scores)),
                 ("**precision**", *(s.precision for s in scores)),

@@ -20,7 +20,7 @@ from PIL import Image
 
 from dedup_pipeline.evaluation.recipes import Recipe, recipe_pairs
 from dedup_pipeline.evaluation.runs import StoredRun
-from dedup_pipeline.lib.calibration.transforms import TRANSFORMS, Transform
+from dedup_pipeline.lib.calibration.transforms import SUITE_TRANSFORMS, Transform
 from dedup_pipeline.lib.features.hashing import mirror_key
 from dedup_pipeline.lib.search.cosine_join import cosine_pairs
 from dedup_pipeline.lib.search.criteria import EMBEDDING_EVIDENCE
@@ -34,7 +34,7 @@ def slug(name: str) -> str:
 
 
 def build_suite(
-    root: Path, sources: Sequence[tuple[str, Image.Image]], transforms: Sequence[Transform] = TRANSFORMS
+    root: Path, sources: Sequence[tuple[str, Image.Image]], transforms: Sequence[Transform] = SUITE_TRANSFORMS
 ) -> None:
     if root.exists():
         shutil.rmtree(root)
@@ -75,7 +75,7 @@ def score_pairs(run: StoredRun, pairs: np.ndarray, recipe: str) -> SuiteScore:
     found = pl.DataFrame({"variant": variant[with_original]}).group_by("variant").len()
     found_by_variant = dict(found.iter_rows())
     recall_by_transform = {
-        transform.name: found_by_variant.get(slug(transform.name), 0) / len(sources) for transform in TRANSFORMS
+        transform.name: found_by_variant.get(slug(transform.name), 0) / len(sources) for transform in SUITE_TRANSFORMS
     }
     flagged = len(pairs)
     return SuiteScore(

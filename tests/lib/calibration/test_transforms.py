@@ -1,7 +1,12 @@
 import numpy as np
 from PIL import Image
 
-from dedup_pipeline.lib.calibration.transforms import RECUT_TRANSFORMS, TRANSFORMS, recrop, transform_named
+from dedup_pipeline.lib.calibration.transforms import (
+    RECUT_TRANSFORMS,
+    SUITE_TRANSFORMS,
+    recrop,
+    transform_named,
+)
 
 
 def test_recrop_stretches_the_box_back_to_the_full_size() -> None:
@@ -27,8 +32,8 @@ def test_recrop_of_an_off_centre_box_moves_the_picture() -> None:
 
 def test_every_transform_is_deterministic_and_named_uniquely() -> None:
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
-    names = [transform.name for transform in TRANSFORMS + RECUT_TRANSFORMS]
+    names = [transform.name for transform in SUITE_TRANSFORMS + RECUT_TRANSFORMS]
     assert len(set(names)) == len(names)
-    for name in ("recrop medium", "recrop strong"):
+    for name in ("recrop medium", "recrop strong", "re-cut held out, 10% off"):
         transform = transform_named(name)
         assert np.array_equal(np.asarray(transform.apply(picture)), np.asarray(transform.apply(picture)))
