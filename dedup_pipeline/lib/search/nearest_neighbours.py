@@ -23,7 +23,7 @@ import polars as pl
 
 from dedup_pipeline.lib.search.cosine_join import pair_similarities
 from dedup_pipeline.lib.search.criteria import MatchThresholds
-from dedup_pipeline.lib.search.hamming_join import cross_distances, mirror_aware_cross_distances
+from dedup_pipeline.lib.search.hamming_join import mirror_aware_distances, pair_distances
 from dedup_pipeline.lib.search.similar_pairs import JoinImages, JoinState, measured_pairs
 from dedup_pipeline.lib.storage.stored_rows import Rows, row_blocks
 
@@ -70,7 +70,9 @@ def neighbour_sample(
             (
                 f"hamming_{algorithm}",
                 lambda rows, among, w=words, m=mirrored: nearest_by_hamming(w, m, rows, among),
-                lambda i, j, w=words, m=mirrored: _pair_hamming(w, m, i, j),
+                lambda i, j, w=words, m=mirrored: (
+                    pair_distances(w, i, j) if m is None else mirror_aware_distances(w, m, i, j)
+                ),
             )
         )
     if signals.embeddings is not None:
@@ -146,12 +148,6 @@ def _updated_nearest(
         better = gain | (tie & (candidate < partner[again]))  # ties: the first in path order
         partner[again[better]] = candidate[better]
     return partner
-
-
-def _pair_hamming(words: np.ndarray, mirrored: np.ndarray | None, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    if mirrored is None:
-        return cross_distances(words, words, i, j)
-    return mirror_aware_cross_distances(words, mirrored, words, mirrored, i, j)
 
 
 def _verifier_scores(
